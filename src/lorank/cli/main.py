@@ -18,6 +18,9 @@ import click
 
 from lorank.errors import LorankError
 
+#: click >= 8.2 raises this (a UsageError) when a group is called without a subcommand.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", click.exceptions.UsageError)
+
 #: subcommand name -> module under ``lorank.cli`` defining ``command``.
 COMMANDS: dict[str, str] = {
     "prescribe": "prescribe",
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         rv = cli.main(args=argv, prog_name="lorank", standalone_mode=False)
     except LorankError as exc:
         fail(str(exc))
-    except click.exceptions.NoArgsIsHelp as exc:
+    except _NO_ARGS_IS_HELP as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else "", err=True)
         sys.exit(2)
     except click.ClickException as exc:

@@ -107,7 +107,7 @@ def manifold_dim(r: int, m: int, n: int) -> int:
 
 
 def _smallest_rank(count, r_max: int, bound: float) -> int | None:
-    """Smallest r in [1, r_max] with count(r) > bound, for count increasing on that range."""
+    """Smallest r in [1, r_max] with count(r) > bound, for count non-decreasing on that range."""
     if count(r_max) <= bound:
         return None
     lo, hi = 1, r_max
@@ -141,13 +141,15 @@ def manifold_min_rank(
     * ``"total"``: the dimensions add up, :math:`\sum_\ell r(m_\ell+n_\ell) - r^2 > c_\star KN`,
       with one rank r shared by all matrices.
 
+    With one rank r shared by matrices of different sizes, a matrix with min(m, n) < r is
+    adapted at full rank and contributes its full dimension m·n (the set of rank-≤r matrices).
     The per-matrix rank is never below the total one.
 
     Examples: one 768×768 matrix, K=2, N=32 → 1 (1535 > 86.4); K=2, N=1024 → 2.
 
     Returns:
-        The smallest rank, or ``None`` when no r ≤ min(m, n) satisfies the count (for the
-        per-matrix reading: when some matrix cannot satisfy it alone).
+        The smallest rank, or ``None`` when no r ≤ max_ℓ min(m_ℓ, n_ℓ) satisfies the count (for
+        the per-matrix reading: when some matrix cannot satisfy it alone, even at full rank).
     """
     K = check_positive_int("K", K)
     N = check_positive_int("N", N)
@@ -155,13 +157,20 @@ def manifold_min_rank(
     dims = check_shapes(shapes)
     bound = c * K * N
     if reading == "per_matrix":
-        ranks = [_smallest_rank(lambda r, m=m, n=n: r * (m + n) - r * r, min(m, n), bound)
+        ranks = [_smallest_rank(lambda r, m=m, n=n: _saturated_dim(r, m, n), min(m, n), bound)
                  for m, n in dims]
         return None if any(r is None for r in ranks) else max(ranks)
     if reading == "total":
-        r_max = min(min(m, n) for m, n in dims)
-        return _smallest_rank(lambda r: sum(r * (m + n) - r * r for m, n in dims), r_max, bound)
+        r_max = max(min(m, n) for m, n in dims)
+        return _smallest_rank(lambda r: sum(_saturated_dim(r, m, n) for m, n in dims), r_max,
+                              bound)
     raise LorankError(f"reading must be 'per_matrix' or 'total', got {reading!r}")
+
+
+def _saturated_dim(r: int, m: int, n: int) -> int:
+    """Dimension of the m×n matrices of rank ≤ r: d(min(r, min(m, n))) (full rank saturates)."""
+    q = min(r, m, n)
+    return q * (m + n) - q * q
 
 
 def ce_min_rank() -> int:

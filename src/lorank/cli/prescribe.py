@@ -1,0 +1,126 @@
+"""``lorank prescribe``: every rank prescription of the theory for one fine-tuning setup.
+
+The setup's K and N come from ``--K/--N``, a registered task (``--task sst2 --shots 16``) or a
+user's own data file (``--data my.csv ...``); the adapted shapes from ``--shape MxN`` (repeatable)
+or a model config (``--model ID --targets query,value --layers last``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import click
+
+from lorank.errors import LorankError
+from lorank.theory import C_STAR_PAPER, prescribe
+from lorank.theory.prescription import Prescription
+
+_SHAPE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
+
+
+def parse_shape(text: str) -> tuple[int, int]:
+    """Parse ``"768x768"`` into (768, 768); LorankError if malformed or not positive."""
+    match = _SHAPE.match(text)
+    if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
+        raise LorankError(f"malformed shape {text!r}: expected MxN with positive integers, "
+                          "e.g. 768x768")
+    return int(match.group(1)), int(match.group(2))
+
+
+def shapes_from_model(model: str, targets: str | None, layers: str) -> tuple[list, list[str]]:
+    """Adapted (m, n) shapes and their module paths for a model config (no weights loaded)."""
+    from lorank.models.arch import adapted_matrices
+    from lorank.models.bundled import load_config
+
+    names = [t for t in targets.split(",") if t.strip()] if targets else None
+    mats = adapted_matrices(load_config(model), names, layers)
+    return [m.shape for m in mats], [m.path for m in mats]
+
+
+def kn_from_data(options: dict) -> tuple[int, int, str]:
+    """K, N and a description from ``--task``/``--data`` options (via :mod:`lorank.data`)."""
+    from lorank.cli.options_data import dataset_from_options
+
+    data = dataset_from_options(**options)
+    return data.K, data.N, f"{data.task.name}, {data.k}-shot, seed {data.seed}"
+
+
+def render_table(p: Prescription, setup: str) -> None:
+    """Print the prescription as a rich table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"LoRA rank prescriptions — {setup}", title_justify="left")
+    for col in ("rule", "smallest r", "condition", "LoRA params at r", "source"):
+        table.add_column(col, justify="right" if col in ("smallest r", "LoRA params at r")
+                         else "left")
+    for row in p.rows():
+        r = "none <= min(m,n)" if row.r is None else str(row.r)
+        params = "-" if row.lora_params is None else f"{row.lora_params:,}"
+        table.add_row(row.rule, r, row.condition, params, row.source)
+    console = Console()
+    console.width = max(console.width, 120)
+    console.print(table)
+    rec = p.recommended
+    why = ("cross-entropy: the PL inequality removes the threshold" if p.loss == "ce"
+           else "squared loss: total manifold count")
+    console.print(f"recommended rank ({why}): {'none' if rec is None else rec}")
+
+
+@click.command("prescribe")
+@click.option("--K", "K", type=int, help="Number of output logits trained.")
+@click.option("--N", "N", type=int, help="Number of training examples.")
+@click.option("--shape", "shapes", multiple=True, metavar="MxN",
+              help="An adapted matrix shape (repeatable), e.g. --shape 768x768.")
+@click.option("--model", help="Hub id, local folder or bundled name (minilm, mpnet).")
+@click.option("--targets", help="Comma-separated LoRA target modules (default: query,value).")
+@click.option("--layers", default="all", show_default=True,
+              help="'all', 'last' or comma-separated layer indices.")
+@click.option("--task", help="Registered task (sst2, qnli, mrpc, rte, mnli): K and N from it.")
+@click.option("--shots", type=int, default=16, show_default=True,
+              help="k examples per class for --task (N = K_classes * shots).")
+@click.option("--data", "data_file", help="Your own CSV/TSV/JSONL training file: K, N from it.")
+@click.option("--text-a", help="Column holding the first text (with --data).")
+@click.option("--text-b", help="Column holding the second text (with --data, optional).")
+@click.option("--label", "label_col", help="Label column (with --data).")
+@click.option("--labels", help="Comma-separated label set (with --data).")
+@click.option("--data-dir", envvar="LORANK_DATA_DIR",
+              help="Data directory (LM-BFF layout); env LORANK_DATA_DIR.")
+@click.option("--c-star", "c_star", type=float, default=C_STAR_PAPER, show_default=True,
+              help="Manifold-count constant C*.")
+@click.option("--loss", type=click.Choice(["ce", "mse"]), default="ce", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def command(K, N, shapes, model, targets, layers, task, shots, data_file, text_a, text_b,
+            label_col, labels, data_dir, c_star, loss, as_json) -> None:
+    """Smallest LoRA ranks by the Sard, manifold and cross-entropy (PL) rules."""
+    if shapes and model:
+        raise LorankError("give either --shape or --model, not both")
+    if not shapes and not model:
+        raise LorankError("give the adapted shapes: --shape MxN (repeatable) or --model ID")
+    parsed = [parse_shape(s) for s in shapes]
+    paths: list[str] = []
+    if model:
+        parsed, paths = shapes_from_model(model, targets, layers)
+    elif targets or layers != "all":
+        raise LorankError("--targets and --layers need --model")
+    setup = ""
+    if task or data_file:
+        if K is not None or N is not None:
+            raise LorankError("give either --K/--N or --task/--data, not both")
+        K, N, setup = kn_from_data(dict(
+            task=task, k=shots, seed=None, data_dir=data_dir, data=data_file, text_a=text_a,
+            text_b=text_b, label=label_col, labels=labels))
+    elif K is None or N is None:
+        raise LorankError("give --K and --N, or --task/--data to derive them")
+    p = prescribe(K, N, parsed, c_star=c_star, loss=loss)
+    setup = f"K={p.K}, N={p.N}, {len(p.shapes)} adapted matrices" + (f" ({setup})" if setup
+                                                                       else "")
+    if as_json:
+        out = p.to_dict()
+        out["setup"] = setup
+        if paths:
+            out["modules"] = paths
+        click.echo(json.dumps(out, indent=2))
+    else:
+        render_table(p, setup)

@@ -1,0 +1,208 @@
+"""One experiment run, fully resolved: :class:`RunConfig`, its stable id and its features key.
+
+A run is identified by ``run_id = sha256(canonical_json(identity))`` where ``identity`` is every
+field of the config except the resource hints (``num_cpus``, ``num_gpus``), and the canonical JSON
+has sorted keys, no whitespace, tuples as lists and floats in Python's shortest round-trip form.
+The id is therefore the same in every process, on every machine and for every key order of the
+spec that produced the config.
+
+Runs whose Jacobian features are identical share a :class:`FeaturesKey`: the fields that decide
+what the encoder sees and which matrices are differentiated (model, head, task, data seed, k,
+targets, layers, dtype, max_length, test_cap). Rank, loss, learning rates and steps do not change
+the features G_ℓ(x) = ∂f(x; W0)/∂W_ℓ of the linearized model f_lin(x; ΔW) = f(x; W0) + Σ_ℓ
+⟨G_ℓ(x), ΔW_ℓ⟩ (Jang, Lee, Ryu, ICML 2024; Malladi et al., ICML 2023), so a sweep over ranks
+builds them once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+#: Fields of :class:`RunConfig` that are resource hints, not part of the run's identity.
+RESOURCE_FIELDS = ("num_cpus", "num_gpus")
+
+#: Fields that determine the Jacobian features (see module docstring).
+FEATURE_FIELDS = ("model", "head", "task", "seed", "k", "targets", "layers", "dtype",
+                  "max_length", "test_cap")
+
+
+class Options(Mapping[str, Any]):
+    """An immutable, hashable mapping of method-specific options (JSON values).
+
+    Nested lists become tuples and nested dicts become :class:`Options`; :meth:`to_json` turns
+    them back into plain lists and dicts. Equality and hashing follow the canonical JSON.
+    """
+
+    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        self._data = {str(k): _freeze(v) for k, v in dict(data or {}).items()}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._data))
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain dict with lists and dicts, ready for :func:`json.dumps`."""
+        return {k: _thaw(self._data[k]) for k in sorted(self._data)}
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self.to_json() == (other.to_json() if isinstance(other, Options)
+                                      else dict(other))
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(canonical_json(self.to_json()))
+
+    def __repr__(self) -> str:
+        return f"Options({self.to_json()!r})"
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return value if isinstance(value, Options) else Options(value)
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Options):
+        return value.to_json()
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+def canonical_json(obj: Any) -> str:
+    """Canonical JSON: sorted keys, compact separators, UTF-8 kept, NaN/inf rejected."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A fully resolved run of one method on one task/model/rank/seed (immutable, hashable).
+
+    Attributes:
+        sweep: name of the sweep the run belongs to (part of the id: the same point in two
+            sweeps is two rows).
+        method: registered method name (``prescribe``, ``linearized``, ``lora``, ``cstar``).
+        task: few-shot task (``sst2``, ``qnli``, ``mrpc``, ``rte``, ``mnli``, ...).
+        model: encoder, a bundled short name (``minilm``, ``mpnet``) or a path / hub id.
+        head: how logits are read from the encoder (e.g. ``verbalizer``).
+        targets: LoRA target modules (``query``, ``value``, ...).
+        layers: ``"all"``, ``"last"`` or a tuple of layer indices.
+        k: examples per class in the training split (LM-BFF k-shot), so N = k·classes.
+        seed: data split seed (LM-BFF: 13, 21, 42, 87, 100).
+        rank: LoRA rank r.
+        loss: ``"ce"`` or ``"mse"``.
+        lrs: learning-rate grid; the engine selects on the k-shot dev split.
+        steps: optimisation steps; eval_interval: steps between curve points.
+        dtype: ``"float32"`` or ``"float64"``.
+        init_seed: seed of the LoRA initialisation (A Gaussian, B = 0).
+        max_length: tokenizer truncation length; test_cap: test rows kept (None = all).
+        options: method-specific settings, an immutable :class:`Options` mapping.
+        num_cpus, num_gpus: resource hints for the Ray runner; not part of the id.
+    """
+
+    sweep: str
+    method: str
+    task: str
+    model: str
+    rank: int
+    seed: int
+    head: str = "verbalizer"
+    targets: tuple[str, ...] = ("query", "value")
+    layers: str | tuple[int, ...] = "last"
+    k: int = 16
+    loss: str = "ce"
+    lrs: tuple[float, ...] = (0.05,)
+    steps: int = 1000
+    eval_interval: int = 100
+    dtype: str = "float32"
+    init_seed: int = 0
+    max_length: int = 64
+    test_cap: int | None = None
+    options: Options = field(default_factory=Options)
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "targets", tuple(self.targets))
+        if not isinstance(self.layers, str):
+            object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
+        object.__setattr__(self, "lrs", tuple(float(x) for x in self.lrs))
+        if not isinstance(self.options, Options):
+            object.__setattr__(self, "options", Options(self.options))
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """The method-specific option ``name`` (JSON value, lists as lists), or ``default``."""
+        return self.options.to_json().get(name, default)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as JSON-ready values (tuples → lists, options → dict)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["targets"] = list(self.targets)
+        out["layers"] = self.layers if isinstance(self.layers, str) else list(self.layers)
+        out["lrs"] = list(self.lrs)
+        out["options"] = self.options.to_json()
+        return out
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define the run (``to_dict`` minus :data:`RESOURCE_FIELDS`)."""
+        out = self.to_dict()
+        for name in RESOURCE_FIELDS:
+            out.pop(name)
+        return out
+
+    @property
+    def run_id(self) -> str:
+        """sha256 hex digest of the canonical JSON of :meth:`identity`."""
+        return hashlib.sha256(canonical_json(self.identity()).encode("utf-8")).hexdigest()
+
+    @property
+    def features_key(self) -> FeaturesKey:
+        """The :class:`FeaturesKey` shared by every run with the same features."""
+        return FeaturesKey(**{name: getattr(self, name) for name in FEATURE_FIELDS})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """Rebuild from :meth:`to_dict` output (unknown keys are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class FeaturesKey:
+    """The config fields that determine the Jacobian features; ``digest`` names a cache entry."""
+
+    model: str
+    head: str
+    task: str
+    seed: int
+    k: int
+    targets: tuple[str, ...]
+    layers: str | tuple[int, ...]
+    dtype: str
+    max_length: int
+    test_cap: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["targets"] = list(self.targets)
+        out["layers"] = self.layers if isinstance(self.layers, str) else list(self.layers)
+        return out
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the canonical JSON of the key (first 16 hex digits): a cache folder name."""
+        return hashlib.sha256(canonical_json(self.to_dict()).encode("utf-8")).hexdigest()[:16]

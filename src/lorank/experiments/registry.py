@@ -1,0 +1,212 @@
+"""The method registry: what a run *does* is looked up by ``RunConfig.method``.
+
+An engine registers a method with one decorator in its own module::
+
+    from lorank.experiments import register_method
+
+    def build_features(key: FeaturesKey, ctx: RunContext) -> Jacobians:   # optional
+        ...                                                               # once per key
+
+    @register_method("linearized", prepare=build_features)
+    def run_linearized(config: RunConfig, ctx: RunContext) -> dict:
+        feats = ctx.features            # the value build_features returned for config's key
+        ...
+        return {"metrics": {"test_acc": 0.73}, "curves": {"train_loss": [...]}}
+
+and adds its module to :data:`METHOD_PROVIDERS` so ``get_method("linearized")`` imports it on
+first use (in the coordinating process and in every worker). ``prepare`` runs once per
+:class:`~lorank.experiments.config.FeaturesKey` and process: the runners execute the runs of one
+key back to back, so features are built once per group.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lorank.errors import LorankError
+from lorank.experiments.config import FeaturesKey, RunConfig
+
+#: method name → module that registers it when imported (engines add their line here).
+METHOD_PROVIDERS: dict[str, str] = {
+    "prescribe": "lorank.experiments.methods",
+    "linearized": "lorank.linearized.method",
+    "lora": "lorank.finetune.method",
+    "cstar": "lorank.capacity.method",
+}
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+RunFn = Callable[[RunConfig, "RunContext"], Mapping[str, Any]]
+PrepareFn = Callable[[FeaturesKey, "RunContext"], Any]
+ValidateFn = Callable[[RunConfig], None]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method: its run function, optional per-features-key ``prepare`` and a
+    ``validate`` hook that checks a config before the sweep starts (raise LorankError)."""
+
+    name: str
+    run: RunFn
+    prepare: PrepareFn | None = None
+    validate: ValidateFn | None = None
+
+    @property
+    def module(self) -> str:
+        """The module that defines the run function (imported by workers)."""
+        return self.run.__module__
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register_method(
+    name: str, *, prepare: PrepareFn | None = None, validate: ValidateFn | None = None
+) -> Callable[[RunFn], RunFn]:
+    """Decorator registering ``fn(config, ctx) -> {"metrics": {...}, "curves": {...}}``.
+
+    Re-registering a name from the same module (a re-import) replaces it; from another module
+    it is an error, so two engines cannot silently shadow each other.
+    """
+    if not _NAME.match(name):
+        raise LorankError(f"method name must match [a-z][a-z0-9_]*, got {name!r}")
+
+    def decorator(fn: RunFn) -> RunFn:
+        old = _REGISTRY.get(name)
+        if old is not None and old.module != fn.__module__:
+            raise LorankError(f"method {name!r} is already registered by {old.module}")
+        _REGISTRY[name] = Method(name, fn, prepare, validate)
+        return fn
+
+    return decorator
+
+
+def get_method(name: str) -> Method:
+    """The registered :class:`Method` ``name``, importing its provider module if needed."""
+    if name not in _REGISTRY and name in METHOD_PROVIDERS:
+        module = METHOD_PROVIDERS[name]
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not module.startswith(exc.name):
+                raise
+            raise LorankError(
+                f"method {name!r} is not available: its engine module {module} is not "
+                "installed yet") from None
+    if name not in _REGISTRY:
+        known = ", ".join(available_methods()) or "none"
+        raise LorankError(f"unknown method {name!r}; registered methods: {known}")
+    return _REGISTRY[name]
+
+
+def available_methods() -> list[str]:
+    """Names registered so far (providers not yet imported are not listed)."""
+    return sorted(_REGISTRY)
+
+
+class FeatureCache:
+    """In-process LRU of prepared features, keyed by (method, features-key digest).
+
+    ``maxsize`` defaults to 1: runs are executed grouped by key, so one entry is enough and
+    large Jacobians (hundreds of MiB) are released as soon as the next group starts.
+    """
+
+    def __init__(self, maxsize: int = 1) -> None:
+        self.maxsize = maxsize
+        self._items: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self.builds = 0
+
+    def get_or_build(self, method: str, key: FeaturesKey, build: Callable[[], Any]) -> Any:
+        """The cached value for (method, key), else ``build()`` stored under it."""
+        slot = (method, key.digest)
+        if slot in self._items:
+            self._items.move_to_end(slot)
+            return self._items[slot]
+        value = build()
+        self.builds += 1
+        self._items[slot] = value
+        while len(self._items) > self.maxsize:
+            self._items.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+def _no_progress(**info: Any) -> None:
+    return None
+
+
+@dataclass
+class RunContext:
+    """What a method gets besides its config.
+
+    Attributes:
+        cache_dir: folder for on-disk features shared across processes; a method keeps the
+            files of one key under ``cache_dir / key.digest`` (see :meth:`features_dir`).
+        data_dir: the few-shot data root (LM-BFF layout), or None.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:0"`` ...
+        progress: callback ``progress(step=..., total=..., **metrics)`` for in-run progress.
+        cache: the in-process :class:`FeatureCache`.
+        features: set by the runner before each run: what the method's ``prepare`` returned
+            for the run's features key (None when the method has no ``prepare``).
+    """
+
+    cache_dir: Path | None = None
+    data_dir: Path | None = None
+    device: str = "cpu"
+    progress: Callable[..., None] = _no_progress
+    cache: FeatureCache = field(default_factory=FeatureCache)
+    features: Any = None
+
+    def features_dir(self, key: FeaturesKey) -> Path:
+        """``cache_dir / key.digest`` (created); LorankError if the context has no cache_dir."""
+        if self.cache_dir is None:
+            raise LorankError("this run needs a feature cache folder; pass cache_dir")
+        path = Path(self.cache_dir) / key.digest
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A run's output: scalar ``metrics`` (JSON values) and ``curves`` (name → list)."""
+
+    metrics: dict[str, Any]
+    curves: dict[str, Any]
+
+
+def _check_json(value: Any, where: str) -> Any:
+    """Plain JSON types (numpy scalars/arrays converted); NaN/inf kept (a diverged run)."""
+    if hasattr(value, "tolist") and not isinstance(value, str | bytes):
+        value = value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): _check_json(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_check_json(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else float(value)
+    raise TypeError(f"{where}: run results must be JSON values, got {type(value).__name__}")
+
+
+def normalize_result(raw: Mapping[str, Any] | RunResult) -> RunResult:
+    """Turn what a method returned into a :class:`RunResult` (TypeError if malformed)."""
+    if isinstance(raw, RunResult):
+        raw = {"metrics": raw.metrics, "curves": raw.curves}
+    if not isinstance(raw, Mapping):
+        raise TypeError(f"a method must return a mapping, got {type(raw).__name__}")
+    extra = set(raw) - {"metrics", "curves"}
+    if extra:
+        raise TypeError(f"unexpected keys in run result: {sorted(extra)}; "
+                        "use 'metrics' and 'curves'")
+    return RunResult(_check_json(dict(raw.get("metrics") or {}), "metrics"),
+                     _check_json(dict(raw.get("curves") or {}), "curves"))
