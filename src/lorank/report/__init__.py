@@ -1,1 +1,1 @@
-"""lorank.report"""
+"""Tables, figures and the HTML report built from the results store (:mod:`lorank.report.build`)."""

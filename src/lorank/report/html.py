@@ -1,0 +1,59 @@
+"""One self-contained HTML report: tables, figures (PNG inlined as data URIs), provenance.
+
+The page needs no server and no network. A tiny inline script counts the images that decoded and
+writes ``data-images-loaded="k/n"`` on ``<body>`` — what the headless-browser test reads.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from html import escape
+from pathlib import Path
+
+from lorank.report.tables import Table, to_html
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
+figure{margin:1em 0} img{max-width:100%} .note{color:#555;font-size:.85em}
+pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.8em}
+"""
+
+_SCRIPT = """
+window.addEventListener('load', function () {
+  var imgs = document.images, ok = 0;
+  for (var i = 0; i < imgs.length; i++) {
+    if (imgs[i].complete && imgs[i].naturalWidth > 0) ok++;
+  }
+  document.body.setAttribute('data-images-loaded', ok + '/' + imgs.length);
+});
+"""
+
+
+def data_uri(path: Path) -> str:
+    """A PNG file as a ``data:image/png;base64,...`` URI."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def render(title: str, summary: list[str], tables: list[Table], figures: list[tuple[str, Path]],
+           provenance: dict) -> str:
+    """The report page as one HTML string (figures given as (caption, PNG path))."""
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>",
+             f"<style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>",
+             f"<h1>{escape(title)}</h1>"]
+    if summary:
+        parts.append("<h2>Findings</h2><ul>" + "".join(f"<li>{escape(s)}</li>" for s in summary)
+                     + "</ul>")
+    parts.append("<h2>Tables</h2>")
+    parts += [to_html(t) for t in tables]
+    parts.append("<h2>Figures</h2>")
+    for caption, png in figures:
+        parts.append(f"<figure><img alt='{escape(caption)}' src='{data_uri(png)}'>"
+                     f"<figcaption>{escape(caption)}</figcaption></figure>")
+    parts.append("<h2>Provenance</h2><pre>" + escape(json.dumps(provenance, indent=2,
+                                                                 sort_keys=True)) + "</pre>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
