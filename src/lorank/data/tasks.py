@@ -114,6 +114,11 @@ class TaskSpec:
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    @property
+    def label_word_map(self) -> dict[str, str]:
+        """Label string -> LM-BFF label word (``{"0": "terrible", "1": "great"}``)."""
+        return dict(zip(self.labels, self.label_words, strict=True))
+
     def label_index(self, label: str) -> int:
         """Index y of a label string; LorankError if it is not one of :attr:`labels`."""
         try:
@@ -125,7 +130,7 @@ class TaskSpec:
             ) from None
 
     def prompt(self, text_a: str, text_b: str | None = None, mask: str = "<mask>") -> str:
-        """Fill the template: ``"{text_a} It was {mask} ."`` -> ``"great movie It was <mask> ."``."""
+        """Fill the template, e.g. ``"{text_a} It was {mask} ."`` -> ``"fun It was <mask> ."``."""
         if self.is_pair and text_b is None:
             raise LorankError(f"task {self.name} is a sentence-pair task: text_b is required")
         return self.template.format(text_a=text_a, text_b=text_b or "", mask=mask)

@@ -1,11 +1,11 @@
 """Built-in methods that need no training engine.
 
 ``prescribe``: the closed-form rank thresholds of :mod:`lorank.theory` evaluated for the run's
-setup. K is the number of logits (the task's classes for a verbaliser head, or
-``options.K``), N = k · classes training examples (LM-BFF k-shot), and the adapted shapes
-(m_ℓ, n_ℓ) come from the encoder's config for the run's targets and layers. Its ``prepare``
-step (once per features key) resolves those shapes, so a sweep over ranks reads each model
-config once.
+setup. K is the number of logits (the task's classes from :mod:`lorank.data.tasks` for a
+verbaliser head, or ``options.K``), N = k · classes training examples (LM-BFF k-shot), and the
+adapted shapes (m_ℓ, n_ℓ) come from the encoder's config for the run's targets and layers.
+Its ``prepare`` step (once per features key) resolves those shapes, so a sweep over ranks
+reads each model config once.
 
 Metrics: every rule's smallest rank (Sard exact r(r+1)/2 > KN and rounded ⌈√(2KN)⌉, Jang, Lee,
 Ryu, ICML 2024; manifold Σ_ℓ r(m_ℓ+n_ℓ) − r² > C*·K·N per matrix and in total, and the
@@ -22,20 +22,13 @@ from lorank.experiments.config import FeaturesKey, RunConfig
 from lorank.experiments.registry import RunContext, register_method
 from lorank.theory import C_STAR_PAPER, lora_param_count, manifold_dim, prescribe
 
-#: Classes of the GLUE few-shot tasks of the LM-BFF protocol (K for a verbaliser head).
-TASK_CLASSES: dict[str, int] = {
-    "sst2": 2, "sst-2": 2, "qnli": 2, "mrpc": 2, "rte": 2, "qqp": 2, "cola": 2, "mnli": 3,
-    "snli": 3, "sst5": 5, "sst-5": 5, "mr": 2, "cr": 2, "mpqa": 2, "subj": 2, "trec": 6,
-}
-
 
 def task_classes(task: str) -> int:
-    """Number of classes of a known few-shot task; LorankError naming the known ones."""
-    try:
-        return TASK_CLASSES[task.lower()]
-    except KeyError:
-        known = ", ".join(sorted(TASK_CLASSES))
-        raise LorankError(f"unknown task {task!r}; known tasks: {known}") from None
+    """Number of classes of a registered task (:mod:`lorank.data.tasks`; LorankError if
+    unknown)."""
+    from lorank.data.tasks import get_task
+
+    return get_task(task).K
 
 
 def logits_and_examples(config: RunConfig) -> tuple[int, int]:
@@ -90,5 +83,4 @@ def run_prescribe(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     curves = {"rank": ranks,
               "manifold_dim_total": [sum(manifold_dim(min(q, m, n), m, n) for m, n in shapes)
                                      for q in ranks]}
-    ctx.progress(step=1, total=1)
     return {"metrics": metrics, "curves": curves}

@@ -1,0 +1,79 @@
+"""``lorank sweep SPEC``: run every run of a sweep spec into its results store.
+
+Runs already ``done`` in the store are skipped, ``failed`` ones are retried only with
+``--retry-failed``; a killed or interrupted sweep resumes where it stopped. Exit status: 0 when
+every run is done, 1 when some run failed, 130 on Ctrl-C, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import click
+
+from lorank.errors import LorankError
+
+
+def _check_workers(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if value < 1:
+        raise LorankError(f"--workers must be >= 1, got {value}")
+    return value
+
+
+@click.command("sweep")
+@click.argument("spec", type=str)
+@click.option("--backend", default="local", show_default=True, metavar="local|ray",
+              help="local: this machine (in-process, or a process pool with --workers); "
+                   "ray: one Ray task per run.")
+@click.option("--workers", type=int, default=1, show_default=True, callback=_check_workers,
+              help="local: worker processes; ray without --ray-address: CPUs of the local "
+                   "Ray instance.")
+@click.option("--retry-failed", is_flag=True, help="Run again the runs stored as failed.")
+@click.option("--store", type=str, default=None, help="Results store (overrides the spec's).")
+@click.option("--data-dir", type=str, default=None,
+              help="Few-shot data root (else the spec's data_dir, else $LORANK_DATA_DIR).")
+@click.option("--ray-address", type=str, default=None,
+              help="Join an existing Ray cluster (auto, host:6379, ray://host:10001).")
+@click.option("--device", type=str, default="cpu", show_default=True,
+              help="Device for the runs (cpu, cuda, cuda:0).")
+@click.option("--dry-run", is_flag=True, help="Validate and list the expansion; run nothing.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def command(spec: str, backend: str, workers: int, retry_failed: bool, store: str | None,
+            data_dir: str | None, ray_address: str | None, device: str, dry_run: bool,
+            no_progress: bool) -> int:
+    """Run a sweep SPEC (YAML/TOML) into its results store, resuming where it stopped."""
+    from lorank.experiments.runners import SweepInterrupted, group_runs, validate_configs
+    from lorank.experiments.spec import load_spec
+    from lorank.experiments.sweep import run_sweep
+
+    if backend not in ("local", "ray"):
+        raise LorankError(f"--backend must be local or ray, got {backend!r}")
+    if ray_address and backend != "ray":
+        raise LorankError("--ray-address needs --backend ray")
+    sweep = load_spec(spec)
+    if dry_run:
+        click.echo(f"{sweep.name}: {len(sweep.runs)} runs in {len(group_runs(sweep.runs))} "
+                   f"feature groups; store: {store or sweep.store}")
+        for method in sorted({c.method for c in sweep.runs}):
+            runs = [c for c in sweep.runs if c.method == method]
+            try:
+                validate_configs(runs)
+                state = "ready"
+            except LorankError as exc:
+                state = f"not runnable: {exc}"
+            click.echo(f"  {method}: {len(runs)} runs, {len(group_runs(runs))} groups; {state}")
+        return 0
+    try:
+        summary = run_sweep(sweep, backend=backend, workers=workers, store=store,
+                            data_dir=data_dir, address=ray_address, retry_failed=retry_failed,
+                            progress=not no_progress, device=device)
+    except SweepInterrupted as stop:
+        click.echo(f"interrupted: {stop.summary.line()}; rerun the same command to resume",
+                   err=True)
+        return 130
+    click.echo(summary.line())
+    for run_id, error in summary.failures[:10]:
+        click.echo(f"failed {run_id[:12]}: {error}", err=True)
+    if summary.failed:
+        click.echo(f"{summary.failed} runs failed; see `lorank runs --status failed`, rerun "
+                   "with --retry-failed", err=True)
+        return 1
+    return 0

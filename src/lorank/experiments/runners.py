@@ -1,0 +1,553 @@
+"""Runners: execute a sweep's runs and record each outcome in a :class:`ResultStore`.
+
+All runners share one interface, ``Runner.run(configs, store, retry_failed=False) ->
+SweepSummary``, and one protocol:
+
+1. every method used is resolved and each config validated (LorankError before anything runs);
+2. the configs are inserted as ``queued`` (existing rows are kept: no duplicates);
+3. claimable runs (queued/interrupted, failed with ``retry_failed``, running rows whose
+   coordinator died) are grouped by (method, features key) and executed group by group, so a
+   method's ``prepare`` builds features once per group and process;
+4. each run is claimed just before it starts and its outcome is written in one transaction; a
+   run that raises is stored ``failed`` (one-line error + traceback) and the sweep goes on;
+5. Ctrl-C puts this process's in-flight runs back to ``interrupted`` and raises
+   :class:`SweepInterrupted` (finished runs stay as they are).
+
+Only the coordinating process writes to the store; worker processes and Ray tasks compute and
+return :class:`RunOutcome` s.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback as tb
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lorank.errors import LorankError
+from lorank.experiments.config import RunConfig
+from lorank.experiments.provenance import git_state, hostname, package_versions
+from lorank.experiments.registry import (
+    FeatureCache,
+    RunContext,
+    RunResult,
+    get_method,
+    normalize_result,
+)
+from lorank.experiments.store import ResultStore
+
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+              "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep; ``summary`` holds what had finished (stored) by then."""
+
+    def __init__(self, summary: SweepSummary) -> None:
+        super().__init__("sweep interrupted")
+        self.summary = summary
+
+
+@dataclass
+class SweepSummary:
+    """Counts for one ``Runner.run`` call.
+
+    ``done``/``failed``: runs finished by this call; ``skipped``: already done (or failed,
+    without retry) before; ``busy``: running in, or taken by, another live sweep;
+    ``interrupted``: released by Ctrl-C; ``feature_builds``: ``prepare`` calls (in every
+    process) for the runs recorded.
+    """
+
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    busy: int = 0
+    interrupted: int = 0
+    elapsed_s: float = 0.0
+    feature_builds: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and self.interrupted == 0
+
+    def line(self) -> str:
+        """One-line human summary."""
+        return (f"{self.total} runs: {self.done} done, {self.failed} failed, {self.skipped} "
+                f"skipped (already stored), {self.busy} busy elsewhere, {self.interrupted} "
+                f"interrupted in {self.elapsed_s:.1f} s")
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What executing one run produced (picklable; sent back from workers)."""
+
+    run_id: str
+    result: RunResult | None
+    error: str | None
+    traceback: str | None
+    timings: dict[str, float]
+    versions: dict[str, Any]
+    host: str
+    built_features: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def execute_run(config: RunConfig, ctx: RunContext) -> RunOutcome:
+    """Run one config with its method; exceptions become a failed :class:`RunOutcome`.
+
+    The method's ``prepare`` result for the config's features key is taken from
+    ``ctx.cache`` (built on a miss) and exposed as ``ctx.features``. KeyboardInterrupt and
+    SystemExit propagate.
+    """
+    start = time.perf_counter()
+    timings = {"prepare_s": 0.0, "run_s": 0.0}
+    builds = ctx.cache.builds
+    try:
+        method = get_method(config.method)
+        ctx.features = None
+        if method.prepare is not None:
+            key = config.features_key
+            ctx.features = ctx.cache.get_or_build(method.name, key,
+                                                  lambda: method.prepare(key, ctx))
+        timings["prepare_s"] = time.perf_counter() - start
+        if "torch" in sys.modules and os.environ.get("LORANK_WORKER_THREADS"):
+            sys.modules["torch"].set_num_threads(int(os.environ["LORANK_WORKER_THREADS"]))
+        began = time.perf_counter()
+        result = normalize_result(method.run(config, ctx))
+        timings["run_s"] = time.perf_counter() - began
+        error = trace = None
+    except Exception as exc:
+        result, error, trace = None, _one_line(exc), tb.format_exc()
+    finally:
+        ctx.features = None
+    timings["wall_s"] = time.perf_counter() - start
+    return RunOutcome(config.run_id, result, error, trace, timings, package_versions(),
+                      hostname(), ctx.cache.builds > builds)
+
+
+def group_runs(configs: Sequence[RunConfig]) -> list[list[RunConfig]]:
+    """Runs grouped by (method, features key), groups in order of first appearance."""
+    groups: dict[tuple[str, str], list[RunConfig]] = {}
+    for config in configs:
+        groups.setdefault((config.method, config.features_key.digest), []).append(config)
+    return list(groups.values())
+
+
+def validate_configs(configs: Sequence[RunConfig]) -> None:
+    """Resolve every method and run its ``validate`` hook on each config (LorankError)."""
+    for config in configs:
+        method = get_method(config.method)
+        if method.validate is not None:
+            method.validate(config)
+
+
+class _Tracker:
+    """Writes outcomes to the store and keeps the summary and the progress bar current."""
+
+    def __init__(self, store: ResultStore, summary: SweepSummary, pending: int, label: str,
+                 progress: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.store, self.summary = store, summary
+        self.git = git_state()
+        self.in_flight: set[str] = set()
+        self.info = ""
+        self.bar = tqdm(total=pending, desc=label, unit="run", disable=not progress,
+                        file=sys.stderr, dynamic_ncols=True)
+        self._postfix()
+
+    def _postfix(self) -> None:
+        left = self.bar.total - self.summary.done - self.summary.failed
+        self.bar.set_postfix_str(f"done={self.summary.done} failed={self.summary.failed} "
+                                 f"left={left}" + (f" | {self.info}" if self.info else ""),
+                                 refresh=False)
+
+    def refresh(self) -> None:
+        self._postfix()
+        self.bar.refresh()
+
+    def claim(self, config: RunConfig, retry_failed: bool) -> bool:
+        if self.store.claim(config.run_id, retry_failed):
+            self.in_flight.add(config.run_id)
+            return True
+        self.summary.busy += 1
+        self.bar.total -= 1
+        self.refresh()
+        return False
+
+    def record(self, outcome: RunOutcome) -> None:
+        if outcome.run_id not in self.in_flight:
+            return
+        self.summary.feature_builds += int(outcome.built_features)
+        if outcome.ok:
+            self.store.finish(outcome.run_id, outcome.result, outcome.timings, outcome.versions,
+                              self.git, outcome.host)
+            self.summary.done += 1
+        else:
+            self.store.fail(outcome.run_id, outcome.error or "error", outcome.traceback or "",
+                            outcome.timings, outcome.versions, self.git, outcome.host)
+            self.summary.failed += 1
+            self.summary.failures.append((outcome.run_id, outcome.error or "error"))
+        self.in_flight.discard(outcome.run_id)
+        self.info = ""
+        self._postfix()
+        self.bar.update(1)
+
+    def interrupt(self) -> None:
+        self.summary.interrupted += self.store.release(sorted(self.in_flight))
+        self.in_flight.clear()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class Runner(ABC):
+    """Executes runs and stores them; subclasses implement :meth:`_execute`."""
+
+    def __init__(self, *, cache_dir: str | Path | None = None,
+                 data_dir: str | Path | None = None, device: str = "cpu",
+                 progress: bool = True, feature_cache_size: int = 1) -> None:
+        self.feature_cache_size = feature_cache_size
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.data_dir = Path(data_dir) if data_dir else None
+        self.device = device
+        self.progress = progress
+
+    def run(self, configs: Sequence[RunConfig], store: ResultStore, *,
+            retry_failed: bool = False, label: str = "sweep") -> SweepSummary:
+        """Execute the claimable runs among ``configs`` and record them in ``store``."""
+        start = time.perf_counter()
+        validate_configs(configs)
+        store.add(configs)
+        summary = SweepSummary(total=len(configs))
+        status = store.statuses([c.run_id for c in configs])
+        pending = []
+        for config in configs:
+            state, owner = status[config.run_id]
+            if store.claimable(state, owner, retry_failed):
+                pending.append(config)
+            elif state == "running":
+                summary.busy += 1
+            else:
+                summary.skipped += 1
+        tracker = _Tracker(store, summary, len(pending), label, self.progress)
+        try:
+            self._execute(group_runs(pending), tracker, retry_failed)
+        except KeyboardInterrupt:
+            tracker.interrupt()
+            summary.elapsed_s = time.perf_counter() - start
+            raise SweepInterrupted(summary) from None
+        finally:
+            tracker.close()
+        summary.elapsed_s = time.perf_counter() - start
+        return summary
+
+    def context(self, progress: Callable[..., None] | None = None) -> RunContext:
+        """A fresh :class:`RunContext` with this runner's folders and device."""
+        ctx = RunContext(cache_dir=self.cache_dir, data_dir=self.data_dir, device=self.device,
+                         cache=FeatureCache(self.feature_cache_size))
+        if progress is not None:
+            ctx.progress = progress
+        return ctx
+
+    @abstractmethod
+    def _execute(self, groups: list[list[RunConfig]], tracker: _Tracker,
+                 retry_failed: bool) -> None:
+        """Run every group, claiming each run first and recording each outcome."""
+
+
+# -- local --------------------------------------------------------------------------------------
+@contextmanager
+def _thread_env(threads: int) -> Iterator[None]:
+    """Set OMP/MKL/... thread counts (inherited by spawned workers), restored afterwards."""
+    saved = {name: os.environ.get(name) for name in (*THREAD_ENV, "LORANK_WORKER_THREADS")}
+    for name in THREAD_ENV:
+        os.environ[name] = str(threads)
+    os.environ["LORANK_WORKER_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(queue: Any, modules: list[str], ctx_args: dict[str, Any]) -> None:
+    """Pool worker start: import the method modules, keep the queue and a RunContext, and
+    exit as soon as the coordinating process dies (even by SIGKILL): no orphans."""
+    import importlib
+    import multiprocessing as mp
+    import threading
+
+    parent = mp.parent_process()
+    if parent is not None:
+        def watch() -> None:
+            parent.join()
+            os._exit(1)
+
+        threading.Thread(target=watch, name="lorank-parent-watch", daemon=True).start()
+
+    for module in modules:
+        with suppress(ImportError):  # get_method then reports the method as a failed run
+            importlib.import_module(module)
+    _WORKER["queue"] = queue
+    _WORKER["ctx"] = RunContext(**ctx_args, cache=FeatureCache())
+
+
+def _worker_chunk(configs: list[RunConfig]) -> list[RunOutcome]:
+    """Run a chunk (one features group) in a pool worker, streaming each outcome."""
+    out = []
+    for config in configs:
+        outcome = execute_run(config, _WORKER["ctx"])
+        _WORKER["queue"].put(outcome)
+        out.append(outcome)
+    return out
+
+
+def split_groups(groups: list[list[RunConfig]], workers: int) -> list[list[RunConfig]]:
+    """Chunks for ``workers`` processes: whole groups, halving the largest while there are
+    fewer chunks than workers (then a group's features are built once per chunk)."""
+    chunks = [list(g) for g in groups]
+    while len(chunks) < workers:
+        largest = max(range(len(chunks)), key=lambda i: len(chunks[i]), default=None)
+        if largest is None or len(chunks[largest]) < 2:
+            break
+        chunk = chunks.pop(largest)
+        half = (len(chunk) + 1) // 2
+        chunks[largest:largest] = [chunk[:half], chunk[half:]]
+    return chunks
+
+
+class LocalRunner(Runner):
+    """Runs on this machine: in-process (``workers=1``, default) or in a process pool.
+
+    With ``workers = N > 1`` each worker is a spawned process with ``threads = cores // N``
+    (OMP/MKL/OpenBLAS env vars and ``torch.set_num_threads``), executing whole features groups
+    (split when there are fewer groups than workers) and streaming outcomes back.
+    """
+
+    def __init__(self, workers: int = 1, threads: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise LorankError(f"workers must be an integer >= 1, got {workers!r}")
+        self.workers = workers
+        self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
+
+    def _execute(self, groups: list[list[RunConfig]], tracker: _Tracker,
+                 retry_failed: bool) -> None:
+        if self.workers == 1:
+            self._sequential(groups, tracker, retry_failed)
+        else:
+            self._pool(groups, tracker, retry_failed)
+
+    def _sequential(self, groups: list[list[RunConfig]], tracker: _Tracker,
+                    retry_failed: bool) -> None:
+        def progress(**info: Any) -> None:
+            tracker.info = " ".join(f"{k}={v}" for k, v in info.items())
+            tracker.refresh()
+
+        ctx = self.context(progress)
+        for group in groups:
+            for config in group:
+                if tracker.claim(config, retry_failed):
+                    tracker.record(execute_run(config, ctx))
+
+    def _pool(self, groups: list[list[RunConfig]], tracker: _Tracker,
+              retry_failed: bool) -> None:
+        import multiprocessing as mp
+        import queue as queue_mod
+        from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        mpctx = mp.get_context("spawn")
+        outcomes = mpctx.Queue()
+        modules = sorted({get_method(c.method).module for g in groups for c in g})
+        ctx_args = {"cache_dir": self.cache_dir, "data_dir": self.data_dir,
+                    "device": self.device}
+        todo = split_groups(groups, self.workers)
+        running: dict[Future, list[RunConfig]] = {}
+
+        def drain(block_s: float) -> None:
+            try:
+                tracker.record(outcomes.get(timeout=block_s))
+                while True:
+                    tracker.record(outcomes.get_nowait())
+            except queue_mod.Empty:
+                pass
+
+        with _thread_env(self.threads):
+            pool = ProcessPoolExecutor(self.workers, mp_context=mpctx, initializer=_worker_init,
+                                       initargs=(outcomes, modules, ctx_args))
+            try:
+                while todo or running:
+                    while todo and len(running) < self.workers:
+                        chunk = [c for c in todo.pop(0) if tracker.claim(c, retry_failed)]
+                        if chunk:
+                            running[pool.submit(_worker_chunk, chunk)] = chunk
+                    drain(0.05)
+                    finished, _ = wait(list(running), timeout=0.05, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        chunk = running.pop(future)
+                        try:
+                            for outcome in future.result():
+                                tracker.record(outcome)
+                        except BrokenProcessPool as exc:
+                            self._worker_died(chunk, tracker, exc)
+                            pool.shutdown(wait=False, cancel_futures=True)
+                            pool = ProcessPoolExecutor(
+                                self.workers, mp_context=mpctx, initializer=_worker_init,
+                                initargs=(outcomes, modules, ctx_args))
+                drain(0.0)
+            except BaseException:
+                procs = list((getattr(pool, "_processes", None) or {}).values())
+                pool.shutdown(wait=False, cancel_futures=True)
+                for proc in procs:
+                    if proc.is_alive():
+                        proc.terminate()
+                raise
+            pool.shutdown(wait=True)
+
+    @staticmethod
+    def _worker_died(chunk: list[RunConfig], tracker: _Tracker, exc: BaseException) -> None:
+        for config in chunk:
+            tracker.record(RunOutcome(config.run_id, None, f"worker process died: {exc}",
+                                      "", {}, package_versions(), hostname()))
+
+
+# -- Ray ----------------------------------------------------------------------------------------
+_RAY_CTX: dict[str, RunContext] = {}
+
+
+def _ray_execute(config: RunConfig, ctx_args: dict[str, Any]) -> RunOutcome:
+    """Body of the Ray task: one run, with a per-worker-process RunContext (feature cache)."""
+    slot = repr(sorted(ctx_args.items()))
+    ctx = _RAY_CTX.get(slot)
+    if ctx is None:
+        ctx = _RAY_CTX[slot] = RunContext(**ctx_args, cache=FeatureCache())
+    return execute_run(config, ctx)
+
+
+def import_ray() -> Any:
+    """``import ray`` or a one-line LorankError saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise LorankError("the ray backend needs Ray: pip install 'ray[default]==2.60.0'") \
+            from None
+    return ray
+
+
+class RayRunner(Runner):
+    """Runs each config as a Ray task with its ``num_cpus``/``num_gpus``.
+
+    ``address=None`` starts a local Ray instance (``num_cpus`` of this machine, or the given
+    count) and shuts it down afterwards; an address (``"auto"``, ``"ray://host:10001"``,
+    ``"host:6379"``) joins an existing cluster. Tasks are submitted in features-group order with
+    at most ``max_in_flight`` outstanding; a worker process keeps its prepared features, so a
+    group's features are built at most once per worker process.
+    """
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None,
+                 max_in_flight: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.address = address
+        self.num_cpus = num_cpus
+        self.max_in_flight = max_in_flight
+
+    def _start(self, ray: Any) -> bool:
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        if ray.is_initialized():
+            return False
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                  "configure_logging": False}
+        try:
+            if self.address:
+                ray.init(address=self.address, **kwargs)
+            else:
+                ray.init(num_cpus=self.num_cpus, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise LorankError(f"cannot start or reach Ray at {self.address or 'local'}: "
+                              f"{_one_line(exc)}") from None
+        return True
+
+    def _execute(self, groups: list[list[RunConfig]], tracker: _Tracker,
+                 retry_failed: bool) -> None:
+        ray = import_ray()
+        if not groups:
+            return
+        started = self._start(ray)
+        try:
+            self._submit_all(ray, groups, tracker, retry_failed)
+        finally:
+            if started:
+                ray.shutdown()
+
+    def _submit_all(self, ray: Any, groups: list[list[RunConfig]], tracker: _Tracker,
+                    retry_failed: bool) -> None:
+        task = ray.remote(_ray_execute)
+        ctx_args = {"cache_dir": self.cache_dir, "data_dir": self.data_dir,
+                    "device": self.device}
+        limit = self.max_in_flight or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        todo = [c for g in groups for c in g]
+        refs: dict[Any, RunConfig] = {}
+        try:
+            while todo or refs:
+                while todo and len(refs) < limit:
+                    config = todo.pop(0)
+                    if tracker.claim(config, retry_failed):
+                        args = dict(ctx_args, device="cuda" if config.num_gpus > 0
+                                    else self.device)
+                        ref = task.options(num_cpus=config.num_cpus,
+                                           num_gpus=config.num_gpus).remote(config, args)
+                        refs[ref] = config
+                if not refs:
+                    continue
+                ready, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    config = refs.pop(ref)
+                    try:
+                        tracker.record(ray.get(ref))
+                    except Exception as exc:  # the task's process died (OOM, node loss)
+                        tracker.record(RunOutcome(config.run_id, None,
+                                                  f"ray task lost: {_one_line(exc)}",
+                                                  tb.format_exc(), {}, {}, hostname()))
+        except KeyboardInterrupt:
+            for ref in refs:
+                ray.cancel(ref, force=True)
+            raise
+
+
+def make_runner(backend: str = "local", *, workers: int = 1, address: str | None = None,
+                **kwargs: Any) -> Runner:
+    """A runner by name: ``"local"`` (``workers``) or ``"ray"`` (``address``)."""
+    if backend == "local":
+        if address:
+            raise LorankError("--ray-address needs --backend ray")
+        return LocalRunner(workers=workers, **kwargs)
+    if backend == "ray":
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise LorankError(f"workers must be an integer >= 1, got {workers!r}")
+        return RayRunner(address=address, num_cpus=workers if workers > 1 and not address
+                         else None, **kwargs)
+    raise LorankError(f"unknown backend {backend!r}; choose local or ray")

@@ -1,0 +1,316 @@
+"""Declarative sweep specs (YAML or TOML): validation with key paths, expansion into runs.
+
+Shape of a spec (every key optional unless marked)::
+
+    name: quick                    # required; [A-Za-z0-9_.-]+
+    store: results/quick.sqlite    # default results/<name>.sqlite (relative to the cwd)
+    data_dir: /path/to/data        # few-shot data root (else --data-dir / $LORANK_DATA_DIR)
+    cache_dir: /path/to/cache      # on-disk feature cache (default <store>.features/)
+    base: {model: minilm, k: 16, lrs: [0.01, 0.05], ...}    # fields common to every run
+    grid: {task: [sst2, rte], method: [linearized, lora], rank: [1, 2], seed: [13, 42]}
+    methods:                       # per-method overrides (fields) and grid restrictions (only)
+      lora: {steps: 40, num_cpus: 2, only: {rank: [1, 12], task: [sst2]}}
+    exclude: [{task: mnli, rank: [1, 2]}]     # drop grid points matching every given field
+    include: [{method: lora, task: rte, rank: 4, seed: 13}]  # extra points (on top of base)
+
+The runs are the product of the grid (keys in sorted order) with base < method overrides <
+grid point < include entry precedence; a field value in ``exclude``/``only`` may be a value or
+a list of values. Duplicates (same run id) are dropped, first occurrence kept.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lorank.errors import LorankError
+from lorank.experiments.config import RunConfig
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_METHOD = re.compile(r"^[a-z][a-z0-9_]*$")
+_EXP_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+REQUIRED = ("method", "task", "model", "rank", "seed")
+TOP_KEYS = ("name", "description", "store", "data_dir", "cache_dir", "base", "grid", "methods",
+            "include", "exclude")
+
+
+def _show(value: Any) -> str:
+    return repr(value) if not isinstance(value, list | dict) else type(value).__name__
+
+
+def _type_error(path: str, expected: str, value: Any) -> LorankError:
+    return LorankError(f"{path}: expected {expected}, got {_show(value)}")
+
+
+def _int(path: str, value: Any, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _type_error(path, "int", value)
+    if minimum is not None and value < minimum:
+        raise LorankError(f"{path}: must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(path: str, value: Any, positive: bool = False, minimum: float | None = None) -> float:
+    if isinstance(value, str) and _EXP_FLOAT.match(value.strip()):
+        value = float(value)  # PyYAML (YAML 1.1) reads 1e-3 as a string
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _type_error(path, "number", value)
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise LorankError(f"{path}: must be finite, got {value}")
+    if positive and value <= 0:
+        raise LorankError(f"{path}: must be > 0, got {value:g}")
+    if minimum is not None and value < minimum:
+        raise LorankError(f"{path}: must be >= {minimum:g}, got {value:g}")
+    return value
+
+
+def _str(path: str, value: Any, choices: tuple[str, ...] | None = None,
+         pattern: re.Pattern[str] | None = None) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _type_error(path, "non-empty string", value)
+    if choices is not None and value not in choices:
+        raise LorankError(f"{path}: must be one of {', '.join(choices)}, got {value!r}")
+    if pattern is not None and not pattern.match(value):
+        raise LorankError(f"{path}: invalid name {value!r} (allowed: {pattern.pattern})")
+    return value
+
+
+def _list(path: str, value: Any, item: Callable[[str, Any], Any]) -> tuple:
+    if not isinstance(value, list) or not value:
+        raise _type_error(path, "non-empty list", value)
+    return tuple(item(f"{path}[{i}]", v) for i, v in enumerate(value))
+
+
+def _layers(path: str, value: Any) -> str | tuple[int, ...]:
+    if isinstance(value, str):
+        return _str(path, value, ("all", "last"))
+    if isinstance(value, list):
+        return tuple(sorted(set(_list(path, value, _int))))
+    raise _type_error(path, "'all', 'last' or a list of layer indices", value)
+
+
+def _options(path: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _type_error(path, "mapping", value)
+    for key in value:
+        _str(f"{path}.{key}", key)
+    return dict(value)
+
+
+def _optional(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+    return lambda path, value: None if value is None else check(path, value)
+
+
+#: RunConfig field → validator(path, value) returning the normalised value.
+FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "method": lambda p, v: _str(p, v, pattern=_METHOD),
+    "task": _str,
+    "model": _str,
+    "head": _str,
+    "targets": lambda p, v: _list(p, v, _str),
+    "layers": _layers,
+    "k": lambda p, v: _int(p, v, 1),
+    "seed": lambda p, v: _int(p, v, 0),
+    "rank": lambda p, v: _int(p, v, 1),
+    "loss": lambda p, v: _str(p, v, ("ce", "mse")),
+    "lrs": lambda p, v: _list(p, v, lambda q, x: _float(q, x, positive=True)),
+    "steps": lambda p, v: _int(p, v, 1),
+    "eval_interval": lambda p, v: _int(p, v, 1),
+    "dtype": lambda p, v: _str(p, v, ("float32", "float64")),
+    "init_seed": lambda p, v: _int(p, v, 0),
+    "max_length": lambda p, v: _int(p, v, 1),
+    "test_cap": _optional(lambda p, v: _int(p, v, 1)),
+    "options": _options,
+    "num_cpus": lambda p, v: _float(p, v, minimum=0.0),
+    "num_gpus": lambda p, v: _float(p, v, minimum=0.0),
+}
+assert set(FIELD_CHECKS) == {f.name for f in fields(RunConfig)} - {"sweep"}
+
+
+def _unknown(path: str, key: Any, allowed: tuple[str, ...] | list[str]) -> LorankError:
+    close = difflib.get_close_matches(str(key), list(allowed), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    where = f"{path}.{key}" if path else str(key)
+    return LorankError(f"{where}: unknown key{hint}; allowed: {', '.join(allowed)}")
+
+
+def _mapping(path: str, value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _type_error(path, "mapping", value)
+    return value
+
+
+def _fields(path: str, value: Any, forbid: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Validate a mapping of RunConfig fields (base, method overrides, include entries)."""
+    out = {}
+    for key, v in _mapping(path, value).items():
+        if key not in FIELD_CHECKS:
+            raise _unknown(path, key, list(FIELD_CHECKS))
+        if key in forbid:
+            raise LorankError(f"{path}.{key}: {key!r} is a grid field; restrict it with "
+                              f"{path}.only.{key}")
+        out[key] = FIELD_CHECKS[key](f"{path}.{key}", v)
+    return out
+
+
+def _is_multi(key: str, value: Any) -> bool:
+    """Whether an ``only``/``exclude`` value lists several alternatives (list-valued fields
+    take a list of lists; ``layers`` also a list of 'all'/'last')."""
+    if not isinstance(value, list):
+        return False
+    if key not in ("targets", "lrs", "layers"):
+        return True
+    return bool(value) and all(isinstance(x, list) or (key == "layers" and isinstance(x, str))
+                               for x in value)
+
+
+def _choices(path: str, value: Any) -> dict[str, tuple]:
+    """A mapping field → value or list of values (``only`` and ``exclude`` entries)."""
+    out = {}
+    for key, v in _mapping(path, value).items():
+        if key not in FIELD_CHECKS:
+            raise _unknown(path, key, list(FIELD_CHECKS))
+        if _is_multi(key, v):
+            out[key] = _list(f"{path}.{key}", v, FIELD_CHECKS[key])
+        else:
+            out[key] = (FIELD_CHECKS[key](f"{path}.{key}", v),)
+    return out
+
+
+def _grid(value: Any) -> dict[str, tuple]:
+    out = {}
+    for key, v in _mapping("grid", value).items():
+        if key not in FIELD_CHECKS:
+            raise _unknown("grid", key, list(FIELD_CHECKS))
+        out[key] = _list(f"grid.{key}", v, FIELD_CHECKS[key])
+    return out
+
+
+def _matches(point: Mapping[str, Any], choices: Mapping[str, tuple]) -> bool:
+    return all(point.get(key) in allowed for key, allowed in choices.items())
+
+
+@dataclass(frozen=True)
+class MethodOverride:
+    """``methods.<name>``: fixed field values and ``only`` restrictions of grid values."""
+
+    values: dict[str, Any]
+    only: dict[str, tuple]
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A validated sweep: its name, where results go and the expanded, de-duplicated runs."""
+
+    name: str
+    store: Path
+    data_dir: Path | None
+    cache_dir: Path | None
+    runs: tuple[RunConfig, ...]
+    description: str = ""
+    source: Path | None = None
+
+
+def _methods(value: Any, grid_keys: tuple[str, ...]) -> dict[str, MethodOverride]:
+    out = {}
+    for name, body in _mapping("methods", value).items():
+        path = f"methods.{name}"
+        _str(path, name, pattern=_METHOD)
+        body = dict(_mapping(path, body))
+        only = _choices(f"{path}.only", body.pop("only", {}))
+        out[name] = MethodOverride(_fields(path, body, forbid=grid_keys), only)
+    return out
+
+
+def _resolve(sweep: str, point: dict[str, Any], path: str) -> RunConfig:
+    missing = [key for key in REQUIRED if key not in point]
+    if missing:
+        raise LorankError(f"{path}: missing required field {missing[0]!r} (set it in base, "
+                          "grid or the entry)")
+    return RunConfig(sweep=sweep, **point)
+
+
+def _expand(name: str, base: dict, grid: dict[str, tuple], methods: dict[str, MethodOverride],
+            exclude: list[dict[str, tuple]], include: list[dict[str, Any]]) -> list[RunConfig]:
+    keys = sorted(grid)
+    runs: dict[str, RunConfig] = {}
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        point = dict(zip(keys, combo, strict=True))
+        method = point.get("method", base.get("method"))
+        override = methods.get(method)
+        merged = {**base, **(override.values if override else {}), **point}
+        if override is not None and not _matches(merged, override.only):
+            continue
+        if any(_matches(merged, ex) for ex in exclude):
+            continue
+        config = _resolve(name, merged, "grid")
+        runs.setdefault(config.run_id, config)
+    for i, entry in enumerate(include):
+        method = entry.get("method", base.get("method"))
+        override = methods.get(method)
+        merged = {**base, **(override.values if override else {}), **entry}
+        config = _resolve(name, merged, f"include[{i}]")
+        runs.setdefault(config.run_id, config)
+    return list(runs.values())
+
+
+def parse_spec(data: Any, source: Path | None = None) -> SweepSpec:
+    """Validate a spec mapping and expand it into :class:`RunConfig` s (LorankError on error)."""
+    data = _mapping("spec", data)
+    for key in data:
+        if key not in TOP_KEYS:
+            raise _unknown("", key, TOP_KEYS)
+    if "name" not in data:
+        raise LorankError("name: missing required key (the sweep's name)")
+    name = _str("name", data["name"], pattern=_NAME)
+    description = _str("description", data["description"]) if "description" in data else ""
+    paths = {key: Path(_str(key, data[key])).expanduser() if data.get(key) is not None else None
+             for key in ("store", "data_dir", "cache_dir")}
+    base = _fields("base", data.get("base", {}))
+    grid = _grid(data.get("grid", {}))
+    methods = _methods(data.get("methods", {}), tuple(grid))
+    exclude = [_choices(f"exclude[{i}]", e) for i, e in enumerate(_seq("exclude", data))]
+    include = [_fields(f"include[{i}]", e) for i, e in enumerate(_seq("include", data))]
+    used = set(grid.get("method", ())) | {base.get("method")} | {e.get("method") for e in include}
+    for method in methods:
+        if method not in used:
+            raise LorankError(f"methods.{method}: method not used by this sweep (its methods: "
+                              f"{', '.join(sorted(m for m in used if m))})")
+    runs = _expand(name, base, grid, methods, exclude, include)
+    if not runs:
+        raise LorankError("the sweep expands to no runs (check grid, only and exclude)")
+    store = paths["store"] or Path("results") / f"{name}.sqlite"
+    return SweepSpec(name, store, paths["data_dir"], paths["cache_dir"], tuple(runs),
+                     description, source)
+
+
+def _seq(key: str, data: Mapping[str, Any]) -> list:
+    value = data.get(key, [])
+    if not isinstance(value, list):
+        raise _type_error(key, "list", value)
+    return value
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read a ``.yaml``/``.yml`` or ``.toml`` spec file, validate and expand it."""
+    path = Path(path)
+    if not path.is_file():
+        raise LorankError(f"sweep spec not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        first = " ".join(str(exc).split())
+        raise LorankError(f"invalid spec file {path}: {first}") from None
+    if data is None:
+        raise LorankError(f"spec file {path} is empty")
+    return parse_spec(data, source=path)

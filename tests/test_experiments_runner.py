@@ -1,0 +1,183 @@
+"""Runners: the real ``prescribe`` method, feature groups, failures, pool and Ray backends.
+
+Two test methods are registered here (test-only, deterministic numpy work, not engine
+stand-ins): ``test_runner_lstsq`` (a seeded least-squares fit whose ``prepare`` draws the
+design matrix once per features key) and ``test_runner_solve`` (solves an exactly singular
+system for rank < 8, which raises numpy's LinAlgError).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+from lorank.errors import LorankError
+from lorank.experiments import (
+    LocalRunner,
+    ResultStore,
+    RunConfig,
+    get_method,
+    make_runner,
+    parse_spec,
+    register_method,
+)
+from lorank.experiments.runners import group_runs, split_groups
+from lorank.theory import prescribe
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def design(key, ctx):
+    """Features of a key: a seeded 200×40 design matrix (drawn once per key and process)."""
+    rng = np.random.default_rng([key.seed, len(key.task)])
+    return rng.standard_normal((200, 40))
+
+
+@register_method("test_runner_lstsq", prepare=design)
+def lstsq_method(config, ctx):
+    X = ctx.features
+    rng = np.random.default_rng([config.seed, config.rank])
+    y = X[:, : config.rank] @ rng.standard_normal(config.rank) + 0.1 * rng.standard_normal(200)
+    with threadpool_limits(1):
+        coef, residual, *_ = np.linalg.lstsq(X[:, : config.rank * 2], y, rcond=None)
+    return {"metrics": {"residual": float(residual[0]), "norm": float(np.linalg.norm(coef))},
+            "curves": {"coef": coef[:3].tolist()}}
+
+
+@register_method("test_runner_solve")
+def solve_method(config, ctx):
+    A = np.diag([1.0 if i < config.rank else 0.0 for i in range(8)])
+    return {"metrics": {"x0": float(np.linalg.solve(A, np.ones(8))[0])}}
+
+
+def sweep(method, ranks=(1, 2, 4), tasks=("sst2", "mnli"), seeds=(13,), **base):
+    return parse_spec({"name": "t", "base": {"model": "minilm", **base},
+                       "grid": {"method": [method], "task": list(tasks), "rank": list(ranks),
+                                "seed": list(seeds)}}).runs
+
+
+def test_prescribe_runs_match_closed_forms(tmp_path):
+    runs = sweep("prescribe", ranks=(1, 12), layers="last")
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        summary = LocalRunner(progress=False).run(runs, store)
+        assert summary.done == 4 and summary.failed == 0
+        assert summary.feature_builds == 2  # one per (task, seed) group, not per run
+        recs = {(r.config["task"], r.config["rank"]): r for r in store.query()}
+    # MiniLM, last layer, query+value: two 384×384 matrices
+    shapes = [(384, 384), (384, 384)]
+    for task, K, N in (("sst2", 2, 32), ("mnli", 3, 48)):
+        p = prescribe(K, N, shapes)
+        for r in (1, 12):
+            m = recs[(task, r)].metrics
+            assert (m["K"], m["N"], m["matrices"]) == (K, N, 2)
+            assert m["sard_exact"] == p.sard_exact and m["sard_rounded"] == p.sard_rounded
+            assert m["manifold_total"] == p.manifold_total
+            assert m["lora_params"] == r * 768 * 2
+            assert m["manifold_dim_total"] == 2 * (r * 768 - r * r)
+            assert m["meets_sard"] == (r * (r + 1) / 2 > K * N)
+            assert recs[(task, r)].curves["manifold_dim_total"][-1] == m["manifold_dim_total"]
+    assert recs[("sst2", 1)].metrics["sard_exact"] == 11  # r(r+1)/2 > 64 (docs/science.md)
+    assert recs[("mnli", 12)].metrics["sard_exact"] == 17
+
+
+def test_prescribe_validation_rejects_unknown_task(tmp_path):
+    runs = sweep("prescribe", tasks=("sst-7",))
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        with pytest.raises(LorankError, match="unknown task 'sst-7'"):
+            LocalRunner(progress=False).run(runs, store)
+        assert store.query() == []  # nothing queued for a sweep that cannot start
+
+
+def test_unavailable_and_unknown_methods():
+    with pytest.raises(LorankError, match="not available: its engine module"):
+        get_method("lora") if importlib.util.find_spec("lorank.finetune.method") is None \
+            else pytest.skip("lora engine installed")
+    with pytest.raises(LorankError, match="unknown method 'nope'"):
+        get_method("nope")
+    with pytest.raises(LorankError, match="already registered"):
+        register_method("prescribe")(lambda c, ctx: {})
+    with pytest.raises(LorankError, match="method name"):
+        register_method("Bad Name")
+
+
+def test_failed_runs_are_stored_and_the_sweep_goes_on(tmp_path):
+    runs = sweep("test_runner_solve", ranks=(2, 8, 4), tasks=("sst2",))
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        summary = LocalRunner(progress=False).run(runs, store)
+        assert (summary.done, summary.failed) == (1, 2)
+        by_rank = {r.config["rank"]: r for r in store.query()}
+        assert by_rank[8].status == "done" and by_rank[8].metrics == {"x0": 1.0}
+        bad = by_rank[2]
+        assert bad.status == "failed" and bad.error == "LinAlgError: Singular matrix"
+        assert "Traceback" in bad.traceback and "solve_method" in bad.traceback
+        assert bad.metrics is None and bad.finished_at is not None
+        again = LocalRunner(progress=False).run(runs, store)
+        assert (again.skipped, again.done, again.failed) == (3, 0, 0)
+        retry = LocalRunner(progress=False).run(runs, store, retry_failed=True)
+        assert (retry.skipped, retry.failed) == (1, 2)
+        assert store.get(bad.run_id).attempts == 2
+        assert len(store.query()) == 3
+
+
+def test_grouping_and_chunking():
+    runs = sweep("test_runner_lstsq", ranks=(1, 2, 3), tasks=("sst2", "rte"), seeds=(1, 2))
+    groups = group_runs(list(reversed(runs)))
+    assert len(groups) == 4 and all(len(g) == 3 for g in groups)
+    assert all(len({c.features_key for c in g}) == 1 for g in groups)
+    chunks = split_groups(groups[:1], 2)
+    assert [len(c) for c in chunks] == [2, 1]
+    assert split_groups(groups, 2) == groups
+    assert [len(c) for c in split_groups([groups[0][:1]], 4)] == [1]
+
+
+def _results(store):
+    return {r.run_id: (r.status, r.metrics, r.curves) for r in store.query()}
+
+
+def test_process_pool_matches_sequential(tmp_path):
+    runs = sweep("test_runner_lstsq", ranks=(1, 2, 3, 4), tasks=("sst2", "rte"))
+    with ResultStore(tmp_path / "a.sqlite") as a, ResultStore(tmp_path / "b.sqlite") as b:
+        seq = LocalRunner(progress=False).run(runs, a)
+        pool = LocalRunner(workers=2, progress=False).run(runs, b)
+        assert seq.done == pool.done == 8
+        assert seq.feature_builds == 2 and pool.feature_builds == 2
+        ra, rb = _results(a), _results(b)
+    assert ra.keys() == rb.keys()
+    for run_id, (status, metrics, curves) in ra.items():
+        assert status == rb[run_id][0] == "done"
+        assert metrics == pytest.approx(rb[run_id][1], rel=1e-10)
+        assert curves["coef"] == pytest.approx(rb[run_id][2]["coef"], rel=1e-10)
+
+
+def test_runner_argument_errors():
+    with pytest.raises(LorankError, match="workers must be an integer >= 1"):
+        LocalRunner(workers=0)
+    with pytest.raises(LorankError, match="unknown backend"):
+        make_runner("dask")
+    with pytest.raises(LorankError, match="needs --backend ray"):
+        make_runner("local", address="auto")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
+@pytest.mark.timeout(120)
+def test_ray_runner_matches_local(tmp_path):
+    import ray
+
+    from lorank.experiments import RayRunner
+
+    runs = sweep("prescribe", ranks=(1, 4, 12), tasks=("sst2", "mnli"))
+    runs = [RunConfig(**{**c.to_dict(), "num_cpus": 0.5}) for c in runs]
+    with ResultStore(tmp_path / "a.sqlite") as a, ResultStore(tmp_path / "b.sqlite") as b:
+        local = LocalRunner(progress=False).run(runs, a)
+        runner = RayRunner(num_cpus=2, progress=False)
+        ray_summary = runner.run(runs, b)  # starts a local Ray instance and shuts it down
+        assert not ray.is_initialized()
+        assert local.done == ray_summary.done == 6 and ray_summary.failed == 0
+        assert _results(a) == _results(b)
+        assert {r.host for r in b.query()} == {r.host for r in a.query()}
+        again = runner.run(runs, b)
+        assert again.skipped == 6 and again.done == 0  # nothing left: Ray is not even started
