@@ -43,7 +43,7 @@ def test_table_output(capsys):
 def test_loss_mse_recommends_manifold(capsys):
     code, out, _ = run(["prescribe", "--K", "2", "--N", "1024", "--shape", "768x768",
                         "--loss", "mse", "--json"], capsys)
-    assert json.loads(out)["recommended"] == 2
+    assert code == 0 and json.loads(out)["recommended"] == 2
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,7 @@ def test_model_mlp_targets_have_rectangular_shapes(tiny_models, capsys):
     code, out, _ = run(["prescribe", "--model", str(tiny_models["roberta"]), "--targets",
                         "intermediate.dense,output.dense", "--K", "2", "--N", "8", "--json"],
                        capsys)
+    assert code == 0
     assert json.loads(out)["shapes"] == [[37, 32], [32, 37]] * 2
 
 

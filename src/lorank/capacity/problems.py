@@ -63,7 +63,7 @@ class SensingBatch:
 
 
 def instance_rng(seed: int, KN: int, index: int) -> np.random.Generator:
-    """The random stream of instance ``index`` with KN constraints in the sweep seeded by ``seed``."""
+    """The random stream of instance ``index`` with KN constraints in the sweep ``seed``."""
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(KN), int(index)]))
 
 

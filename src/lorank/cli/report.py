@@ -1,4 +1,4 @@
-"""``lorank report``: tables, figures and an HTML page from a results store (reads only the store)."""
+"""``lorank report``: tables, figures and an HTML page from a results store (reads only it)."""
 
 from __future__ import annotations
 

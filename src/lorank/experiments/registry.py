@@ -157,6 +157,9 @@ class RunContext:
         cache: the in-process :class:`FeatureCache`.
         features: set by the runner before each run: what the method's ``prepare`` returned
             for the run's features key (None when the method has no ``prepare``).
+        group: the runs of the current features group that this process executes back to
+            back (set by the local runners; empty under Ray). A method may compute the whole
+            group at once — e.g. train every rank in one vectorised call — and memoise it.
     """
 
     cache_dir: Path | None = None
@@ -165,6 +168,7 @@ class RunContext:
     progress: Callable[..., None] = _no_progress
     cache: FeatureCache = field(default_factory=FeatureCache)
     features: Any = None
+    group: tuple[RunConfig, ...] = ()
 
     def features_dir(self, key: FeaturesKey) -> Path:
         """``cache_dir / key.digest`` (created); LorankError if the context has no cache_dir."""

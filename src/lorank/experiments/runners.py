@@ -318,6 +318,7 @@ def _worker_init(queue: Any, modules: list[str], ctx_args: dict[str, Any]) -> No
 def _worker_chunk(configs: list[RunConfig]) -> list[RunOutcome]:
     """Run a chunk (one features group) in a pool worker, streaming each outcome."""
     out = []
+    _WORKER["ctx"].group = tuple(configs)
     for config in configs:
         outcome = execute_run(config, _WORKER["ctx"])
         _WORKER["queue"].put(outcome)
@@ -369,6 +370,7 @@ class LocalRunner(Runner):
 
         ctx = self.context(progress)
         for group in groups:
+            ctx.group = tuple(group)
             for config in group:
                 if tracker.claim(config, retry_failed):
                     tracker.record(execute_run(config, ctx))

@@ -1,1 +1,14 @@
-"""lorank.finetune"""
+"""Real (non-linearized) LoRA fine-tuning through peft, with LM-BFF selection and NTK-gap checks.
+
+* :mod:`lorank.finetune.config` — :class:`LoraSettings` (r, α, scaling, targets, layers, dropout,
+  init) and :class:`TrainSettings` (lr, schedule, optimiser, steps, batch, selection).
+* :mod:`lorank.finetune.adapter` — :func:`attach_lora`, :class:`Adapter` (ΔW, merge, export),
+  :func:`load_adapter`.
+* :mod:`lorank.finetune.inputs` — prepared splits, cached frozen prefix.
+* :mod:`lorank.finetune.train` — the training loop (:func:`fit`).
+* :mod:`lorank.finetune.gap` — real vs linearized predictions (forward-mode jvp).
+* :mod:`lorank.finetune.metrics` — ΔW spectra and numerical ranks.
+* :mod:`lorank.finetune.run` — :func:`finetune`: grid, selection, measurement, records.
+
+Submodules import torch and peft; import them explicitly (this package imports nothing).
+"""

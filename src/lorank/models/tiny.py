@@ -20,7 +20,7 @@ from lorank.models.arch import ARCHITECTURES
 
 TINY_ARCHS = ("bert", "roberta", "deberta-v2", "electra", "mpnet")
 
-_WORDS = (
+_WORDS = (  # noqa: SIM905 - a word list reads better as one string
     "the a an it was is great terrible good bad movie film yes no maybe not and or but of to "
     "in on at this that i you he she we they very really quite so too fun boring love hate "
     "story actor plot ? , . ! man woman dog cat sat ran runs is are be been question answer "
@@ -63,8 +63,8 @@ def tiny_config(model_type: str, vocab_size: int, **overrides: Any) -> Any:
     if model_type == "electra":
         kwargs["embedding_size"] = 16
     if model_type == "deberta-v2":
-        kwargs.update(relative_attention=True, pos_att_type=["p2c", "c2p"], max_relative_positions=-1,
-                      position_buckets=16)
+        kwargs.update(relative_attention=True, pos_att_type=["p2c", "c2p"],
+                      max_relative_positions=-1, position_buckets=16)
     kwargs.update(overrides)
     return AutoConfig.for_model(model_type, **kwargs)
 

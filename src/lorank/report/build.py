@@ -117,7 +117,8 @@ def findings(df: pd.DataFrame, items, K_of: dict[str, int]) -> list[str]:
     for _, b in best.iterrows():
         if K_of.get(b.task, 2) > 2:
             out.append(f"{b.task} (K = {K_of[b.task]}) / {b.model} / {b.method}: measured best "
-                       f"rank r = {int(b['rank'])} ({b['test_acc'] * 100:.1f}% mean test accuracy).")
+                       f"rank r = {int(b['rank'])} ({b['test_acc'] * 100:.1f}% mean test "
+                       "accuracy).")
     return out
 
 

@@ -1,8 +1,9 @@
-"""Result tables from the results store: accuracy by rank, r = 1 vs r = 12, best rank, prescriptions.
+"""Result tables from the results store: accuracy by rank, r = 1 vs r = 12, best rank, rules.
 
-Input is a pandas DataFrame with one row per finished run (see :func:`lorank.report.data.runs_frame`):
-columns ``task, model, method, rank, seed`` and metric columns such as ``test_acc``. Every table is a
-:class:`Table` (header, rows, per-row bold cells) rendered to Markdown or LaTeX by one function each.
+Input is a pandas DataFrame with one row per finished run (see
+:func:`lorank.report.build.runs_frame`): columns ``task, model, method, rank, seed`` and metric
+columns such as ``test_acc``. Every table is a :class:`Table` (header, rows, per-row bold cells)
+rendered to Markdown, LaTeX or HTML by one function each.
 Aggregation over seeds is mean ± sample std (ddof = 1), as in LM-BFF.
 """
 

@@ -1,0 +1,58 @@
+"""The ``cstar`` sweep method: one stored run = one C* estimate (:func:`estimate_c_star`).
+
+The run's ``rank`` is r and its ``seed`` seeds the instances; everything else comes from
+``options``: ``m``, ``n`` (default 24), ``solver`` (gd|lm), ``steps`` (default: the solver's),
+``tol``, ``loss`` (mse|ce), ``count`` (manifold|sard), ``instances`` (default 100), ``ratios``,
+``step_rule``, ``n_boot``. The task/model fields of the config are labels only (Gaussian
+features need neither).
+
+Stored metrics: ``c50`` with ``ci_low``/``ci_high``, ``slope``, ``bracketed``, ``d``, ``wall_s``;
+curves: ``ratios``, ``success`` (rates), ``KN``, ``counts`` — what :mod:`lorank.report` draws.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lorank.errors import LorankError
+from lorank.experiments.config import RunConfig
+from lorank.experiments.registry import RunContext, register_method
+
+_OPTIONS = ("m", "n", "solver", "steps", "tol", "loss", "count", "instances", "ratios",
+            "step_rule", "n_boot")
+
+
+def estimator_kwargs(config: RunConfig) -> dict[str, Any]:
+    """Keyword arguments of :func:`estimate_c_star` for a stored run (LorankError if bad)."""
+    options = config.options.to_json()
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise LorankError(f"unknown cstar option {unknown[0]!r}; known: {', '.join(_OPTIONS)}")
+    kwargs = {k: options[k] for k in _OPTIONS if k in options}
+    if "ratios" in kwargs:
+        kwargs["ratios"] = tuple(float(x) for x in kwargs["ratios"])
+    return {"r": config.rank, "seed": config.seed, **kwargs}
+
+
+def _validate(config: RunConfig) -> None:
+    from lorank.capacity.problems import check_problem
+
+    kw = estimator_kwargs(config)
+    check_problem(kw["r"], kw.get("m", 24), kw.get("n", 24))
+
+
+@register_method("cstar", validate=_validate)
+def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
+    """Estimate C50 with a bootstrap CI and store the success curve."""
+    from lorank.capacity.estimator import estimate_c_star
+
+    res = estimate_c_star(**estimator_kwargs(config))
+    curve = res.curve
+    metrics = {"c50": res.c50, "ci_low": res.ci_low, "ci_high": res.ci_high,
+               "slope": res.slope, "bracketed": res.bracketed, "d": res.d, "m": res.m,
+               "n": res.n, "solver": res.solver, "steps": res.steps, "tol": res.tol,
+               "loss": res.loss, "count": res.count, "instances": res.instances,
+               "wall_s": res.wall_s}
+    curves = {"ratios": list(curve.ratios), "success": list(curve.rates),
+              "KN": list(curve.KN), "counts": list(curve.counts)}
+    return {"metrics": metrics, "curves": curves}

@@ -1,0 +1,138 @@
+"""``lorank cstar``: measure the C* phase transition d/(KN) for an explicit solver and budget.
+
+Sweeps KN around d = r(m+n) − r², solves many random instances per point (batched), fits the 50 %
+success ratio with a bootstrap CI (:mod:`lorank.capacity.estimator`). ``--plot`` draws the success
+curves for several step budgets (``--budgets``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import click
+
+from lorank.errors import LorankError
+
+
+def parse_floats(text: str, name: str) -> list[float]:
+    """Parse ``"0.8,0.9,1.0"``; LorankError on anything that is not a positive number."""
+    try:
+        vals = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise LorankError(f"{name} must be comma-separated numbers, got {text!r}") from None
+    if not vals or any(not math.isfinite(v) or v <= 0 for v in vals):
+        raise LorankError(f"{name} must be comma-separated numbers > 0, got {text!r}")
+    return vals
+
+
+def parse_budgets(text: str) -> list[int]:
+    """Parse ``"300,1000,3000"`` into step budgets (positive integers)."""
+    vals = parse_floats(text, "--budgets")
+    if any(v != int(v) for v in vals):
+        raise LorankError(f"--budgets must be positive integers, got {text!r}")
+    return sorted({int(v) for v in vals})
+
+
+def _summary(res) -> str:
+    unit = "d/(KN), d = r(m+n)-r^2" if res.count == "manifold" else "r(r+1)/2/(KN) (Sard count)"
+    if res.bracketed:
+        c50 = f"C50 = {res.c50:.4g}  [{res.ci_low:.4g}, {res.ci_high:.4g}] ({res.ci_level:.0%} CI)"
+    else:
+        c50 = "C50 not bracketed by the ratio grid (success rate never crosses 1/2)"
+    return (f"{c50}  in units of {unit}; solver={res.solver} ({res.step_rule}), T={res.steps}, "
+            f"tol={res.tol:g}, loss={res.loss}, r={res.r}, m={res.m}, n={res.n}, "
+            f"{res.instances} instances/point, seed={res.seed}, {res.wall_s:.1f} s")
+
+
+@click.command(name="cstar")
+@click.option("--r", "r", default=1, type=int, show_default=True, help="LoRA rank.")
+@click.option("--m", "m", default=24, type=int, show_default=True, help="Rows of the matrix.")
+@click.option("--n", "n", default=24, type=int, show_default=True, help="Columns of the matrix.")
+@click.option("--solver", default="gd", show_default=True, help="gd or lm (Levenberg-Marquardt).")
+@click.option("--steps", default=None, type=int,
+              help="Step budget T [default: 1000 for gd, 200 for lm].")
+@click.option("--tol", default=None, type=float,
+              help="Success threshold on loss/initial loss [default: 1e-8 mse, 1e-3 ce].")
+@click.option("--loss", default="mse", show_default=True, help="mse or ce (±1 labels).")
+@click.option("--count", default="manifold", show_default=True,
+              help="Ratio units: manifold (r(m+n)-r^2) or sard (r(r+1)/2).")
+@click.option("--instances", default=100, type=int, show_default=True,
+              help="Random instances per grid point.")
+@click.option("--ratios", default=None, help="Grid of d/(KN) ratios, e.g. 0.8,0.9,1,1.2.")
+@click.option("--seed", default=0, type=int, show_default=True)
+@click.option("--step-rule", default="hessian", show_default=True,
+              help="GD step: hessian (1/|lambda_max| by power iteration) or bound.")
+@click.option("--features", default=None, help=".npy feature pool (P, m, n) or (P, m*n).")
+@click.option("--boot", default=500, type=int, show_default=True, help="Bootstrap replicates.")
+@click.option("--threads", default=None, type=int, help="torch threads (default: torch's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result record(s) as JSON.")
+@click.option("--plot", default=None, help="Write success curves to this .png/.pdf/.svg.")
+@click.option("--budgets", default=None, help="Step budgets for --plot, e.g. 300,1000,3000.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def command(r, m, n, solver, steps, tol, loss, count, instances, ratios, seed, step_rule,
+            features, boot, threads, as_json, plot, budgets, quiet) -> None:
+    """Estimate C*: the 50% success ratio d/(KN) of rank-r fitting of random targets."""
+    from lorank.capacity.estimator import (
+        COUNTS,
+        DEFAULT_RATIOS,
+        estimate_c_star,
+        progress_total,
+    )
+    from lorank.capacity.losses import check_loss
+    from lorank.capacity.plot import check_plot_path, plot_success_curves
+    from lorank.capacity.problems import check_problem, load_features
+    from lorank.capacity.solvers import STEP_RULES, check_solver
+
+    check_problem(r, m, n)
+    check_solver(solver)
+    check_loss(loss)
+    if count not in COUNTS:
+        raise LorankError(f"--count must be one of {', '.join(COUNTS)}, got {count!r}")
+    if step_rule not in STEP_RULES:
+        raise LorankError(f"--step-rule must be one of {', '.join(STEP_RULES)}, got {step_rule!r}")
+    if steps is not None and steps <= 0:
+        raise LorankError(f"--steps must be a positive integer, got {steps}")
+    if tol is not None and not (0 < tol < 1):
+        raise LorankError(f"--tol must be in (0, 1), got {tol}")
+    if instances <= 0:
+        raise LorankError(f"--instances must be a positive integer, got {instances}")
+    if boot <= 0:
+        raise LorankError(f"--boot must be a positive integer, got {boot}")
+    if threads is not None and threads <= 0:
+        raise LorankError(f"--threads must be a positive integer, got {threads}")
+    if budgets is not None and plot is None:
+        raise LorankError("--budgets needs --plot")
+    grid = parse_floats(ratios, "--ratios") if ratios else list(DEFAULT_RATIOS)
+    plot_path = check_plot_path(plot) if plot else None
+    budget_list = parse_budgets(budgets) if budgets else [steps]
+    pool = load_features(features, m, n) if features else None
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+    from tqdm import tqdm
+
+    total = progress_total(r, m, n, grid, instances) * len(budget_list)
+    results = []
+    with tqdm(total=total, desc="cstar", unit="chunk", disable=quiet, leave=False) as bar:
+        for budget in budget_list:
+            results.append(estimate_c_star(
+                r, m, n, solver=solver, steps=budget, tol=tol, loss=loss, count=count,
+                ratios=grid, instances=instances, seed=seed, features=pool,
+                features_name=features, step_rule=step_rule, n_boot=boot, progress=bar.update))
+    if plot_path is not None:
+        plot_success_curves(results, plot_path)
+    if as_json:
+        out = [res.to_dict() for res in results]
+        click.echo(json.dumps(out[0] if len(out) == 1 else out, indent=2))
+        return
+    for res in results:
+        click.echo(_summary(res))
+        rows = zip(res.curve.ratios, res.curve.KN, res.curve.successes, res.curve.counts,
+                   strict=True)
+        for x, kn, k, c in rows:
+            click.echo(f"  ratio {x:8.4g}  KN {kn:5d}  success {k:4d}/{c}")
+    if plot_path is not None:
+        click.echo(f"wrote {plot_path}")

@@ -1,0 +1,125 @@
+"""``lorank ntk``: compute (or load from the cache) the NTK features of one k-shot split.
+
+Prints the shapes of J (N, K, P) and f0, the adapted matrices, the cache file and the time.
+Large splits (test) can be big: N·K·P entries; ``--max-mb`` refuses anything above a limit
+before computing (train/predict on test streams Jacobians instead; see ``lorank train``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from lorank.errors import LorankError
+
+SPLITS = ("train", "dev", "test")
+
+
+def parse_list(text: str, what: str) -> list[str]:
+    """``"query,value"`` -> ["query", "value"]; LorankError if empty."""
+    items = [x.strip() for x in str(text).split(",") if x.strip()]
+    if not items:
+        raise LorankError(f"{what} must be a non-empty comma-separated list, got {text!r}")
+    return items
+
+
+def parse_ints(text: str, what: str) -> list[int]:
+    """``"1,2,4"`` -> [1, 2, 4]; LorankError if malformed."""
+    try:
+        return [int(x) for x in parse_list(text, what)]
+    except ValueError:
+        raise LorankError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+def parse_layers(text: str) -> str | list[int]:
+    """``all`` | ``last`` | comma-separated integers."""
+    text = str(text).strip()
+    return text if text in ("all", "last") else parse_ints(text, "layers")
+
+
+@click.command("ntk")
+@click.option("--model", default="minilm", show_default=True,
+              help="Bundled name (minilm, mpnet), local folder or hub id.")
+@click.option("--task", required=True, help="Registered task (sst2, qnli, mrpc, rte, mnli).")
+@click.option("--head", default="verbalizer", show_default=True,
+              help="verbalizer, prompt, probe or pair.")
+@click.option("--targets", default="query,value", show_default=True,
+              help="Comma-separated LoRA target modules.")
+@click.option("--layers", default="last", show_default=True,
+              help="all, last, or comma-separated layer indices.")
+@click.option("--seed", default=42, show_default=True, type=int, help="LM-BFF split seed.")
+@click.option("--shots", "k", default=16, show_default=True, type=int,
+              help="Examples per class (k).")
+@click.option("--split", "split_name", default="train", show_default=True,
+              type=click.Choice(SPLITS), help="Which split's features.")
+@click.option("--dtype", default="float32", show_default=True,
+              type=click.Choice(["float32", "float64"]))
+@click.option("--memory-mb", default=1024.0, show_default=True, type=float,
+              help="Memory budget of one Jacobian chunk (MB).")
+@click.option("--max-mb", default=4096.0, show_default=True, type=float,
+              help="Refuse feature files larger than this (MB).")
+@click.option("--max-length", default=128, show_default=True, type=int)
+@click.option("--test-max", default=None, type=int, help="Cap the test split (seed-42 rows).")
+@click.option("--method", default="vmap_jacrev_truncated", show_default=True,
+              type=click.Choice(["autograd_loop", "vmap_jacrev", "vmap_jacrev_truncated"]))
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--no-cache", is_flag=True, help="Compute without reading or writing the cache.")
+@click.option("--data-dir", default=None, help="Data directory (default: $LORANK_DATA_DIR).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+def command(model: str, task: str, head: str, targets: str, layers: str, seed: int, k: int,
+            split_name: str, dtype: str, memory_mb: float, max_mb: float, max_length: int,
+            test_max: int | None, method: str, device: str, no_cache: bool,
+            data_dir: str | None, as_json: bool) -> None:
+    """Compute or load the NTK features G = ∂f_k/∂W of one split (cached on disk)."""
+    import torch
+
+    from lorank.data.load import load_task
+    from lorank.models import build_classifier, load_encoder
+    from lorank.models.arch import adapted_matrices
+    from lorank.models.bundled import load_config
+    from lorank.ntk.pipeline import split_features
+
+    if memory_mb <= 0 or max_mb <= 0:
+        raise LorankError("--memory-mb and --max-mb must be > 0")
+    target_list, layer_sel = parse_list(targets, "targets"), parse_layers(layers)
+    t0 = time.perf_counter()
+    data = load_task(task, k=k, seed=seed, data_dir=data_dir, test_max=test_max)
+    split = {"train": data.train, "dev": data.dev, "test": data.test}[split_name]
+    if split is None:
+        raise LorankError(f"task {data.task.name} has no {split_name} split here")
+    matrices = adapted_matrices(load_config(model), target_list, layer_sel)
+    P = sum(a.m * a.n for a in matrices)
+    size_mb = len(split) * data.task.K * P * (4 if dtype == "float32" else 8) / 2**20
+    if size_mb > max_mb:
+        raise LorankError(f"features of {len(split)} {split_name} rows would take "
+                          f"{size_mb:.0f} MB (> --max-mb {max_mb:g}); cap with --test-max or "
+                          "raise --max-mb")
+    enc = load_encoder(model, dtype={"float32": torch.float32, "float64": torch.float64}[dtype],
+                       device=device)
+    clf = build_classifier(enc, data.task, head, train=data.train, dev=data.dev)
+    feats, path, hit = split_features(
+        clf, split, targets=target_list, layers=layer_sel, max_length=max_length, method=method,
+        memory_budget_mb=memory_mb, k=k, seed=seed, use_cache=not no_cache)
+    summary = {
+        "task": data.task.name, "model": model, "head": head, "split": split_name, "seed": seed,
+        "N": feats.N, "K": feats.K, "P": feats.P, "J_shape": list(feats.J.shape),
+        "f0_shape": list(feats.f0.shape), "dtype": str(feats.J.dtype).replace("torch.", ""),
+        "size_mb": round(feats.J.numel() * feats.J.element_size() / 2**20, 2),
+        "blocks": [{"name": b.name, "layer": b.layer, "target": b.target, "m": b.m, "n": b.n}
+                   for b in feats.blocks],
+        "cache": str(path) if path else None, "cache_hit": hit,
+        "jacobian_seconds": feats.meta.get("seconds"), "seconds": time.perf_counter() - t0,
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=1))
+        return
+    click.echo(f"{summary['task']} {split_name} (seed {seed}): J {tuple(feats.J.shape)} "
+               f"[N, K, P], f0 {tuple(feats.f0.shape)}, {summary['dtype']}, "
+               f"{summary['size_mb']} MB")
+    for b in feats.blocks:
+        click.echo(f"  {b.name}: layer {b.layer}, {b.target}, {b.m}x{b.n}")
+    state = "hit" if hit else ("written" if path else "disabled")
+    click.echo(f"cache ({state}): {path}")
+    click.echo(f"time: {summary['seconds']:.1f} s")

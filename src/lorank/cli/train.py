@@ -1,0 +1,167 @@
+"""``lorank train``: a rank sweep on one task; prints a per-rank table (mean ± std over seeds).
+
+Modes plug in through :data:`RUNNERS` (mode name -> function(options dict) -> result). A result
+must provide ``table()`` (rows with ``rank``, ``metric``, and (mean, std) pairs under
+``zero_shot``, ``kernel``, ``selected``, ``final``, plus ``selected_lr``/``selected_step`` lists)
+and ``to_dict()`` / ``to_json()``. ``linearized`` is built in; the peft runner adds ``lora``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from lorank.cli.ntk import parse_ints, parse_layers, parse_list
+from lorank.errors import LorankError
+
+
+def parse_floats(text: str, what: str) -> list[float]:
+    """``"0.01,0.1"`` -> [0.01, 0.1]; LorankError if malformed or not positive."""
+    try:
+        vals = [float(x) for x in parse_list(text, what)]
+    except ValueError:
+        raise LorankError(f"{what} must be comma-separated numbers, got {text!r}") from None
+    if any(not math.isfinite(v) or v <= 0 for v in vals):
+        raise LorankError(f"{what} must be positive numbers, got {text!r}")
+    return vals
+
+
+def _tqdm_progress(enabled: bool) -> Callable[[str, int], Callable[[int], None]] | None:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    def factory(stage: str, total: int) -> Callable[[int], None]:
+        bar = tqdm(total=total, desc=stage, leave=False, dynamic_ncols=True)
+
+        def update(done: int) -> None:
+            bar.update(done - bar.n)
+            if done >= total:
+                bar.close()
+
+        return update
+
+    return factory
+
+
+def run_linearized(opts: dict[str, Any]) -> Any:
+    """The ``linearized`` mode: :func:`lorank.linearized.experiment.run_linearized_sweep`."""
+    from lorank.linearized.experiment import DEFAULT_LRS, SweepConfig, run_linearized_sweep
+
+    cfg = SweepConfig(
+        task=opts["task"], model=opts["model"], head=opts["head"],
+        targets=tuple(opts["targets"]), layers=opts["layers"] if isinstance(
+            opts["layers"], str) else tuple(opts["layers"]),
+        ranks=tuple(opts["ranks"]), seeds=tuple(opts["seeds"]),
+        lrs=tuple(opts["lrs"] or DEFAULT_LRS), k=opts["k"], steps=opts["steps"],
+        eval_every=opts["eval_every"], loss=opts["loss"], scaling=opts["scaling"],
+        alpha=opts["alpha"], weight_decay=opts["weight_decay"], optimizer=opts["optimizer"],
+        batch_size=opts["batch_size"], test_max=opts["test_max"], max_length=opts["max_length"],
+        dtype=opts["dtype"], device=opts["device"], memory_budget_mb=opts["memory_mb"],
+        data_dir=opts["data_dir"], use_cache=not opts["no_cache"])
+    return run_linearized_sweep(cfg, _tqdm_progress(opts["progress"]))
+
+
+def _lazy(name: str) -> Callable[[dict[str, Any]], Any]:
+    """A runner imported from :mod:`lorank.cli.train_lora` on first use (peft is heavy)."""
+
+    def run(opts: dict[str, Any]) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module("lorank.cli.train_lora"), name)(opts)
+
+    return run
+
+
+#: mode -> runner(options) -> result with table()/to_json() (and optionally render(title)).
+RUNNERS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "linearized": run_linearized, "lora": _lazy("run_lora"), "both": _lazy("run_both")}
+
+
+def _fmt(pair: Any) -> str:
+    mean, std = pair
+    return "-" if mean is None or not math.isfinite(mean) else f"{mean:.4f} ± {std:.4f}"
+
+
+def render_table(rows: list[dict[str, Any]], title: str) -> None:
+    """Print the per-rank table with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col in ("rank", "zero-shot", "kernel", "selected", "final", "selected lr",
+                "selected step"):
+        table.add_column(col, justify="right")
+    for row in rows:
+        lrs = ",".join("-" if x is None else f"{x:g}" for x in row["selected_lr"])
+        steps = ",".join("-" if x is None else str(x) for x in row["selected_step"])
+        table.add_row(str(row["rank"]), _fmt(row["zero_shot"]), _fmt(row["kernel"]),
+                      _fmt(row["selected"]), _fmt(row["final"]), lrs, steps)
+    console = Console()
+    console.width = max(console.width, 120)
+    console.print(table)
+
+
+@click.command("train")
+@click.option("--mode", default="linearized", show_default=True,
+              help="Training mode: " + ", ".join(RUNNERS) + ".")
+@click.option("--task", required=True, help="Registered task (sst2, qnli, mrpc, rte, mnli).")
+@click.option("--model", default="minilm", show_default=True,
+              help="Bundled name (minilm, mpnet), local folder or hub id.")
+@click.option("--head", default="verbalizer", show_default=True,
+              help="verbalizer, prompt, probe or pair.")
+@click.option("--targets", default="query,value", show_default=True)
+@click.option("--layers", default="last", show_default=True,
+              help="all, last, or comma-separated layer indices.")
+@click.option("--ranks", default="1,2,4,8,12,16", show_default=True)
+@click.option("--seeds", default="13,21,42,87,100", show_default=True)
+@click.option("--lrs", default=None, help="Comma-separated learning-rate grid "
+              "(default 0.01,0.03,0.1), selected on dev.")
+@click.option("--shots", "k", default=16, show_default=True, type=int)
+@click.option("--steps", default=1000, show_default=True, type=int)
+@click.option("--eval-every", default=50, show_default=True, type=int)
+@click.option("--loss", default="ce", show_default=True, type=click.Choice(["ce", "mse"]))
+@click.option("--scaling", default="none", show_default=True,
+              type=click.Choice(["lora", "rslora", "none"]))
+@click.option("--alpha", default=1.0, show_default=True, type=float)
+@click.option("--weight-decay", default=0.0, show_default=True, type=float)
+@click.option("--optimizer", default="gd", show_default=True,
+              type=click.Choice(["gd", "sgd", "adam"]))
+@click.option("--batch-size", default=None, type=int, help="Mini-batch size for sgd/adam.")
+@click.option("--test-max", default=None, type=int, help="Cap the test split (seed-42 rows).")
+@click.option("--max-length", default=128, show_default=True, type=int)
+@click.option("--dtype", default="float32", show_default=True,
+              type=click.Choice(["float32", "float64"]))
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--memory-mb", default=1024.0, show_default=True, type=float)
+@click.option("--data-dir", default=None, help="Data directory (default: $LORANK_DATA_DIR).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the feature cache.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+def command(mode: str, ranks: str, seeds: str, lrs: str | None, targets: str, layers: str,
+            as_json: bool, no_progress: bool, **opts: Any) -> None:
+    """Train LoRA at several ranks × seeds (× learning rates) and compare test accuracy."""
+    if mode not in RUNNERS:
+        raise LorankError(f"unknown mode {mode!r}; available: {', '.join(RUNNERS)}")
+    if opts["steps"] < 1 or opts["eval_every"] < 1:
+        raise LorankError("--steps and --eval-every must be >= 1")
+    if opts["memory_mb"] <= 0:
+        raise LorankError("--memory-mb must be > 0")
+    opts.update(ranks=parse_ints(ranks, "ranks"), seeds=parse_ints(seeds, "seeds"),
+                lrs=parse_floats(lrs, "learning rates") if lrs else None,
+                targets=parse_list(targets, "targets"), layers=parse_layers(layers),
+                progress=not no_progress)
+    result = RUNNERS[mode](opts)
+    if as_json:
+        click.echo(result.to_json())
+        return
+    if hasattr(result, "render"):
+        result.render(f"{mode} LoRA on {opts['task']} — {opts['model']}, {opts['head']} head")
+        return
+    rows = result.table()
+    metric = rows[0]["metric"] if rows else "accuracy"
+    render_table(rows, f"{mode} LoRA on {opts['task']} — {opts['model']}, {opts['head']} head "
+                       f"(test {metric}, mean ± std over {len(opts['seeds'])} seeds)")

@@ -1,0 +1,217 @@
+"""``lorank train --mode lora`` and ``--mode both``: real peft LoRA next to the linearized engine.
+
+Runners for :data:`lorank.cli.train.RUNNERS` (mode -> function(options) -> result with
+``table()``, ``to_dict()``, ``to_json()``), taking the same options as ``--mode linearized``:
+
+* ``lora`` — for every data seed (LM-BFF split 16-seed, also the adapter-init seed) and rank:
+  real LoRA through peft (:func:`lorank.finetune.run.finetune`), the learning rate and the step
+  selected on the k-shot dev split, then test metrics, ΔW spectra and the real-vs-linearized gap
+  f(W0+ΔW) vs f(W0) + ⟨G, ΔW⟩ on the test split. The settings mirror the linearized engine's:
+  scaling ``none``/``lora``/``rslora`` with α, A ~ N(0, 1/n) and B = 0, optimizer gd/sgd/adam
+  with the weight decay as an L2 penalty, the same lr grid, steps and evaluation period.
+* ``both`` — the linearized sweep and the LoRA sweep on the same options, printed side by side
+  with the measured linearization gap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lorank.finetune.run import Selection
+
+
+def _stat(values: list[float | None]) -> tuple[float, float]:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return float("nan"), float("nan")
+    return float(np.mean(vals)), float(np.std(vals))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, float | np.floating):
+        return None if not math.isfinite(float(obj)) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return str(obj)
+
+
+@dataclass
+class LoraCell:
+    """One (rank, seed): the grid's runs and the selected one."""
+
+    rank: int
+    seed: int
+    selection: Selection
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "seed": self.seed, "selected": self.selection.best,
+                "runs": [r.to_dict() for r in self.selection.runs]}
+
+
+@dataclass
+class LoraSweepResult:
+    """All cells of a real-LoRA sweep; ``table()`` follows the linearized result's rows."""
+
+    config: dict[str, Any]
+    metric: str
+    cells: list[LoraCell]
+
+    def table(self) -> list[dict[str, Any]]:
+        """Per rank, mean ± std over seeds of the test metric (zero-shot, selected, final) and
+        of the real-vs-linearized gap; ``kernel`` is not defined for real LoRA (NaN)."""
+        rows = []
+        for r in sorted({c.rank for c in self.cells}):
+            recs = [c.selection.record for c in self.cells if c.rank == r]
+            cells = [c for c in self.cells if c.rank == r]
+            rows.append({
+                "rank": r, "n_seeds": len(recs), "metric": self.metric,
+                "zero_shot": _stat([x.zero_shot_test_metric for x in recs]),
+                "kernel": (float("nan"), float("nan")),
+                "selected": _stat([x.test_metric for x in recs]),
+                "final": _stat([x.final_test_metric for x in recs]),
+                "selected_lr": [x.lr for x in recs],
+                "selected_step": [x.best_step for x in recs],
+                "diverged_runs": sum(run.status == "diverged" for c in cells
+                                     for run in c.selection.runs),
+                "gap_relative": _stat([x.gap.relative if x.gap else None for x in recs]),
+                "final_gap_relative": _stat([x.final_gap.relative if x.final_gap else None
+                                             for x in recs]),
+                "gap_max_abs": _stat([x.gap.max_abs if x.gap else None for x in recs]),
+                "agreement": _stat([x.gap.agreement if x.gap else None for x in recs]),
+                "lin_of_real": _stat([x.gap.accuracy_lin if x.gap else None for x in recs]),
+                "numerical_rank": [max((d.numerical_rank for d in x.delta), default=0)
+                                   for x in recs],
+                "steps_per_s": _stat([x.steps_per_s for x in recs]),
+            })
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": "lora", "config": self.config, "metric": self.metric,
+                "table": self.table(), "cells": [c.to_dict() for c in self.cells]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, default=_json_default)
+
+
+def _settings(opts: dict[str, Any], rank: int, seed: int, metric: str) -> tuple[Any, Any]:
+    from lorank.finetune.config import LoraSettings, TrainSettings
+
+    layers = opts["layers"] if isinstance(opts["layers"], str) else tuple(opts["layers"])
+    lora = LoraSettings(r=rank, alpha=opts["alpha"], scaling=opts["scaling"],
+                        targets=tuple(opts["targets"]) or None, layers=layers, init="fan_in")
+    optimizer = opts["optimizer"]
+    batch = None if optimizer == "gd" else opts["batch_size"]
+    train = TrainSettings(lr=1.0, steps=opts["steps"], batch_size=batch, optimizer=optimizer,
+                          weight_decay=opts["weight_decay"], loss=opts["loss"],
+                          eval_every=opts["eval_every"], metric=metric, seed=seed)
+    return lora, train
+
+
+def run_lora(opts: dict[str, Any]) -> LoraSweepResult:
+    """The ``lora`` mode (see module doc); ``opts`` are the ``lorank train`` options."""
+    import torch
+
+    from lorank.data.load import load_task
+    from lorank.finetune.adapter import attach_lora
+    from lorank.finetune.run import finetune, prepare_data
+    from lorank.linearized.experiment import DEFAULT_LRS, DTYPES, selection_metric
+    from lorank.models import build_classifier, load_encoder
+    from lorank.models.factory import FITTED_HEADS
+
+    torch.manual_seed(0)
+    enc = load_encoder(opts["model"], dtype=DTYPES[opts["dtype"]], device=opts["device"])
+    lrs = sorted(opts.get("lrs") or DEFAULT_LRS)
+    cells, shared, metric = [], None, "accuracy"
+    for seed in opts["seeds"]:
+        data = load_task(opts["task"], k=opts["k"], seed=seed, data_dir=opts["data_dir"],
+                         test_max=opts["test_max"])
+        metric = selection_metric(data.task)
+        if opts["head"] in FITTED_HEADS:
+            clf = build_classifier(enc, data.task, opts["head"], train=data.train, dev=data.dev)
+        else:
+            shared = shared or build_classifier(enc, data.task, opts["head"])
+            clf = shared
+        prepared = None
+        for rank in opts["ranks"]:
+            lora, train = _settings(opts, rank, seed, metric)
+            adapter = attach_lora(clf, lora, seed=seed)
+            try:
+                if prepared is None:
+                    prepared = prepare_data(clf, data, adapter.start, opts["max_length"])
+                sel = finetune(clf, data, lora, train, lrs=lrs, prepared=prepared,
+                               adapter=adapter, max_length=opts["max_length"])
+            finally:
+                adapter.detach()
+            cells.append(LoraCell(rank, seed, sel))
+    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.items()
+              if k not in ("progress",)}
+    config["lrs"] = lrs
+    return LoraSweepResult(config, metric, cells)
+
+
+def _fmt(pair: tuple[float, float]) -> str:
+    mean, std = pair
+    return "-" if mean is None or not math.isfinite(mean) else f"{mean:.4f} ± {std:.4f}"
+
+
+@dataclass
+class BothResult:
+    """A linearized sweep and a real-LoRA sweep on the same options."""
+
+    linearized: Any
+    lora: LoraSweepResult
+
+    def table(self) -> list[dict[str, Any]]:
+        """The linearized rows, each with the LoRA row's numbers under ``lora_*`` keys."""
+        lora_rows = {row["rank"]: row for row in self.lora.table()}
+        out = []
+        for row in self.linearized.table():
+            lr = lora_rows.get(row["rank"], {})
+            out.append({**row, **{f"lora_{k}": v for k, v in lr.items()
+                                  if k not in ("rank", "metric")}})
+        return out
+
+    def render(self, title: str) -> None:
+        """Print the side-by-side table (rich)."""
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title, title_justify="left")
+        for col in ("rank", "zero-shot", "linearized sel.", "LoRA sel.", "linearized final",
+                    "LoRA final", "kernel", "gap ‖f−f_lin‖/‖f−f0‖", "argmax agree",
+                    "lr lin / LoRA"):
+            table.add_column(col, justify="right")
+        for row in self.table():
+            lrs = "/".join(",".join("-" if x is None else f"{x:g}" for x in row[k])
+                           for k in ("selected_lr", "lora_selected_lr"))
+            table.add_row(str(row["rank"]), _fmt(row["zero_shot"]), _fmt(row["selected"]),
+                          _fmt(row["lora_selected"]), _fmt(row["final"]),
+                          _fmt(row["lora_final"]), _fmt(row["kernel"]),
+                          _fmt(row["lora_gap_relative"]), _fmt(row["lora_agreement"]), lrs)
+        console = Console()
+        console.width = max(console.width, 160)
+        console.print(table)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": "both", "table": self.table(), "linearized": self.linearized.to_dict(),
+                "lora": self.lora.to_dict()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, default=_json_default)
+
+
+def run_both(opts: dict[str, Any]) -> BothResult:
+    """The ``both`` mode: ``linearized`` then ``lora`` on the same options."""
+    from lorank.cli.train import run_linearized
+
+    return BothResult(run_linearized(opts), run_lora(opts))
+
+
+#: what lorank.cli.train should add to its RUNNERS.
+RUNNERS: dict[str, Callable[[dict[str, Any]], Any]] = {"lora": run_lora, "both": run_both}

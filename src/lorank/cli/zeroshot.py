@@ -1,0 +1,103 @@
+"""``lorank zeroshot``: accuracy of a classification head at W0, before any fine-tuning.
+
+Zero-shot heads (verbalizer, prompt) need no data but the test split; fitted heads (probe, pair)
+fit a few numbers on each seed's k-shot train split (C chosen on its dev split). Reports the test
+accuracy, mean ± std over the LM-BFF seeds, next to the majority-class rate of the test split.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from lorank.errors import LorankError
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"13,21,42"`` -> [13, 21, 42]; LorankError if malformed or empty."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise LorankError(f"seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise LorankError("give at least one seed, e.g. --seeds 13,21,42,87,100")
+    return seeds
+
+
+def render(result: dict) -> None:
+    """Print one result as a short rich table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result['head']} head on {result['task']} — {result['model']} "
+                        f"({result['test_rows']} test rows)", title_justify="left")
+    table.add_column("seed", justify="right")
+    table.add_column("test accuracy", justify="right")
+    table.add_column("C (dev-selected)", justify="right")
+    for row in result["per_seed"]:
+        c = "-" if "C" not in row else f"{row['C']:g}"
+        table.add_row(str(row["seed"]), f"{row['accuracy']:.4f}", c)
+    console = Console()
+    console.width = max(console.width, 100)
+    console.print(table)
+    console.print(f"mean ± std: {result['mean']:.4f} ± {result['std']:.4f}   "
+                  f"majority-class rate: {result['majority_rate']:.4f}   "
+                  f"margin: {result['mean'] - result['majority_rate']:+.4f}")
+
+
+@click.command("zeroshot")
+@click.option("--model", default="minilm", show_default=True,
+              help="Bundled name (minilm, mpnet), local folder or hub id.")
+@click.option("--task", required=True, help="Registered task (sst2, qnli, mrpc, rte, mnli).")
+@click.option("--head", default="verbalizer", show_default=True,
+              help="verbalizer, prompt, probe or pair.")
+@click.option("--data-dir", default=None, help="Data directory (default: $LORANK_DATA_DIR).")
+@click.option("--seeds", default="13,21,42,87,100", show_default=True,
+              help="Comma-separated LM-BFF split seeds.")
+@click.option("--shots", "k", default=16, show_default=True, type=int,
+              help="Examples per class in train (k).")
+@click.option("--test-max", default=None, type=int,
+              help="Cap the test split at this many rows (seed-42 shuffle).")
+@click.option("--tau", default=None, type=float, help="Verbaliser temperature (default 0.05).")
+@click.option("--pair-features", default=None,
+              help="Pair head features, comma-separated among cos, align (default: both).")
+@click.option("--max-length", default=128, show_default=True, type=int,
+              help="Maximum tokens per sequence.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def command(model: str, task: str, head: str, data_dir: str | None, seeds: str, k: int,
+            test_max: int | None, tau: float | None, pair_features: str | None, max_length: int,
+            as_json: bool) -> None:
+    """Accuracy of a head at W0 (zero-shot or fitted head) over seeds vs the majority rate."""
+    from lorank.data.tasks import get_task
+    from lorank.models.factory import HEADS
+
+    if head not in HEADS:
+        raise LorankError(f"unknown head {head!r}; choose from: {', '.join(HEADS)}")
+    if tau is not None and head != "verbalizer":
+        raise LorankError("--tau applies to the verbalizer head only")
+    spec = get_task(task)
+    if head == "pair" and not spec.is_pair:
+        raise LorankError(f"the pair head needs a sentence-pair task; {spec.name} has one "
+                          "text per row (use --head verbalizer or probe)")
+    if pair_features is not None and head != "pair":
+        raise LorankError("--pair-features applies to the pair head only")
+    seed_list = parse_seeds(seeds)
+
+    from transformers.utils import logging as hf_logging
+
+    from lorank.models.encoder import load_encoder
+    from lorank.models.evaluate import evaluate_head
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    enc = load_encoder(model)
+    head_kw: dict = {} if tau is None else {"tau": tau}
+    if pair_features is not None:
+        head_kw["features"] = tuple(f.strip() for f in pair_features.split(",") if f.strip())
+    result = evaluate_head(enc, spec, head, seed_list, data_dir=data_dir, test_max=test_max,
+                           k=k, max_length=max_length, **head_kw)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        render(result)

@@ -1,0 +1,125 @@
+"""The ``lora`` sweep method: one stored run = real peft LoRA on one (task, model, seed, rank).
+
+Once per features group (model, head, task, data seed, k, targets, layers, dtype, max_length,
+test cap) and process, the run loads the split, builds the classifier and caches the frozen
+lower layers' hidden states (:func:`lorank.finetune.run.prepare_data`); then it attaches a rank-r
+adapter, trains it for every learning rate of the grid, selects (lr, step) on the k-shot dev
+split (LM-BFF), measures test accuracy of the selected and the final state and the
+real-vs-linearized gap f(W0+ΔW) vs f(W0) + ⟨G, ΔW⟩ on the test split
+(:mod:`lorank.finetune.gap`), and detaches the adapter.
+
+Stored metrics (what :mod:`lorank.report` reads): ``test_acc``, ``test_acc_final``,
+``zero_shot_test_acc``, ``dev_acc``, ``train_acc``, ``train_loss``, ``selected_lr``,
+``selected_step``, ``ntk_gap`` (relative: ‖f − f_lin‖/‖f − f(W0)‖ on test, selected state),
+``ntk_gap_final``, ``ntk_gap_max_abs``, ``argmax_agreement``, ``numerical_rank``,
+``steps_per_s``, ``diverged``; curves ``train_loss``, ``dev_steps``, ``dev_metric``,
+``singular_values``.
+
+Options: ``scaling`` (none|lora|rslora; default none, as the linearized engine), ``alpha``,
+``weight_decay``, ``optimizer`` (gd|sgd|adam|adamw; default gd), ``batch_size``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from lorank.errors import LorankError
+from lorank.experiments.config import RunConfig
+from lorank.experiments.registry import RunContext, register_method
+
+_OPTIONS = ("scaling", "alpha", "weight_decay", "optimizer", "batch_size")
+
+
+def settings(config: RunConfig, metric: str = "accuracy") -> tuple[Any, Any]:
+    """(LoraSettings, TrainSettings) of a stored run; LorankError on a bad option."""
+    from lorank.finetune.config import LoraSettings, TrainSettings
+
+    options = config.options.to_json()
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise LorankError(f"unknown lora option {unknown[0]!r}; known: {', '.join(_OPTIONS)}")
+    layers = config.layers if isinstance(config.layers, str) else tuple(config.layers)
+    lora = LoraSettings(r=config.rank, alpha=options.get("alpha", 1.0),
+                        scaling=options.get("scaling", "none"), targets=tuple(config.targets),
+                        layers=layers, init="fan_in")
+    optimizer = options.get("optimizer", "gd")
+    train = TrainSettings(lr=float(config.lrs[0]), steps=config.steps,
+                          batch_size=None if optimizer == "gd" else options.get("batch_size"),
+                          optimizer=optimizer, weight_decay=options.get("weight_decay", 0.0),
+                          loss=config.loss, eval_every=config.eval_interval, metric=metric,
+                          seed=config.init_seed or config.seed)
+    return lora, train
+
+
+def _validate(config: RunConfig) -> None:
+    settings(config)
+
+
+def _group(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
+    """Data and classifier of the run's features group (memoised per process)."""
+    import torch
+
+    from lorank.data.load import load_task
+    from lorank.linearized.experiment import DTYPES, selection_metric
+    from lorank.models import build_classifier, load_encoder
+    from lorank.models.factory import FITTED_HEADS
+
+    memo = ctx.cache.get_or_build("lora", config.features_key, dict)
+    if "clf" not in memo:
+        torch.manual_seed(0)
+        enc = load_encoder(config.model, dtype=DTYPES[config.dtype], device=ctx.device)
+        data = load_task(config.task, k=config.k, seed=config.seed,
+                         data_dir=str(ctx.data_dir) if ctx.data_dir else None,
+                         test_max=config.test_cap)
+        fitted = config.head in FITTED_HEADS
+        memo.update(data=data, metric=selection_metric(data.task), clf=build_classifier(
+            enc, data.task, config.head, train=data.train if fitted else None,
+            dev=data.dev if fitted else None))
+    return memo
+
+
+def _num(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+@register_method("lora", validate=_validate)
+def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
+    """Train, select and measure one real-LoRA cell; see the module doc."""
+    from lorank.finetune.adapter import attach_lora
+    from lorank.finetune.run import finetune, prepare_data
+
+    memo = _group(config, ctx)
+    clf, data = memo["clf"], memo["data"]
+    lora, train = settings(config, memo["metric"])
+    adapter = attach_lora(clf, lora, seed=train.seed)
+    try:
+        if memo.get("prepared") is None or memo["prepared"].start != adapter.start:
+            memo["prepared"] = prepare_data(clf, data, adapter.start, config.max_length)
+        sel = finetune(clf, data, lora, train, lrs=list(config.lrs), prepared=memo["prepared"],
+                       adapter=adapter, max_length=config.max_length)
+    finally:
+        adapter.detach()
+    rec = sel.record
+    gap, final_gap = rec.gap, rec.final_gap
+    metrics = {
+        "test_acc": _num(rec.test_accuracy), "test_acc_final": _num(rec.final_test_accuracy),
+        "zero_shot_test_acc": _num(rec.zero_shot_test_accuracy),
+        "test_metric": _num(rec.test_metric), "dev_acc": _num(rec.dev_accuracy),
+        "train_acc": _num(rec.train_accuracy), "train_loss": _num(rec.train_loss),
+        "selected_lr": rec.lr, "selected_step": rec.best_step,
+        "ntk_gap": gap.relative if gap else float("nan"),
+        "ntk_gap_final": final_gap.relative if final_gap else float("nan"),
+        "ntk_gap_max_abs": gap.max_abs if gap else float("nan"),
+        "argmax_agreement": gap.agreement if gap else float("nan"),
+        "numerical_rank": max((d.numerical_rank for d in rec.delta), default=0),
+        "steps_per_s": rec.steps_per_s,
+        "diverged": any(r.status == "diverged" for r in sel.runs),
+    }
+    curves = {
+        "train_loss": [x for x in rec.loss_curve if x is not None and math.isfinite(x)],
+        "dev_steps": [e.get("step") for e in rec.evals],
+        "dev_metric": [e.get("dev_metric") for e in rec.evals],
+        "singular_values": list(rec.delta[0].singular_values) if rec.delta else [],
+    }
+    return {"metrics": metrics, "curves": curves}

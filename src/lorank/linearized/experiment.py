@@ -1,0 +1,439 @@
+"""A linearized-LoRA rank sweep on one task, end to end (the ``lorank train --mode linearized``).
+
+For every data seed s (LM-BFF split 16-s): build the classifier, compute (or load) the NTK
+features of train and dev; train every (rank, seed, lr) configuration in ONE vectorised run
+(:func:`lorank.linearized.train.train_linearized`, one feature group per seed); per (rank, seed)
+select (lr, step) on dev (:func:`lorank.linearized.selection.select_checkpoint`); fit the
+kernel baseline on the same features (λ chosen on dev); then stream the test split once per
+distinct classifier, contracting each Jacobian chunk with every needed ΔW (selected and final
+per (rank, seed), kernel per seed) — test Jacobians are never materialised. Zero-shot is f(W0).
+The LoRA init seed of a configuration is its data seed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from lorank.errors import LorankError
+from lorank.linearized.kernel import KERNEL_LAMS, select_kernel
+from lorank.linearized.losses import check_loss, metrics_dict
+from lorank.linearized.model import Scaling, factor_spectrum, spectrum
+from lorank.linearized.selection import select_checkpoint
+from lorank.linearized.train import (
+    OPTIMIZERS,
+    RunSpec,
+    TrainResult,
+    TrainSettings,
+    train_linearized,
+)
+from lorank.ntk.features import Features
+from lorank.ntk.jacobian import JacobianMethod
+from lorank.ntk.stream import PREDICTORS
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DEFAULT_LRS = (0.01, 0.03, 0.1)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Everything that defines a linearized rank sweep (JSON-able, saved with the results)."""
+
+    task: str = "sst2"
+    model: str = "minilm"
+    head: str = "verbalizer"
+    targets: tuple[str, ...] = ("query", "value")
+    layers: str | tuple[int, ...] = "last"
+    ranks: tuple[int, ...] = (1, 2, 4, 8, 12, 16)
+    seeds: tuple[int, ...] = (13, 21, 42, 87, 100)
+    lrs: tuple[float, ...] = DEFAULT_LRS
+    k: int = 16
+    steps: int = 1000
+    eval_every: int = 50
+    loss: str = "ce"
+    mse_target: str = "onehot"
+    scaling: str = "none"
+    alpha: float = 1.0
+    weight_decay: float = 0.0
+    optimizer: str = "gd"
+    batch_size: int | None = None
+    test_max: int | None = None
+    max_length: int = 128
+    dtype: str = "float32"
+    device: str = "cpu"
+    memory_budget_mb: float = 1024.0
+    data_dir: str | None = None
+    kernel_lams: tuple[float, ...] = KERNEL_LAMS
+    use_cache: bool = True
+    cache_root: str | None = None
+    method: str = JacobianMethod.VMAP_JACREV_TRUNCATED.value
+    predictor: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_loss(self.loss)
+        Scaling.parse(self.scaling)
+        JacobianMethod.parse(self.method)
+        if self.dtype not in DTYPES:
+            raise LorankError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise LorankError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                              f"got {self.optimizer!r}")
+        for name in ("ranks", "seeds", "lrs"):
+            if not getattr(self, name):
+                raise LorankError(f"{name} must not be empty")
+        if any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in self.ranks):
+            raise LorankError(f"ranks must be positive integers, got {list(self.ranks)}")
+        if any(not math.isfinite(lr) or lr <= 0 for lr in self.lrs):
+            raise LorankError(f"learning rates must be positive numbers, got {list(self.lrs)}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise LorankError(f"seeds must be distinct, got {list(self.seeds)}")
+        if self.predictor not in PREDICTORS:
+            raise LorankError(f"predictor must be one of {', '.join(PREDICTORS)}, "
+                              f"got {self.predictor!r}")
+        if self.memory_budget_mb <= 0:
+            raise LorankError(f"memory budget must be > 0 MB, got {self.memory_budget_mb}")
+
+    def settings(self, metric: str) -> TrainSettings:
+        return TrainSettings(steps=self.steps, loss=self.loss, mse_target=self.mse_target,
+                             scaling=self.scaling, alpha=self.alpha,
+                             weight_decay=self.weight_decay, optimizer=self.optimizer,
+                             batch_size=self.batch_size, eval_every=self.eval_every,
+                             log_every=max(1, min(self.eval_every, 10)), metric=metric)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RunRecord:
+    """One (rank, seed) cell: its lr grid's trajectories, the selection and all test numbers."""
+
+    task: str
+    model: str
+    head: str
+    rank: int
+    seed: int
+    scale: float
+    selected_lr: float | None
+    selected_step: int | None
+    selected_dev: float | None
+    zero_shot: dict[str, dict[str, float]]
+    kernel: dict[str, Any]
+    selected: dict[str, Any]
+    final: dict[str, Any]
+    trajectories: list[dict[str, Any]] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SweepResult:
+    """All records of a sweep, its resolved config, feature provenance and timings."""
+
+    config: dict[str, Any]
+    metric: str
+    records: list[RunRecord]
+    features: list[dict[str, Any]]
+    timings: dict[str, float]
+
+    def table(self) -> list[dict[str, Any]]:
+        """Per rank, mean ± std over seeds of zero-shot, kernel, selected and final test metric."""
+        rows = []
+        m = self.metric
+        for r in sorted({rec.rank for rec in self.records}):
+            recs = [rec for rec in self.records if rec.rank == r]
+            rows.append({
+                "rank": r, "n_seeds": len(recs), "metric": m,
+                "zero_shot": _stat([x.zero_shot["test"].get(m) for x in recs]),
+                "kernel": _stat([x.kernel["test"].get(m) for x in recs]),
+                "selected": _stat([x.selected["test"].get(m) for x in recs]),
+                "final": _stat([x.final["test"].get(m) for x in recs]),
+                "selected_lr": [x.selected_lr for x in recs],
+                "selected_step": [x.selected_step for x in recs],
+                "diverged_runs": sum(t["diverged_step"] is not None for x in recs
+                                     for t in x.trajectories),
+            })
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": "linearized", "config": self.config, "metric": self.metric,
+                "table": self.table(), "records": [r.to_dict() for r in self.records],
+                "features": self.features, "timings": self.timings}
+
+    def to_json(self) -> str:
+        """Strict JSON: NaN/inf become null."""
+        return json.dumps(_finite(self.to_dict()), indent=1, default=_json_default)
+
+
+def _stat(values: list[float | None]) -> tuple[float, float]:
+    """(mean, std) of the finite values; (nan, nan) if there are none."""
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return float("nan"), float("nan")
+    return float(np.mean(vals)), float(np.std(vals))
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k if isinstance(k, str) else str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, float | np.floating):
+        return None if not math.isfinite(float(obj)) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return str(obj)
+
+
+def selection_metric(task: Any) -> str:
+    """The dev metric used to select checkpoints: F1 when the task reports it, else accuracy."""
+    return "f1" if "f1" in tuple(getattr(task, "metrics", ())) else "accuracy"
+
+
+@dataclass
+class _Seed:
+    seed: int
+    clf: Any
+    data: Any
+    train: Features
+    dev: Features
+    info: dict[str, Any]
+
+
+Progress = Callable[[str, int], Callable[[int], None]]
+
+
+def _load_seeds(cfg: SweepConfig, progress: Progress | None,
+                load_data: Callable[[int], Any] | None = None) -> list[_Seed]:
+    from lorank.data.load import load_task
+    from lorank.models import build_classifier, load_encoder
+    from lorank.models.factory import FITTED_HEADS
+    from lorank.ntk.pipeline import split_features
+
+    enc = load_encoder(cfg.model, dtype=DTYPES[cfg.dtype], device=cfg.device)
+    out, shared_clf = [], None
+    tick = progress("features", len(cfg.seeds)) if progress is not None else None
+    layers = cfg.layers if isinstance(cfg.layers, str) else list(cfg.layers)
+    for seed in cfg.seeds:
+        data = (load_data(seed) if load_data is not None else
+                load_task(cfg.task, k=cfg.k, seed=seed, data_dir=cfg.data_dir,
+                          test_max=cfg.test_max))
+        if cfg.head in FITTED_HEADS:
+            clf = build_classifier(enc, data.task, cfg.head, train=data.train, dev=data.dev)
+        else:
+            shared_clf = shared_clf or build_classifier(enc, data.task, cfg.head)
+            clf = shared_clf
+        feats, info = [], {"seed": seed, "source": data.source}
+        for split in (data.train, data.dev):
+            f, path, hit = split_features(
+                clf, split, targets=cfg.targets, layers=layers, max_length=cfg.max_length,
+                method=cfg.method, memory_budget_mb=cfg.memory_budget_mb, k=cfg.k, seed=seed,
+                use_cache=cfg.use_cache, cache_root=cfg.cache_root)
+            feats.append(f)
+            info[split.name] = {"N": f.N, "K": f.K, "P": f.P, "cache": str(path) if path
+                                else None, "cache_hit": hit,
+                                "seconds": f.meta.get("seconds")}
+        out.append(_Seed(seed, clf, data, feats[0], feats[1], info))
+        if tick is not None:
+            tick(len(out))
+    return out
+
+
+def _metrics_of(out: torch.Tensor, labels: torch.Tensor, names: Sequence[str]
+                ) -> list[dict[str, float]]:
+    return metrics_dict(list(names), out, labels)
+
+
+def load_seeds(cfg: SweepConfig, progress: Progress | None = None,
+               load_data: Callable[[int], Any] | None = None) -> list[_Seed]:
+    """Data, classifier and train/dev features of every seed of ``cfg`` (reusable across
+    sweeps that share them, e.g. the runs of one features group in ``lorank sweep``)."""
+    return _load_seeds(cfg, progress, load_data)
+
+
+def run_linearized_sweep(cfg: SweepConfig, progress: Progress | None = None,
+                         load_data: Callable[[int], Any] | None = None,
+                         seeds: list[_Seed] | None = None) -> SweepResult:
+    """Run the sweep described by ``cfg`` (see module doc) and return all records.
+
+    ``load_data(seed) -> FewShotData`` replaces the default loader
+    (:func:`lorank.data.load.load_task` with cfg.task, k, data_dir, test_max); ``seeds``
+    (from :func:`load_seeds` with the same data/model fields) skips loading altogether.
+    ``progress(stage, total)`` returns a callback taking the number of finished units; stages
+    are ``"features"``, ``"train"`` (steps) and ``"test"`` (examples).
+    """
+    t_all = time.perf_counter()
+    seeds = seeds if seeds is not None else _load_seeds(cfg, progress, load_data)
+    t_feat = time.perf_counter() - t_all
+    task = seeds[0].data.task
+    metric = selection_metric(task)
+    names = list(task.metrics)
+    runs = [RunSpec(r, s.seed, float(lr), g) for g, s in enumerate(seeds)
+            for r in cfg.ranks for lr in sorted(cfg.lrs)]
+    t0 = time.perf_counter()
+    result = train_linearized([s.train for s in seeds], runs, cfg.settings(metric),
+                              [s.dev for s in seeds],
+                              progress("train", cfg.steps) if progress else None)
+    t_train = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    kernels = [select_kernel(s.train, s.dev, cfg.kernel_lams, cfg.loss, metric, cfg.mse_target)
+               for s in seeds]
+    t_kernel = time.perf_counter() - t0
+    choices = _select(result, seeds, cfg)
+    t0 = time.perf_counter()
+    records = _evaluate(cfg, seeds, result, choices, kernels, names, progress)
+    t_test = time.perf_counter() - t0
+    for rec in records:
+        rec.wall_seconds = t_train / max(1, len(records))
+    timings = {"features_s": t_feat, "train_s": t_train, "kernel_s": t_kernel,
+               "test_s": t_test, "total_s": time.perf_counter() - t_all,
+               "configs": len(runs)}
+    return SweepResult(cfg.to_dict(), metric, records, [s.info for s in seeds], timings)
+
+
+def _select(result: TrainResult, seeds: list[_Seed], cfg: SweepConfig
+            ) -> dict[tuple[int, int], int]:
+    """(group, rank) -> index of the selected run; its best checkpoint is the selected step."""
+    chosen = {}
+    for g in range(len(seeds)):
+        for r in cfg.ranks:
+            idx = {run.lr: c for c, run in enumerate(result.runs)
+                   if run.group == g and run.rank == r}
+            curves = {lr: (result.trajectories[c].dev_steps, result.trajectories[c].dev_metric)
+                      for lr, c in sorted(idx.items())}
+            try:
+                choice = select_checkpoint(curves)
+            except LorankError:
+                chosen[(g, r)] = -1
+                continue
+            c = idx[choice.key]
+            if result.best[c].step != choice.step:
+                raise RuntimeError("stored checkpoint does not match the selected step")
+            chosen[(g, r)] = c
+    return chosen
+
+
+def _evaluate(cfg: SweepConfig, seeds: list[_Seed], result: TrainResult,
+              chosen: dict[tuple[int, int], int], kernels: list[Any], names: list[str],
+              progress: Progress | None) -> list[RunRecord]:
+    """Train/dev/test metrics of selected, final, kernel and zero-shot; build the records."""
+    blocks = result.blocks
+    cols: dict[tuple[str, int, int], torch.Tensor] = {}
+    for (g, r), c in chosen.items():
+        if c >= 0:
+            cols[("selected", g, r)] = result.best[c].delta()
+            if result.trajectories[c].diverged_step is None:
+                cols[("final", g, r)] = result.final[c].delta()
+    for g, (fit, _) in enumerate(kernels):
+        cols[("kernel", g, 0)] = fit.delta
+    split_metrics = _split_metrics(seeds, cols, names)
+    test_metrics = _test_metrics(cfg, seeds, blocks, cols, names, progress)
+    records = []
+    for g, s in enumerate(seeds):
+        fit, kdev = kernels[g]
+        kernel = {"lam": fit.lam, "lam_abs": fit.lam_abs, "dev_by_lam": kdev,
+                  "train": split_metrics.get(("kernel", g, 0), {}).get("train", {}),
+                  "dev": split_metrics.get(("kernel", g, 0), {}).get("dev", {}),
+                  "test": test_metrics.get(("kernel", g, 0), {}),
+                  "spectrum": spectrum(fit.delta, blocks)}
+        zero = {"train": split_metrics[("zero", g, 0)]["train"],
+                "dev": split_metrics[("zero", g, 0)]["dev"],
+                "test": test_metrics.get(("zero", g, 0), {})}
+        for r in cfg.ranks:
+            c = chosen[(g, r)]
+            trajs = [result.trajectories[i].to_dict() for i, run in enumerate(result.runs)
+                     if run.group == g and run.rank == r]
+            records.append(_record(cfg, s, r, c, result, zero, kernel, trajs, split_metrics,
+                                   test_metrics, blocks, g))
+    return records
+
+
+def _record(cfg: SweepConfig, s: _Seed, r: int, c: int, result: TrainResult, zero: dict,
+            kernel: dict, trajs: list[dict], split_metrics: dict, test_metrics: dict,
+            blocks: list, g: int) -> RunRecord:
+    def part(kind: str, factors: Any, diverged: int | None) -> dict[str, Any]:
+        key = (kind, g, r)
+        return {"step": None if factors is None else factors.step,
+                "diverged_step": diverged,
+                "train": split_metrics.get(key, {}).get("train", {}),
+                "dev": split_metrics.get(key, {}).get("dev", {}),
+                "test": test_metrics.get(key, {}),
+                "spectrum": ([] if factors is None or key not in split_metrics else
+                             factor_spectrum(factors.A, factors.B, factors.s, blocks))}
+
+    if c < 0:
+        sel = part("selected", None, None)
+        fin = part("final", None, None)
+        lr = step = dev = None
+    else:
+        tr = result.trajectories[c]
+        sel = part("selected", result.best[c], None)
+        fin = part("final", result.final[c], tr.diverged_step)
+        lr, step, dev = tr.lr, tr.best_step, tr.best_dev
+    return RunRecord(task=s.data.task.name, model=cfg.model, head=cfg.head, rank=r,
+                     seed=s.seed, scale=trajs[0]["scale"], selected_lr=lr, selected_step=step,
+                     selected_dev=dev, zero_shot=zero, kernel=kernel, selected=sel, final=fin,
+                     trajectories=trajs)
+
+
+def _split_metrics(seeds: list[_Seed], cols: dict, names: list[str]) -> dict:
+    """Train and dev metrics of every column (materialised features) plus zero-shot."""
+    out: dict[tuple[str, int, int], dict[str, dict[str, float]]] = {}
+    for g, s in enumerate(seeds):
+        keys = [k for k in cols if k[1] == g]
+        for split_name, f in (("train", s.train), ("dev", s.dev)):
+            out.setdefault(("zero", g, 0), {})[split_name] = _metrics_of(
+                f.f0[:, :, None], f.labels, names)[0]
+            if not keys:
+                continue
+            D = torch.stack([cols[k] for k in keys], dim=1).to(f.J.dtype)
+            vals = _metrics_of(f.f0[:, :, None] + f.J @ D, f.labels, names)
+            for k, v in zip(keys, vals, strict=True):
+                out.setdefault(k, {})[split_name] = v
+    return out
+
+
+def _test_metrics(cfg: SweepConfig, seeds: list[_Seed], blocks: list, cols: dict,
+                  names: list[str], progress: Progress | None) -> dict:
+    """Stream each distinct (classifier, test split) once with every column of its seeds."""
+    from lorank.ntk.cache import split_fingerprint
+    from lorank.ntk.stream import linearized_logits
+
+    groups: dict[tuple[int, str], list[int]] = {}
+    for g, s in enumerate(seeds):
+        if s.data.test is None:
+            continue
+        groups.setdefault((id(s.clf), split_fingerprint(s.data.test)), []).append(g)
+    out: dict[tuple[str, int, int], dict[str, float]] = {}
+    for members in groups.values():
+        s0 = seeds[members[0]]
+        keys = [k for k in cols if k[1] in members]
+        inputs = s0.clf.encode(s0.data.test, max_length=cfg.max_length)
+        D = torch.stack([cols[k] for k in keys], dim=1) if keys else torch.zeros(
+            sum(b.size for b in blocks), 1)
+        cb = progress("test", len(s0.data.test)) if progress else None
+        f0, lin = linearized_logits(s0.clf, inputs, blocks, D, predictor=cfg.predictor,
+                                    method=cfg.method, memory_budget_mb=cfg.memory_budget_mb,
+                                    progress=cb)
+        labels = torch.as_tensor(np.array(s0.data.test.labels, dtype=np.int64), device=f0.device)
+        zero = _metrics_of(f0[:, :, None], labels, names)[0]
+        for g in members:
+            out[("zero", g, 0)] = zero
+        for k, v in zip(keys, _metrics_of(lin, labels, names), strict=True):
+            out[k] = v
+    return out

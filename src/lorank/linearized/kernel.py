@@ -1,0 +1,156 @@
+r"""Kernel baselines on the NTK features: kernel ridge / min-norm regression and kernel logistic.
+
+Full linearized fine-tuning with a Frobenius penalty,
+
+    min_ΔW  L(f0 + J ΔW) + λ/2 ‖ΔW‖²_F ,
+
+has its minimiser in the row space of J (representer theorem), i.e. ΔW = Jᵀα and the problem is
+kernel regression with the empirical NTK Θ = J Jᵀ (Malladi et al., ICML 2023; their
+``SOLVERS``). lorank solves it in the eigenbasis of Θ = U S Uᵀ: with J = U S^{1/2} Vᵀ (thin SVD,
+eigenvalues below ``rcond``·max dropped) and ΔW = V u, f = f0 + Z u with Z = U S^{1/2} and
+‖ΔW‖_F = ‖u‖, so
+
+* MSE (mean over N examples): u = (ZᵀZ/N + λ I)⁻¹ Zᵀ vec(Y − f0)/N; λ = 0 gives the minimum-norm
+  least-squares solution ΔW = J⁺ vec(Y − f0) (the kernel "ridgeless" regressor);
+* CE: Newton's method with backtracking on the strongly convex CE(f0 + Z u) + λ/2 ‖u‖² (λ > 0
+  required: on separable data the unregularised problem has no minimiser).
+
+λ is relative: λ_eff = lam · mean(diag Θ)/N (the loss is a mean over N examples), so lam is
+comparable across models and feature scales. The fitted ΔW (P,) is returned explicitly so that
+test predictions f0(x) + J(x)ΔW can be streamed like any LoRA update.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lorank.errors import LorankError
+from lorank.linearized.losses import check_loss, loss_and_grad, metric, targets
+from lorank.linearized.selection import select_checkpoint
+from lorank.ntk.features import Features
+
+KERNEL_LAMS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-6)
+
+
+@dataclass
+class KernelFit:
+    """A kernel-regression solution: ΔW (P,), the relative and absolute λ, loss, train loss."""
+
+    delta: Tensor
+    lam: float
+    lam_abs: float
+    loss: str
+    train_loss: float
+    iterations: int = 0
+
+
+def _basis(features: Features, rcond: float = 1e-10) -> tuple[Tensor, Tensor, float]:
+    """(Z (NK, q), V (P, q), mean diag Θ) with J = Z Vᵀ, Z = U S^{1/2}, in float64."""
+    Phi = features.flat().to(torch.float64)
+    theta = Phi @ Phi.T
+    evals, U = torch.linalg.eigh(theta)
+    keep = evals > rcond * evals.max().clamp_min(1e-300)
+    evals, U = evals[keep], U[:, keep]
+    root = evals.sqrt()
+    Z = U * root
+    V = (Phi.T @ U) / root
+    return Z, V, float(theta.diagonal().mean())
+
+
+def _objective(f0: Tensor, Z: Tensor, u: Tensor, labels: Tensor, lam: float, loss: str,
+               mse_target: str) -> tuple[float, Tensor, Tensor]:
+    N, K = f0.shape
+    out = (f0.reshape(-1) + Z @ u).reshape(N, K, 1)
+    L, E = loss_and_grad(out, labels, loss, mse_target=mse_target)
+    return float(L[0]) + 0.5 * lam * float(u @ u), out, E.reshape(-1)
+
+
+def _newton_ce(f0: Tensor, Z: Tensor, labels: Tensor, lam: float, max_iter: int = 100,
+               tol: float = 1e-24) -> tuple[Tensor, int]:
+    N, K = f0.shape
+    u = Z.new_zeros(Z.shape[1])
+    value, out, e = _objective(f0, Z, u, labels, lam, "ce", "onehot")
+    for it in range(1, max_iter + 1):
+        grad = Z.T @ e + lam * u
+        p = torch.softmax(out[:, :, 0], dim=1)
+        H_f = (torch.diag_embed(p) - p[:, :, None] * p[:, None, :]) / N  # (N, K, K)
+        Zr = Z.reshape(N, K, -1)
+        H = torch.einsum("nka,nkl,nlb->ab", Zr, H_f, Zr) + lam * torch.eye(
+            Z.shape[1], dtype=Z.dtype)
+        step = torch.linalg.solve(H, grad)
+        decrement = float(grad @ step)
+        if decrement / 2 <= tol:
+            return u, it
+        t = 1.0
+        while True:
+            cand = u - t * step
+            new, out_c, e_c = _objective(f0, Z, cand, labels, lam, "ce", "onehot")
+            if new <= value - 0.25 * t * decrement or t < 1e-12:
+                break
+            t *= 0.5
+        u, value, out, e = cand, new, out_c, e_c
+    return u, max_iter
+
+
+def kernel_regression(features: Features, lam: float = 0.0, loss: str = "mse",
+                      mse_target: str = "onehot", rcond: float = 1e-10,
+                      basis: tuple[Tensor, Tensor, float] | None = None) -> KernelFit:
+    """Fit full linearized fine-tuning with penalty λ/2‖ΔW‖² through the NTK (module doc).
+
+    Args:
+        features: training features (J, f0, labels).
+        lam: relative regularisation (λ_eff = lam · mean diag Θ / N); 0 allowed for MSE only.
+        loss: ``"mse"`` (kernel ridge / min-norm) or ``"ce"`` (kernel logistic regression).
+        basis: a precomputed ``_basis(features)`` (reused across a λ grid).
+
+    Returns:
+        :class:`KernelFit` with ΔW (P,) in the features' dtype.
+    """
+    check_loss(loss)
+    if not math.isfinite(lam) or lam < 0:
+        raise LorankError(f"kernel regularisation must be >= 0, got {lam!r}")
+    if loss == "ce" and lam == 0:
+        raise LorankError("kernel logistic regression needs a regularisation lam > 0")
+    Z, V, diag = basis if basis is not None else _basis(features, rcond)
+    N, K = features.N, features.K
+    lam_abs = lam * diag / N
+    f0 = features.f0.to(torch.float64)
+    labels = features.labels
+    iters = 0
+    if loss == "mse":
+        R = (targets(labels, K, mse_target, torch.float64) - f0).reshape(-1)
+        if lam == 0:
+            u = torch.linalg.lstsq(Z, R[:, None]).solution[:, 0]
+        else:
+            H = Z.T @ Z / N + lam_abs * torch.eye(Z.shape[1], dtype=torch.float64)
+            u = torch.linalg.solve(H, Z.T @ R / N)
+    else:
+        u, iters = _newton_ce(f0, Z, labels, lam_abs)
+    value, _, _ = _objective(f0, Z, u, labels, 0.0, loss, mse_target)
+    delta = (V @ u).to(features.J.dtype)
+    return KernelFit(delta, float(lam), float(lam_abs), loss, value, iters)
+
+
+def select_kernel(train: Features, dev: Features, lams: Sequence[float] = KERNEL_LAMS,
+                  loss: str = "ce", metric_name: str = "accuracy", mse_target: str = "onehot"
+                  ) -> tuple[KernelFit, dict[float, float]]:
+    """Fit every λ in ``lams`` on train and keep the best dev metric (ties: the first listed,
+    i.e. the largest λ when lams are in decreasing order). Returns (fit, {λ: dev metric})."""
+    fits, curves = {}, {}
+    basis = _basis(train)
+    for lam in lams:
+        if loss == "ce" and lam == 0:
+            continue
+        fit = kernel_regression(train, lam, loss, mse_target, basis=basis)
+        out = dev.f0 + dev.J @ fit.delta
+        fits[lam] = fit
+        curves[lam] = ([0], [float(metric(metric_name, out[:, :, None], dev.labels)[0])])
+    if not fits:
+        raise LorankError("no valid kernel regularisation in the grid")
+    choice = select_checkpoint(curves)
+    return fits[choice.key], {k: v[1][0] for k, v in curves.items()}

@@ -1,0 +1,148 @@
+"""The ``linearized`` sweep method: one stored run = one (task, model, seed, rank) cell.
+
+Once per features group (model, head, task, data seed, k, targets, layers, dtype, max_length,
+test cap) and process, the run loads the split, builds the classifier and computes — or reads
+from the on-disk cache — the NTK features of train and dev. All runs of the group that differ
+only in their rank (``ctx.group``) are trained together, every rank × learning rate in one
+vectorised call (the features are read once per step for all of them), then memoised. Each run
+selects (lr, step) on the k-shot dev split and evaluates zero-shot f(W0), the kernel-regression
+baseline, the selected and the final checkpoint on the test split (streamed Jacobians or
+forward-mode products, whichever is cheaper). It is
+:func:`lorank.linearized.experiment.run_linearized_sweep` with the group's ranks.
+
+Stored metrics (what :mod:`lorank.report` reads): ``test_acc`` (selected checkpoint, the headline),
+``test_acc_final``, ``zero_shot_test_acc``, ``kernel_test_acc``, ``dev_acc``, ``train_acc``,
+``train_loss``, ``test_f1*`` when the task reports F1, ``selected_lr``, ``selected_step``,
+``pl_min``, ``numerical_rank``, ``nuclear_norm``, ``diverged``; curves ``train_loss``,
+``pl_ratio``, ``grad_norm2``, ``dev_metric``, ``singular_values``.
+
+Options (``options:`` in a sweep spec): ``scaling`` (none|lora|rslora, default none as in Jang et
+al.'s code), ``alpha``, ``weight_decay``, ``optimizer`` (gd|sgd|adam), ``batch_size``,
+``memory_budget_mb``, ``mse_target``. The LoRA init seed is ``init_seed`` when non-zero, else the
+data seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+from lorank.errors import LorankError
+from lorank.experiments.config import RunConfig
+from lorank.experiments.registry import RunContext, register_method
+from lorank.linearized.experiment import SweepConfig, load_seeds, run_linearized_sweep
+
+_OPTIONS = ("scaling", "alpha", "weight_decay", "optimizer", "batch_size", "memory_budget_mb",
+            "mse_target")
+
+
+def sweep_config(config: RunConfig, ctx: RunContext | None = None) -> SweepConfig:
+    """The one-cell :class:`SweepConfig` of a stored run (LorankError on a bad option)."""
+    options = config.options.to_json()
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise LorankError(f"unknown linearized option {unknown[0]!r}; known: "
+                          + ", ".join(_OPTIONS))
+    layers = config.layers if isinstance(config.layers, str) else tuple(config.layers)
+    seed = config.seed
+    return SweepConfig(
+        task=config.task, model=config.model, head=config.head, targets=tuple(config.targets),
+        layers=layers, ranks=(config.rank,), seeds=(seed,), lrs=tuple(config.lrs), k=config.k,
+        steps=config.steps, eval_every=config.eval_interval, loss=config.loss,
+        test_max=config.test_cap, max_length=config.max_length, dtype=config.dtype,
+        device=ctx.device if ctx is not None else "cpu",
+        data_dir=str(ctx.data_dir) if ctx is not None and ctx.data_dir else None,
+        cache_root=str(ctx.cache_dir) if ctx is not None and ctx.cache_dir else None,
+        **{k: options[k] for k in _OPTIONS if k in options})
+
+
+def _validate(config: RunConfig) -> None:
+    sweep_config(config)
+    if config.init_seed not in (0, config.seed):
+        raise LorankError("linearized runs initialise LoRA with the data seed; leave init_seed "
+                          "at 0")
+
+
+def _settings_digest(config: RunConfig) -> str:
+    """Identity of the run without its rank (runs equal in all else train together)."""
+    import hashlib
+    import json
+
+    identity = {k: v for k, v in config.identity().items() if k != "rank"}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()
+                          ).hexdigest()[:16]
+
+
+def group_ranks(config: RunConfig, ctx: RunContext) -> tuple[int, ...]:
+    """Ranks of the runs in ``ctx.group`` that differ from ``config`` only in their rank.
+
+    They are trained in one vectorised call (the features are read once per step for all of
+    them, which is what makes a rank sweep cheap); without a group, the run's own rank.
+    """
+    digest = _settings_digest(config)
+    ranks = {c.rank for c in ctx.group if c.method == config.method
+             and _settings_digest(c) == digest}
+    return tuple(sorted(ranks | {config.rank}))
+
+
+def _metric(split: dict, name: str) -> float:
+    value = split.get(name)
+    return float("nan") if value is None else float(value)
+
+
+@register_method("linearized", validate=_validate)
+def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
+    """Train, select and evaluate one (task, model, seed, rank) cell; see the module doc."""
+    cfg = sweep_config(config, ctx)
+    # one memo per features group and process: the data, classifier and train/dev features,
+    # and every vectorised training of the group's ranks
+    memo = ctx.cache.get_or_build("linearized", config.features_key, dict)
+    if "seeds" not in memo:
+        memo["seeds"] = load_seeds(cfg)
+    ranks = group_ranks(config, ctx)
+    slot = (_settings_digest(config), ranks)
+    if slot not in memo:
+        memo[slot] = run_linearized_sweep(replace(cfg, ranks=ranks), seeds=memo["seeds"])
+    result = memo[slot]
+    (rec,) = [r for r in result.records if r.rank == config.rank]
+    sel, fin = rec.selected, rec.final
+    traj = next((t for t in rec.trajectories if t["lr"] == rec.selected_lr),
+                rec.trajectories[0])
+    spectrum = sel.get("spectrum") or []
+    pl = [v for v in traj["pl_ratio"] if v is not None and math.isfinite(v)]
+    metrics = {
+        "test_acc": _metric(sel["test"], "accuracy"),
+        "test_acc_final": _metric(fin["test"], "accuracy"),
+        "zero_shot_test_acc": _metric(rec.zero_shot["test"], "accuracy"),
+        "kernel_test_acc": _metric(rec.kernel["test"], "accuracy"),
+        "dev_acc": _metric(sel["dev"], "accuracy"),
+        "train_acc": _metric(sel["train"], "accuracy"),
+        "train_loss": traj["loss"][-1] if traj["loss"] else float("nan"),
+        "selected_lr": rec.selected_lr, "selected_step": rec.selected_step,
+        "selected_dev": rec.selected_dev, "kernel_lam": rec.kernel.get("lam"),
+        "pl_min": min(pl) if pl else float("nan"),
+        "numerical_rank": max((b["rank"] or 0) for b in spectrum) if spectrum else None,
+        "nuclear_norm": sum(b["nuclear"] for b in spectrum) if spectrum else None,
+        "diverged": any(t["diverged_step"] is not None for t in rec.trajectories),
+        "scale": rec.scale, "N": result.features[0]["train"]["N"],
+        "K": result.features[0]["train"]["K"], "P": result.features[0]["train"]["P"],
+        "train_s": result.timings["train_s"], "test_s": result.timings["test_s"],
+        "ranks_trained_together": list(result.config["ranks"]),
+    }
+    if "f1" in result.metric or "f1" in sel["test"]:
+        for name, part in (("test_f1", sel), ("test_f1_final", fin),
+                           ("zero_shot_test_f1", rec.zero_shot), ("kernel_test_f1", rec.kernel)):
+            metrics[name] = _metric(part["test"], "f1")
+    curves = {
+        "steps": traj["steps"], "train_loss": traj["loss"], "pl_ratio": traj["pl_ratio"],
+        "grad_norm2": traj["grad_norm2"], "dev_steps": traj["dev_steps"],
+        "dev_metric": traj["dev_metric"],
+        "singular_values": spectrum[0]["singular_values"] if spectrum else [],
+        "trajectories": [{k: t[k] for k in ("lr", "diverged_step", "best_step", "best_dev")}
+                         for t in rec.trajectories],
+    }
+    return {"metrics": metrics, "curves": curves}
+
+
+__all__ = ["run", "sweep_config"]

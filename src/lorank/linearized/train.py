@@ -1,0 +1,450 @@
+r"""Train many linearized-LoRA configurations at once (ranks × seeds × learning rates).
+
+Model (see :mod:`lorank.linearized.model`): f_lin(x) = f0(x) + J(x)·vec(ΔW), ΔW_ℓ = s·B_ℓ A_ℓ,
+objective per configuration c
+
+    Φ_c(A, B) = L_c(f_lin) + λ/2 · Σ_ℓ (‖A_ℓ‖²_F + ‖B_ℓ‖²_F)
+
+(real weight decay: at the optimum it equals the nuclear-norm penalty λ‖ΔW‖_* when s = 1;
+science notes §1, §4 — the reference code's decay step never touched the parameters).
+
+Vectorisation. Configurations sharing a feature set (one data split) are trained together. With
+Φ = J flattened to (NK, P) and ΔW of all C configurations stacked as D ∈ R^{C×P}, one step is
+
+    out = f0 + Φ Dᵀ                   one GEMM, NK·P·C multiply-adds
+    E   = ∂L/∂out                      (NK, C), closed form (losses.py)
+    M   = Eᵀ Φ                          one GEMM, NK·P·C: M_c = ∂L_c/∂ΔW (the full-FT gradient)
+    ∂B_ℓ = s M_ℓ A_ℓᵀ,  ∂A_ℓ = s B_ℓᵀ M_ℓ  batched matmuls per rank bucket, 2·m·n·r·C each
+    D   = s B_ℓ A_ℓ                    batched matmul, m·n·r·C
+
+Cost per step ≈ (2·NK + 3r)·P·C. The alternative order that pre-contracts G_ℓ Aᵀ (N, K, m, r)
+costs NK·P·r for the forward alone plus as much again for ∂A, so forming ΔW first is never
+more expensive and is cheaper for every r > 1 (at r = 1 the two tie). Batching turns the
+memory-bound matrix-vector products of one configuration (Φ is read twice per step per
+configuration) into matrix-matrix products that read Φ twice per step for all C at once.
+Configurations are grouped by rank ("buckets"), so no padding to r_max is needed.
+
+Optimisers: full-batch GD (default), SGD on mini-batches (per-configuration sampling from a
+generator seeded by (seed, rank): the same batches for every learning rate), Adam (Kingma & Ba).
+A configuration whose objective becomes NaN/inf is recorded as diverged at that step and frozen
+(its parameters are reset to zero and no longer updated); the others continue unaffected.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor
+
+from lorank.errors import LorankError
+from lorank.linearized.losses import check_loss, loss_and_grad, metric
+from lorank.linearized.model import Scaling, init_factors, scale
+from lorank.ntk.features import Block, Features
+
+OPTIMIZERS = ("gd", "sgd", "adam")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One configuration: LoRA rank r, init seed, learning rate, and feature group (data split)."""
+
+    rank: int
+    seed: int
+    lr: float
+    group: int = 0
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Shared settings of a batched linearized-LoRA run.
+
+    Attributes:
+        steps: number of optimiser steps T (checkpoints at 0, eval_every, …, T).
+        loss: ``"ce"`` (cross-entropy over the K logits) or ``"mse"``.
+        mse_target: ``"onehot"`` or ``"pm1"`` targets for MSE.
+        scaling, alpha: LoRA scale s (``"lora"`` α/r, ``"rslora"`` α/√r, ``"none"`` 1).
+        weight_decay: λ of the penalty λ/2(‖A‖²+‖B‖²).
+        optimizer: ``"gd"``, ``"sgd"`` or ``"adam"``.
+        batch_size: mini-batch size for sgd/adam (None: full batch).
+        betas, eps: Adam constants.
+        eval_every: dev evaluation interval (steps).
+        log_every: interval of the recorded loss / ‖∇Φ‖² / PL-ratio curves.
+        metric: dev selection metric (``"accuracy"`` or ``"f1"``).
+        loss_inf: L_inf in the PL ratio ‖∇Φ‖²/(Φ − L_inf) (0: separable CE / interpolating MSE).
+    """
+
+    steps: int = 1000
+    loss: str = "ce"
+    mse_target: str = "onehot"
+    scaling: str = "none"
+    alpha: float = 1.0
+    weight_decay: float = 0.0
+    optimizer: str = "gd"
+    batch_size: int | None = None
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    eval_every: int = 50
+    log_every: int = 10
+    metric: str = "accuracy"
+    loss_inf: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_loss(self.loss)
+        Scaling.parse(self.scaling)
+        for name in ("steps", "eval_every", "log_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise LorankError(f"{name} must be a positive integer, got {value!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise LorankError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                              f"got {self.optimizer!r}")
+        if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
+            raise LorankError(f"weight decay must be >= 0, got {self.weight_decay!r}")
+        if self.batch_size is not None and (not isinstance(self.batch_size, int)
+                                            or self.batch_size < 1):
+            raise LorankError(f"batch size must be a positive integer, got {self.batch_size!r}")
+
+
+@dataclass
+class Trajectory:
+    """What happened to one configuration (JSON-able via :func:`dataclasses.asdict`)."""
+
+    rank: int
+    seed: int
+    lr: float
+    group: int
+    scale: float
+    steps: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    objective: list[float] = field(default_factory=list)
+    grad_norm2: list[float] = field(default_factory=list)
+    pl_ratio: list[float] = field(default_factory=list)
+    dev_steps: list[int] = field(default_factory=list)
+    dev_metric: list[float] = field(default_factory=list)
+    dev_loss: list[float] = field(default_factory=list)
+    diverged_step: int | None = None
+    best_step: int = 0
+    best_dev: float = float("nan")
+    final_train_metric: float = float("nan")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Factors:
+    """LoRA factors of one configuration at one checkpoint: A_ℓ (r, n), B_ℓ (m, r), scale s."""
+
+    A: list[Tensor]
+    B: list[Tensor]
+    s: float
+    step: int
+
+    def delta(self) -> Tensor:
+        """vec(s·B_ℓ A_ℓ) over blocks: (P,)."""
+        return torch.cat([(self.s * (b @ a)).reshape(-1) for a, b in zip(self.A, self.B,
+                                                                           strict=True)])
+
+
+@dataclass
+class TrainResult:
+    """Trajectories plus the best-dev and final factors of every configuration (in run order)."""
+
+    runs: list[RunSpec]
+    trajectories: list[Trajectory]
+    best: list[Factors]
+    final: list[Factors]
+    blocks: list[Block]
+    seconds: float
+
+
+class _Bucket:
+    """Configurations of one feature group sharing one rank r: batched factors and optimiser."""
+
+    def __init__(self, idx: list[int], runs: Sequence[RunSpec], blocks: Sequence[Block],
+                 settings: TrainSettings, dtype: torch.dtype, device: torch.device) -> None:
+        self.idx = idx
+        self.r = runs[idx[0]].rank
+        inits = [init_factors(blocks, self.r, runs[c].seed, dtype, device) for c in idx]
+        self.A = [torch.stack([a[0][j] for a in inits]) for j in range(len(blocks))]
+        self.B = [torch.stack([a[1][j] for a in inits]) for j in range(len(blocks))]
+        self.s = torch.tensor([scale(settings.scaling, settings.alpha, self.r)] * len(idx),
+                              dtype=dtype, device=device)[:, None, None]
+        self.lr = torch.tensor([runs[c].lr for c in idx], dtype=dtype,
+                               device=device)[:, None, None]
+        self.best_A = [a.clone() for a in self.A]
+        self.best_B = [b.clone() for b in self.B]
+        self.adam = None
+        if settings.optimizer == "adam":
+            zeros = [torch.zeros_like(p) for p in (*self.A, *self.B)]
+            self.adam = (zeros, [z.clone() for z in zeros])
+
+    def delta(self) -> Tensor:
+        """D rows of this bucket: (C_b, P)."""
+        return torch.cat([(self.s * torch.bmm(b, a)).flatten(1)
+                          for a, b in zip(self.A, self.B, strict=True)], dim=1)
+
+    def sq_norms(self) -> Tensor:
+        """Σ_ℓ ‖A_ℓ‖² + ‖B_ℓ‖² per configuration: (C_b,)."""
+        return sum(p.square().flatten(1).sum(1) for p in (*self.A, *self.B))
+
+    def grads(self, M: Tensor, offsets: list[tuple[int, int]], blocks: Sequence[Block],
+              wd: float) -> list[Tensor]:
+        """∂Φ/∂(A_ℓ…, B_ℓ…) from M = ∂L/∂ΔW rows of this bucket (C_b, P)."""
+        gA, gB = [], []
+        for a, b, (lo, hi), blk in zip(self.A, self.B, offsets, blocks, strict=True):
+            Ml = M[:, lo:hi].reshape(-1, blk.m, blk.n)
+            gA.append(self.s * torch.bmm(b.transpose(1, 2), Ml) + wd * a)
+            gB.append(self.s * torch.bmm(Ml, a.transpose(1, 2)) + wd * b)
+        return gA + gB
+
+    def step(self, grads: list[Tensor], alive: Tensor, settings: TrainSettings, t: int) -> None:
+        live = alive[:, None, None]
+        params = [*self.A, *self.B]
+        for j, (p, g) in enumerate(zip(params, grads, strict=True)):
+            g = torch.where(live, g, torch.zeros_like(g))
+            if self.adam is not None:
+                m, v = self.adam[0][j], self.adam[1][j]
+                b1, b2 = settings.betas
+                m.mul_(b1).add_(g, alpha=1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                upd = (m / (1 - b1 ** (t + 1))) / ((v / (1 - b2 ** (t + 1))).sqrt() + settings.eps)
+            else:
+                upd = g
+            p.sub_(torch.where(live, self.lr * upd, torch.zeros_like(upd)))
+
+    def kill(self, rows: Tensor) -> None:
+        """Reset diverged configurations (boolean rows) to zero factors."""
+        for p in (*self.A, *self.B):
+            p[rows] = 0
+
+    def keep_best(self, rows: Tensor) -> None:
+        for src, dst in zip((*self.A, *self.B), (*self.best_A, *self.best_B), strict=True):
+            dst[rows] = src[rows]
+
+    def factors(self, which: str, k: int, step: int) -> Factors:
+        A = self.A if which == "final" else self.best_A
+        B = self.B if which == "final" else self.best_B
+        return Factors([a[k].clone() for a in A], [b[k].clone() for b in B],
+                       float(self.s[k, 0, 0]), step)
+
+
+def _check_groups(train: Sequence[Features], dev: Sequence[Features] | None,
+                  runs: Sequence[RunSpec]) -> None:
+    if not train:
+        raise LorankError("no training features")
+    if not runs:
+        raise LorankError("no configurations to train")
+    ref = train[0]
+    for f in [*train, *(dev or [])]:
+        if f.blocks != ref.blocks or f.K != ref.K:
+            raise LorankError("all feature sets must share the adapted matrices and K")
+    if dev is not None and len(dev) != len(train):
+        raise LorankError(f"{len(dev)} dev feature sets for {len(train)} train groups")
+    for run in runs:
+        if not 0 <= run.group < len(train):
+            raise LorankError(f"run group {run.group} has no feature set")
+        if isinstance(run.rank, bool) or not isinstance(run.rank, int) or run.rank < 1:
+            raise LorankError(f"rank must be a positive integer, got {run.rank!r}")
+        if not math.isfinite(run.lr) or run.lr <= 0:
+            raise LorankError(f"learning rate must be a positive number, got {run.lr!r}")
+
+
+def _minibatch_weights(gens: list[torch.Generator], N: int, b: int, like: Tensor) -> Tensor:
+    w = like.new_zeros(len(gens), N)
+    for c, gen in enumerate(gens):
+        w[c, torch.randperm(N, generator=gen)[:b]] = 1.0 / b
+    return w
+
+
+def train_linearized(
+    train: Sequence[Features],
+    runs: Sequence[RunSpec],
+    settings: TrainSettings = TrainSettings(),
+    dev: Sequence[Features] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """Train every configuration of ``runs`` in one vectorised loop (see module doc).
+
+    Args:
+        train: one Features per group (data split); run.group indexes this list.
+        runs: the configurations (rank, init seed, lr, group).
+        settings: shared :class:`TrainSettings`.
+        dev: dev Features per group for checkpoint selection (None: the best checkpoint is the
+            final one).
+        progress: called with the number of finished steps.
+
+    Returns:
+        :class:`TrainResult`; ``best[c]`` is the earliest checkpoint with the best dev metric of
+        run c (ties to fewer steps), ``final[c]`` the factors after T steps.
+    """
+    _check_groups(train, dev, runs)
+    blocks = list(train[0].blocks)
+    dtype, device = train[0].J.dtype, train[0].J.device
+    T, C = settings.steps, len(runs)
+    trajs = [Trajectory(r.rank, r.seed, r.lr, r.group, scale(settings.scaling, settings.alpha,
+                                                               r.rank)) for r in runs]
+    # Buckets: one per rank, spanning all groups (few, large batched matmuls).
+    buckets = [_Bucket([c for c in range(C) if runs[c].rank == r], runs, blocks, settings,
+                       dtype, device) for r in sorted({run.rank for run in runs})]
+    state = _State(runs, buckets, device)
+    t0 = time.perf_counter()
+    for t in range(T + 1):
+        _step(t, train, dev, state, blocks, settings, trajs)
+        if progress is not None and t < T:
+            progress(t + 1)
+    best, final = [None] * C, [None] * C
+    for bucket in buckets:
+        for k, c in enumerate(bucket.idx):
+            end = T if trajs[c].diverged_step is None else trajs[c].diverged_step
+            best[c] = bucket.factors("best", k, trajs[c].best_step)
+            final[c] = bucket.factors("final", k, end)
+    return TrainResult(list(runs), trajs, best, final, blocks, time.perf_counter() - t0)
+
+
+class _State:
+    """Bookkeeping across steps: bucket order, per-group rows, alive mask, best dev, RNGs."""
+
+    def __init__(self, runs: Sequence[RunSpec], buckets: list[_Bucket],
+                 device: torch.device) -> None:
+        self.buckets = buckets
+        self.order = [c for b in buckets for c in b.idx]  # row i of D is run order[i]
+        groups = sorted({runs[c].group for c in self.order})
+        self.rows = {g: torch.tensor([i for i, c in enumerate(self.order) if runs[c].group == g],
+                                     device=device) for g in groups}
+        self.alive = torch.ones(len(self.order), dtype=torch.bool, device=device)
+        self.best_dev = [-math.inf] * len(self.order)
+        self.gens = [torch.Generator().manual_seed(runs[c].seed * 1_000_003 + runs[c].rank)
+                     for c in self.order]
+
+    def split(self, x: Tensor) -> list[Tensor]:
+        """Per-bucket slices of a tensor whose first axis is in bucket order."""
+        out, pos = [], 0
+        for b in self.buckets:
+            out.append(x[pos:pos + len(b.idx)])
+            pos += len(b.idx)
+        return out
+
+
+def _forward(feats: Sequence[Features], D: Tensor, state: _State
+             ) -> dict[int, Tensor]:
+    """out_g = f0_g + Φ_g D_gᵀ per group: (N, K, C_g)."""
+    return {g: feats[g].f0[:, :, None] + (feats[g].flat() @ D[rows].T).reshape(
+        feats[g].N, feats[g].K, -1) for g, rows in state.rows.items()}
+
+
+def _step(t: int, train: Sequence[Features], dev: Sequence[Features] | None, state: _State,
+          blocks: list[Block], settings: TrainSettings, trajs: list[Trajectory]) -> None:
+    """Evaluate every configuration at θ_t (loss, dev, logs), then update unless t = T."""
+    buckets, order = state.buckets, state.order
+    C = len(order)
+    D = torch.cat([b.delta() for b in buckets])  # (C, P) in bucket order
+    outs = _forward(train, D, state)
+    L = D.new_empty(C)
+    E = {}
+    for g, rows in state.rows.items():
+        L[rows], E[g] = loss_and_grad(outs[g], train[g].labels, settings.loss,
+                                      mse_target=settings.mse_target)
+    obj = L + 0.5 * settings.weight_decay * torch.cat([b.sq_norms() for b in buckets])
+    bad = state.alive & ~torch.isfinite(obj)
+    if bad.any():
+        for b, rows in zip(buckets, state.split(bad), strict=True):
+            if rows.any():
+                b.kill(rows)
+        for i in torch.nonzero(bad).flatten().tolist():
+            trajs[order[i]].diverged_step = t
+        state.alive &= ~bad
+    live = state.alive
+    if dev is not None and (t % settings.eval_every == 0 or t == settings.steps):
+        _evaluate_dev(t, dev, D, state, trajs, settings)
+    elif dev is None and t == settings.steps:
+        for b, rows in zip(buckets, state.split(live), strict=True):
+            b.keep_best(rows)
+        for i, c in enumerate(order):
+            if bool(live[i]):
+                trajs[c].best_step = t
+    offsets = train[0].offsets()
+    full_batch = settings.optimizer == "gd" or settings.batch_size is None
+    log_now = t % settings.log_every == 0 or t == settings.steps
+    full_grads = None
+    if log_now or full_batch:
+        full_grads = _grads(train, E, D, state, offsets, blocks, settings.weight_decay)
+    if log_now:
+        _log(t, order, L, obj, full_grads, live, settings, trajs)
+    if t == settings.steps:
+        for g, rows in state.rows.items():
+            value = metric(settings.metric, outs[g], train[g].labels)
+            for j, i in enumerate(rows.tolist()):
+                trajs[order[i]].final_train_metric = (float(value[j]) if bool(live[i])
+                                                      else float("nan"))
+        return
+    if full_batch:
+        grads = full_grads
+    else:
+        Eb = {}
+        for g, rows in state.rows.items():
+            N = train[g].N
+            w = _minibatch_weights([state.gens[i] for i in rows.tolist()], N,
+                                   min(settings.batch_size, N), outs[g])
+            _, Eb[g] = loss_and_grad(outs[g], train[g].labels, settings.loss, w,
+                                     settings.mse_target)
+        grads = _grads(train, Eb, D, state, offsets, blocks, settings.weight_decay)
+    for b, g, rows in zip(buckets, grads, state.split(live), strict=True):
+        b.step(g, rows, settings, t)
+
+
+def _grads(train: Sequence[Features], E: dict[int, Tensor], D: Tensor, state: _State,
+           offsets: list[tuple[int, int]], blocks: list[Block], wd: float
+           ) -> list[list[Tensor]]:
+    """M = ∂L/∂ΔW for every configuration (one GEMM per group), then per-bucket ∂A, ∂B."""
+    M = torch.empty_like(D)
+    for g, rows in state.rows.items():
+        f = train[g]
+        M[rows] = E[g].reshape(f.N * f.K, -1).T @ f.flat()
+    return [b.grads(m, offsets, blocks, wd) for b, m in zip(state.buckets, state.split(M),
+                                                             strict=True)]
+
+
+def _log(t: int, order: list[int], L: Tensor, obj: Tensor, grads: list[list[Tensor]],
+         live: Tensor, settings: TrainSettings, trajs: list[Trajectory]) -> None:
+    g2 = torch.cat([sum(g.square().flatten(1).sum(1) for g in gs) for gs in grads]).tolist()
+    Ls, objs, lives = L.tolist(), obj.tolist(), live.tolist()
+    for i, c in enumerate(order):
+        tr, ok = trajs[c], lives[i]
+        gap = objs[i] - settings.loss_inf
+        tr.steps.append(t)
+        tr.loss.append(Ls[i] if ok else float("nan"))
+        tr.objective.append(objs[i] if ok else float("nan"))
+        tr.grad_norm2.append(g2[i] if ok else float("nan"))
+        tr.pl_ratio.append(g2[i] / gap if ok and gap > 0 else float("nan"))
+
+
+def _evaluate_dev(t: int, dev: Sequence[Features], D: Tensor, state: _State,
+                  trajs: list[Trajectory], settings: TrainSettings) -> None:
+    order, live = state.order, state.alive.tolist()
+    value = [float("nan")] * len(order)
+    dloss = [float("nan")] * len(order)
+    for g, out in _forward(dev, D, state).items():
+        v = metric(settings.metric, out, dev[g].labels).tolist()
+        dl, _ = loss_and_grad(out, dev[g].labels, settings.loss, mse_target=settings.mse_target)
+        for j, i in enumerate(state.rows[g].tolist()):
+            value[i], dloss[i] = v[j], float(dl[j])
+    improved = torch.zeros(len(order), dtype=torch.bool)
+    for i, c in enumerate(order):
+        ok = live[i]
+        v = value[i] if ok else float("nan")
+        trajs[c].dev_steps.append(t)
+        trajs[c].dev_metric.append(v)
+        trajs[c].dev_loss.append(dloss[i] if ok else float("nan"))
+        if ok and v > state.best_dev[i]:
+            state.best_dev[i] = v
+            trajs[c].best_step, trajs[c].best_dev = t, v
+            improved[i] = True
+    for b, rows in zip(state.buckets, state.split(improved.to(state.alive.device)),
+                       strict=True):
+        if rows.any():
+            b.keep_best(rows)

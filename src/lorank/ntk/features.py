@@ -1,0 +1,177 @@
+r"""NTK features of a split: the stacked Jacobians J, the initial logits f0, and the NTK Gram.
+
+For N examples, K logits and adapted matrices W_ℓ ∈ R^{m_ℓ×n_ℓ} with P = Σ_ℓ m_ℓ n_ℓ, the features
+are J ∈ R^{N×K×P} with J[i, k] = vec(G_1(x_i)[k]) ⊕ … ⊕ vec(G_L(x_i)[k]) (row-major vec of each
+∂f_k/∂W_ℓ, matrices concatenated in the order of :attr:`Features.blocks`), f0 = f(x; W0) ∈ R^{N×K}
+and the labels. The empirical NTK restricted to the adapted matrices is Θ = J Jᵀ ∈ R^{NK×NK}
+(Malladi et al., ICML 2023, "A Kernel-Based View of Language Model Fine-Tuning").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from lorank.errors import LorankError
+from lorank.ntk.jacobian import (
+    DEFAULT_OVERHEAD,
+    JacobianMethod,
+    batch_size_of,
+    chunk_size_for_budget,
+    jacobian_chunks,
+    lowest_layer,
+)
+
+#: Bump whenever the numbers a feature file holds would change (part of every cache key).
+FEATURE_CODE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Block:
+    """One adapted matrix inside J: classifier parameter ``name``, its layer/target, (m, n)."""
+
+    name: str
+    layer: int
+    target: str
+    m: int
+    n: int
+
+    @property
+    def size(self) -> int:
+        return self.m * self.n
+
+
+def blocks_of(clf: nn.Module, targets: Sequence[str] | None,
+              layers: str | Sequence[int] | None) -> list[Block]:
+    """The adapted matrices of a classifier as :class:`Block` s (names of ``clf`` parameters)."""
+    matrices = clf.adapted_matrices(targets, layers)
+    return [Block(clf.param_name(a), int(a.layer), str(a.target), int(a.m), int(a.n))
+            for a in matrices]
+
+
+@dataclass
+class Features:
+    """NTK features of one split.
+
+    Attributes:
+        J: (N, K, P) Jacobians, blocks concatenated along the last axis.
+        f0: (N, K) logits at W0.
+        labels: (N,) int64 label indices.
+        blocks: the adapted matrices, in the order of J's last axis.
+        meta: provenance (model, head config, task, split, seed, targets, layers, dtype,
+            max_length, code version, seconds); JSON-able.
+    """
+
+    J: Tensor
+    f0: Tensor
+    labels: Tensor
+    blocks: list[Block]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        N, K, P = self.J.shape
+        if tuple(self.f0.shape) != (N, K) or tuple(self.labels.shape) != (N,):
+            raise LorankError(f"features: f0 {tuple(self.f0.shape)} / labels "
+                              f"{tuple(self.labels.shape)} do not match J {(N, K, P)}")
+        if sum(b.size for b in self.blocks) != P:
+            raise LorankError(f"features: blocks hold {sum(b.size for b in self.blocks)} "
+                              f"entries but J has P = {P}")
+
+    @property
+    def N(self) -> int:
+        return int(self.J.shape[0])
+
+    @property
+    def K(self) -> int:
+        return int(self.J.shape[1])
+
+    @property
+    def P(self) -> int:
+        return int(self.J.shape[2])
+
+    def offsets(self) -> list[tuple[int, int]]:
+        """[start, stop) of every block along J's last axis."""
+        out, pos = [], 0
+        for b in self.blocks:
+            out.append((pos, pos + b.size))
+            pos += b.size
+        return out
+
+    @property
+    def G(self) -> dict[str, Tensor]:
+        """Per-matrix views G[name] of shape (N, K, m, n) (no copy is made when J is contiguous)."""
+        return {b.name: self.J[:, :, lo:hi].unflatten(-1, (b.m, b.n))
+                for b, (lo, hi) in zip(self.blocks, self.offsets(), strict=True)}
+
+    def flat(self) -> Tensor:
+        """J reshaped to (N·K, P); row i·K + k is example i, logit k."""
+        return self.J.reshape(self.N * self.K, self.P)
+
+    def to(self, dtype: torch.dtype | None = None,
+           device: torch.device | str | None = None) -> Features:
+        """A copy in another dtype / on another device (labels stay int64)."""
+        return Features(self.J.to(device=device, dtype=dtype), self.f0.to(device=device,
+                        dtype=dtype), self.labels.to(device=device), list(self.blocks),
+                        dict(self.meta))
+
+
+def ntk_gram(features: Features) -> Tensor:
+    """Empirical NTK Θ = J Jᵀ of shape (N·K, N·K); entry (iK+k, jK+l) = ⟨∂f_k(x_i), ∂f_l(x_j)⟩."""
+    J = features.flat()
+    return J @ J.T
+
+
+def compute_features(
+    clf: nn.Module,
+    inputs: Mapping[str, Any],
+    labels: Sequence[int] | Tensor,
+    *,
+    targets: Sequence[str] | None = None,
+    layers: str | Sequence[int] | None = "all",
+    method: JacobianMethod | str = JacobianMethod.VMAP_JACREV_TRUNCATED,
+    memory_budget_mb: float = 1024.0,
+    overhead: float = DEFAULT_OVERHEAD,
+    meta: Mapping[str, Any] | None = None,
+) -> Features:
+    """Jacobian features of ``inputs`` w.r.t. the adapted matrices, computed chunk by chunk.
+
+    J[i, k] = vec(∂f_k(x_i; W0)/∂W_ℓ) over the adapted matrices (targets × layers). The chunk
+    size is chosen so that a chunk's Jacobian work fits ``memory_budget_mb``
+    (:func:`~lorank.ntk.jacobian.chunk_size_for_budget`); the result J (N·K·P entries) is
+    allocated once in the classifier's dtype.
+
+    Returns:
+        :class:`Features` with J (N, K, P), f0 (N, K), labels (N,).
+    """
+    blocks = blocks_of(clf, targets, layers)
+    params = clf.adapted_parameters(targets, layers)
+    missing = [b.name for b in blocks if b.name not in params]
+    if missing:
+        raise LorankError(f"classifier has no adapted parameter named {missing[0]!r}")
+    params = {b.name: params[b.name] for b in blocks}
+    N, K, P = batch_size_of(inputs), int(clf.K), sum(b.size for b in blocks)
+    ref = next(iter(params.values()))
+    labels_t = torch.as_tensor(np.array(labels, dtype=np.int64)).reshape(-1)
+    if labels_t.numel() != N:
+        raise LorankError(f"{labels_t.numel()} labels for {N} examples")
+    chunk = chunk_size_for_budget(K, P, ref.element_size(), memory_budget_mb, overhead)
+    J = torch.empty(N, K, P, dtype=ref.dtype, device=ref.device)
+    f0 = torch.empty(N, K, dtype=ref.dtype, device=ref.device)
+    t0 = time.perf_counter()
+    start = lowest_layer([b.layer for b in blocks])
+    for part in jacobian_chunks(clf, inputs, params, start_layer=start, method=method,
+                                chunk_size=chunk):
+        J[part.start:part.stop] = torch.cat(
+            [part.G[b.name].flatten(2) for b in blocks], dim=-1)
+        f0[part.start:part.stop] = part.f0
+    info = dict(meta or {})
+    info.update(method=JacobianMethod.parse(method).value, chunk_size=chunk,
+                seconds=time.perf_counter() - t0, dtype=str(ref.dtype).replace("torch.", ""),
+                code_version=FEATURE_CODE_VERSION)
+    return Features(J, f0, labels_t.to(ref.device), blocks, info)

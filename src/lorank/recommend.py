@@ -1,0 +1,173 @@
+r"""``lorank.recommend``: the LoRA rank the theory prescribes, as a ready ``peft.LoraConfig``.
+
+Given a model (bundled name, local folder, hub id, or a Hugging Face config object — no weights
+are loaded) and a task (registered name, :class:`~lorank.data.TaskSpec` or a loaded
+:class:`~lorank.data.FewShotData`), it
+
+1. lists the adapted matrices W_ℓ ∈ R^{m_ℓ×n_ℓ} from the config, the target modules and the
+   layer selection (:func:`lorank.models.arch.adapted_matrices`);
+2. takes K (logits = classes) and N (training examples: k·K for k-shot, LM-BFF) from the task;
+3. computes every rank rule (:func:`lorank.theory.prescribe`): Sard r(r+1)/2 > KN (Jang, Lee,
+   Ryu, ICML 2024), the manifold count r(m+n) − r² > C*·KN per matrix and in total, and the
+   cross-entropy PL statement (any r ≥ 1) of "Rethinking the Rank Threshold for LoRA Fine-Tuning"
+   (arXiv 2605.03724);
+4. returns the rank for the chosen loss (CE → 1; squared loss → the total manifold reading) as a
+   ``peft.LoraConfig`` (α = r so s = α/r = 1; B = 0 / Gaussian A initialisation) together with a
+   plain-text explanation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lorank.errors import LorankError
+from lorank.theory import C_STAR_PAPER, Prescription, prescribe
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """What :func:`recommend` returns: iterable as ``(config, explanation)``.
+
+    Attributes:
+        config: the ``peft.LoraConfig`` at the recommended rank.
+        explanation: a few lines saying which rule gave the rank and what the others say.
+        prescription: every rule's rank (:class:`lorank.theory.Prescription`).
+        matrices: module paths of the adapted matrices (relative to the base model).
+    """
+
+    config: Any
+    explanation: str
+    prescription: Prescription
+    matrices: tuple[str, ...]
+
+    @property
+    def r(self) -> int:
+        return int(self.config.r)
+
+    def __iter__(self):
+        return iter((self.config, self.explanation))
+
+    def __str__(self) -> str:
+        return self.explanation
+
+
+def _config(model: Any) -> Any:
+    if hasattr(model, "model_type") and hasattr(model, "num_hidden_layers"):
+        return model
+    if not isinstance(model, str):
+        raise LorankError("model must be a model name/path or a Hugging Face config, got "
+                          f"{type(model).__name__}")
+    from lorank.models.bundled import load_config
+
+    return load_config(model)
+
+
+def _k_n(task_or_dataset: Any, shots: int, data_dir: Any) -> tuple[int, int, str]:
+    """K, N and a description of the data."""
+    from lorank.data import FewShotData, TaskSpec, get_task, load_task
+
+    if isinstance(task_or_dataset, FewShotData):
+        d = task_or_dataset
+        return d.K, d.N, f"{d.task.name}, N = {d.N} training examples ({d.source})"
+    if not isinstance(shots, int) or isinstance(shots, bool) or shots < 1:
+        raise LorankError(f"shots must be a positive integer, got {shots!r}")
+    if isinstance(task_or_dataset, str | TaskSpec):
+        spec = get_task(task_or_dataset)
+        if data_dir is not None:
+            d = load_task(spec, k=shots, data_dir=data_dir)
+            return d.K, d.N, f"{spec.name}, {shots}-shot, N = {d.N} ({d.source})"
+        return spec.K, shots * spec.K, f"{spec.name}, {shots}-shot: N = {shots} x K"
+    raise LorankError("task_or_dataset must be a task name, a TaskSpec or a lorank FewShotData, "
+                      f"got {type(task_or_dataset).__name__}")
+
+
+def _explain(p: Prescription, r: int, setup: str, shapes_text: str, loss: str) -> str:
+    KN = p.K * p.N
+    why = ("cross-entropy: along gradient descent on the linearized loss a PL inequality holds at "
+           "any rank, so the loss reaches its infimum at r = 1 (arXiv 2605.03724)"
+           if loss == "ce" else
+           f"squared loss: the smallest shared rank whose manifold dimension, summed over the "
+           f"adapted matrices, exceeds C*·K·N = {p.c_star:g}·{KN} (arXiv 2605.03724)")
+    rows = "\n".join(
+        f"  - {row.rule}: r = {'none <= min(m,n)' if row.r is None else row.r} ({row.condition})"
+        for row in p.rows())
+    return (
+        f"Recommended LoRA rank r = {r} for {setup}.\n"
+        f"Adapted matrices: {shapes_text}; K = {p.K} logits, N = {p.N} examples (K·N = {KN}).\n"
+        f"Why: {why}.\n"
+        f"All rules:\n{rows}\n"
+        "The Sard / Burer-Monteiro bound (r(r+1)/2 > KN, the 'r >= 12' of 16-shot binary tasks) "
+        "is sufficient for the absence of spurious minima, not necessary. Select the learning "
+        "rate and steps on the k-shot dev split; `lorank train --mode both` measures real and "
+        "linearized LoRA at any rank.")
+
+
+def recommend(
+    model: Any,
+    task_or_dataset: Any,
+    targets: Sequence[str] | None = None,
+    layers: str | Sequence[int] = "all",
+    loss: str = "ce",
+    c_star: float = C_STAR_PAPER,
+    shots: int = 16,
+    data_dir: Any = None,
+) -> Recommendation:
+    """The rank the theory prescribes for fine-tuning ``model`` on a task, as a peft LoraConfig.
+
+    Args:
+        model: bundled name (``"minilm"``, ``"mpnet"``), local folder, hub id, or a Hugging Face
+            config (``transformers.PretrainedConfig``); only the config is read.
+        task_or_dataset: a registered task name (``"sst2"``, ``"mnli"``), a ``TaskSpec``, or a
+            ``FewShotData`` (then N is its train size).
+        targets: LoRA target modules (default: query and value; aliases per architecture).
+        layers: ``"all"``, ``"last"`` or layer indices.
+        loss: ``"ce"`` (cross-entropy; rank 1) or ``"mse"`` (squared loss; manifold count).
+        c_star: the manifold constant C* (empirical, budget-dependent; see lorank.capacity).
+        shots: k examples per class (N = k·K) when a task name / spec is given.
+        data_dir: with a task name, load the actual k-shot split from here to read N.
+
+    Returns:
+        A :class:`Recommendation` (unpacks as ``config, explanation = recommend(...)``).
+
+    Raises:
+        LorankError: unknown model/task/target, bad numbers, or (squared loss) no rank
+            ≤ min(m, n) satisfying the manifold count.
+    """
+    from peft import LoraConfig
+
+    from lorank.finetune.adapter import peft_targets
+    from lorank.models.arch import adapted_matrices, arch_spec, resolve_targets
+
+    config = _config(model)
+    matrices = adapted_matrices(config, targets, layers)
+    spec = arch_spec(config.model_type)
+    K, N, setup = _k_n(task_or_dataset, shots, data_dir)
+    p = prescribe(K, N, [m.shape for m in matrices], c_star=c_star, loss=loss)
+    r = p.recommended
+    if r is None:
+        raise LorankError(
+            f"no rank <= min(m, n) satisfies the manifold count C*·K·N = {c_star:g}·{K * N} for "
+            "these matrices; adapt more matrices or layers, or use full fine-tuning")
+    shapes = sorted({m.shape for m in matrices})
+    shapes_text = (f"{len(matrices)} ({', '.join(f'{m}x{n}' for m, n in shapes)}; "
+                   f"{', '.join(resolve_targets(spec, targets))} in "
+                   f"{_layers_text(sorted({m.layer for m in matrices}))})")
+    names = resolve_targets(spec, targets)
+    lora = LoraConfig(
+        r=r, lora_alpha=r, lora_dropout=0.0, bias="none", init_lora_weights="gaussian",
+        **peft_targets(spec, names, sorted({m.layer for m in matrices}),
+                       int(config.num_hidden_layers)))
+    model_name = model if isinstance(model, str) else (
+        getattr(config, "_name_or_path", "") or config.model_type)
+    text = _explain(p, r, f"{model_name} on {setup}", shapes_text, loss)
+    return Recommendation(lora, text, p, tuple(m.path for m in matrices))
+
+
+def _layers_text(layers: list[int]) -> str:
+    if len(layers) == 1:
+        return f"layer {layers[0]}"
+    if len(layers) > 3 and layers == list(range(layers[0], layers[-1] + 1)):
+        return f"layers {layers[0]}-{layers[-1]}"
+    return "layers " + ",".join(map(str, layers))

@@ -1,0 +1,83 @@
+"""``lorank train --mode lora|both`` on a tiny model and the real SST-2 k-shot files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import lorank.cli.train as train_cli
+from lorank.cli.main import main
+from lorank.cli.train_lora import RUNNERS as LORA_RUNNERS
+from lorank.models.tiny import build_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return str(build_tiny_model("bert", tmp_path_factory.mktemp("cli") / "tiny-bert"))
+
+
+@pytest.fixture()
+def registered():
+    """`lorank train` knows every mode that lorank.cli.train_lora provides."""
+    assert set(LORA_RUNNERS) <= set(train_cli.RUNNERS)
+
+
+def args(tiny, data_dir, mode, *extra):
+    return ["train", "--mode", mode, "--task", "sst2", "--model", tiny, "--data-dir",
+            str(data_dir), "--ranks", "1,2", "--seeds", "13", "--steps", "4",
+            "--eval-every", "2", "--lrs", "0.01,0.1", "--test-max", "24", "--no-progress",
+            "--no-cache", *extra]
+
+
+def test_lora_mode_json(tiny, data_dir, registered, capsys):
+    main(args(tiny, data_dir, "lora", "--json"))
+    out = json.loads(capsys.readouterr().out)
+    assert out["mode"] == "lora" and out["metric"] == "accuracy"
+    assert [row["rank"] for row in out["table"]] == [1, 2]
+    cell = out["cells"][0]
+    assert len(cell["runs"]) == 2 and [r["train"]["lr"] for r in cell["runs"]] == [0.01, 0.1]
+    sel = cell["runs"][cell["selected"]]
+    assert sel["selected"] and sel["gap"]["n"] == 24 and sel["lora"]["init"] == "fan_in"
+    assert sel["lora"]["s"] == 1.0 and sel["train"]["optimizer"] == "gd"
+    assert len(sel["delta"]) == 2 and sel["delta"][0]["shape"] == [32, 32]
+    assert 0.0 <= out["table"][0]["selected"][0] <= 1.0
+
+
+def test_lora_mode_table(tiny, data_dir, registered, capsys):
+    main(args(tiny, data_dir, "lora"))
+    text = capsys.readouterr().out
+    assert "lora LoRA on sst2" in text and "selected lr" in text
+
+
+def test_both_mode(tiny, data_dir, registered, capsys):
+    main(args(tiny, data_dir, "both", "--json"))
+    out = json.loads(capsys.readouterr().out)
+    assert out["mode"] == "both"
+    row = out["table"][0]
+    assert row["rank"] == 1 and "selected" in row and "lora_selected" in row
+    assert "lora_gap_relative" in row and out["linearized"]["mode"] == "linearized"
+
+
+def test_both_render(tiny, data_dir, capsys):
+    from lorank.cli.train_lora import run_both
+
+    opts = dict(task="sst2", model=tiny, head="verbalizer", targets=["query", "value"],
+                layers="last", ranks=[1], seeds=[13], lrs=[0.05], k=16, steps=2, eval_every=1,
+                loss="ce", scaling="none", alpha=1.0, weight_decay=0.0, optimizer="gd",
+                batch_size=None, test_max=16, max_length=64, dtype="float32", device="cpu",
+                memory_mb=256.0, data_dir=str(data_dir), no_cache=True, progress=False)
+    run_both(opts).render("side by side")
+    text = capsys.readouterr().out
+    assert "side by side" in text and "LoRA" in text and "linearized" in text
+
+
+def test_bad_rank_is_one_line_error(tiny, data_dir, registered, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*args(tiny, data_dir, "lora")[:7], "--ranks", "33", "--seeds", "13",
+              "--steps", "2", "--data-dir", str(data_dir)])
+    assert exc.value.code == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines()
+           if line.startswith("lorank:")]  # (transformers may print loading progress bars)
+    assert err == ["lorank: error: rank r=33 exceeds min(m, n)=32 of the 32x32 matrix "
+                   "encoder.layer.1.attention.self.query"]

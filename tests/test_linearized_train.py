@@ -1,0 +1,180 @@
+"""Batched linearized-LoRA training: equals one-by-one training, exact gradients, divergence
+bookkeeping, weight decay, CE at r = 1 reaching ~0 loss, init and scaling conventions."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lorank.errors import LorankError
+from lorank.linearized import (
+    RunSpec,
+    TrainSettings,
+    factor_spectrum,
+    init_factors,
+    scale,
+    spectrum,
+    train_linearized,
+)
+from lorank.linearized.losses import loss_and_grad
+from lorank.ntk import Block, Features
+
+torch.set_num_threads(1)
+BLOCKS = [Block("a", 0, "query", 6, 5), Block("b", 1, "value", 4, 7)]
+
+
+def synthetic(N=10, K=2, seed=0, dtype=torch.float64, blocks=BLOCKS):
+    gen = torch.Generator().manual_seed(seed)
+    P = sum(b.size for b in blocks)
+    J = torch.randn(N, K, P, generator=gen, dtype=dtype)
+    f0 = 0.1 * torch.randn(N, K, generator=gen, dtype=dtype)
+    y = torch.randint(0, K, (N,), generator=gen)
+    return Features(J, f0, y, list(blocks))
+
+
+RUNS = [RunSpec(r, s, lr, g) for g in (0, 1) for r in (1, 3) for s in (5, 6)
+        for lr in (0.02, 0.1)]
+
+
+@pytest.mark.parametrize("settings", [
+    TrainSettings(steps=40, eval_every=10, weight_decay=0.01),
+    TrainSettings(steps=30, eval_every=7, optimizer="sgd", batch_size=4, loss="mse"),
+    TrainSettings(steps=30, eval_every=10, optimizer="adam", scaling="rslora", alpha=2.0),
+    TrainSettings(steps=30, eval_every=10, loss="mse", mse_target="pm1", scaling="lora"),
+])
+def test_batched_equals_one_by_one(settings):
+    train, dev = [synthetic(seed=0), synthetic(seed=1)], [synthetic(seed=2), synthetic(seed=3)]
+    batched = train_linearized(train, RUNS, settings, dev)
+    for c, run in enumerate(RUNS):
+        one = train_linearized(train, [run], settings, dev)
+        torch.testing.assert_close(batched.final[c].delta(), one.final[0].delta(),
+                                   rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(batched.best[c].delta(), one.best[0].delta(),
+                                   rtol=1e-10, atol=1e-12)
+        a, b = batched.trajectories[c], one.trajectories[0]
+        assert a.dev_metric == b.dev_metric and a.best_step == b.best_step
+        assert max(abs(x - y) for x, y in zip(a.loss, b.loss, strict=True)) < 1e-10
+
+
+def test_gradients_match_autograd():
+    feats = synthetic()
+    wd, s = 0.03, 0.7
+    A, B = init_factors(BLOCKS, 2, seed=1, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(3)
+    B = [torch.randn(b.shape, generator=gen, dtype=torch.float64) for b in B]
+    leaves = [p.clone().requires_grad_() for p in (*A, *B)]
+    delta = torch.cat([(s * (b @ a)).reshape(-1) for a, b in zip(leaves[:2], leaves[2:],
+                                                                   strict=True)])
+    out = feats.f0 + feats.J @ delta
+    obj = torch.nn.functional.cross_entropy(out, feats.labels) + wd / 2 * sum(
+        p.square().sum() for p in leaves)
+    obj.backward()
+    from lorank.linearized.train import _Bucket
+
+    bucket = _Bucket([0], [RunSpec(2, 1, 0.1)], BLOCKS, TrainSettings(), torch.float64, "cpu")
+    bucket.A, bucket.B = [a[None].clone() for a in A], [b[None].clone() for b in B]
+    bucket.s = torch.full((1, 1, 1), s, dtype=torch.float64)
+    o = feats.f0[:, :, None] + (feats.flat() @ bucket.delta().T).reshape(10, 2, 1)
+    _, E = loss_and_grad(o, feats.labels, "ce")
+    grads = bucket.grads(E.reshape(20, 1).T @ feats.flat(), feats.offsets(), BLOCKS, wd)
+    for g, leaf in zip(grads, leaves, strict=True):
+        torch.testing.assert_close(g[0], leaf.grad)
+
+
+def test_flin_equals_f0_at_init_and_grad_A_is_zero():
+    feats = synthetic()
+    res = train_linearized([feats], [RunSpec(2, 1, 0.1)], TrainSettings(steps=1, log_every=1))
+    tr = res.trajectories[0]
+    expected, _ = loss_and_grad(feats.f0[:, :, None], feats.labels, "ce")
+    assert tr.loss[0] == pytest.approx(float(expected[0]), rel=1e-12)
+    # B = 0 at init: ‖∇Φ‖² is ‖∂B‖² only, s²‖M Aᵀ‖².
+    assert tr.grad_norm2[0] > 0
+
+
+def test_ce_rank_one_drives_training_loss_to_zero():
+    feats = synthetic(N=16, K=2, seed=4, blocks=[Block("w", 0, "query", 12, 12)])
+    res = train_linearized([feats], [RunSpec(1, 0, 0.5)], TrainSettings(steps=1500,
+                                                                       log_every=100))
+    tr = res.trajectories[0]
+    assert tr.loss[-1] < 0.02 * tr.loss[0] and tr.loss[-1] < 0.02
+    assert tr.final_train_metric == 1.0
+    assert all(math.isfinite(x) and x > 0 for x in tr.pl_ratio)
+
+
+def test_divergence_is_recorded_not_raised():
+    feats = synthetic()
+    runs = [RunSpec(1, 0, 1e6), RunSpec(1, 0, 0.05)]
+    res = train_linearized([feats], runs, TrainSettings(steps=50, eval_every=5, loss="mse"),
+                           dev=[synthetic(seed=9)])
+    bad, good = res.trajectories
+    assert bad.diverged_step is not None and 0 < bad.diverged_step <= 50
+    assert good.diverged_step is None and math.isfinite(good.loss[-1])
+    assert math.isnan(bad.loss[-1]) and math.isnan(bad.final_train_metric)
+    assert torch.isfinite(res.best[0].delta()).all()
+    assert res.best[0].step < bad.diverged_step
+    alone = train_linearized([feats], runs[1:], TrainSettings(steps=50, eval_every=5,
+                                                              loss="mse"), [synthetic(seed=9)])
+    torch.testing.assert_close(res.final[1].delta(), alone.final[0].delta())
+
+
+def test_weight_decay_shrinks_the_update():
+    feats = synthetic()
+    norms = []
+    for wd in (0.0, 0.5):
+        res = train_linearized([feats], [RunSpec(3, 0, 0.1)], TrainSettings(steps=200,
+                                                                            weight_decay=wd))
+        norms.append(float(res.final[0].delta().norm()))
+        tr = res.trajectories[0]
+        assert tr.objective[-1] >= tr.loss[-1] - 1e-15
+    assert norms[1] < 0.8 * norms[0]
+
+
+def test_init_distribution_and_nesting():
+    blocks = [Block("w", 0, "query", 50, 400)]
+    A, B = init_factors(blocks, 8, seed=3)
+    assert B[0].abs().max() == 0 and A[0].shape == (8, 400)
+    assert abs(float(A[0].var()) * 400 - 1) < 0.1 and abs(float(A[0].mean())) < 0.01
+    A1, _ = init_factors(blocks, 1, seed=3, dtype=torch.float64)
+    torch.testing.assert_close(A1[0].float(), A[0][:1])
+
+
+def test_scale_conventions():
+    assert scale("lora", 16, 4) == 4 and scale("rslora", 16, 4) == 8 and scale("none", 3, 9) == 1
+    with pytest.raises(LorankError):
+        scale("bogus", 1, 1)
+    with pytest.raises(LorankError):
+        scale("lora", -1, 1)
+
+
+def test_spectrum_from_factors_matches_svd():
+    A, _ = init_factors(BLOCKS, 3, seed=2, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    B = [torch.randn(b.m, 3, generator=gen, dtype=torch.float64) for b in BLOCKS]
+    delta = torch.cat([(0.5 * b @ a).reshape(-1) for a, b in zip(A, B, strict=True)])
+    full, fact = spectrum(delta, BLOCKS), factor_spectrum(A, B, 0.5, BLOCKS)
+    for x, y in zip(full, fact, strict=True):
+        assert x["rank"] == y["rank"] == 3
+        assert x["singular_values"] == pytest.approx(y["singular_values"], rel=1e-9)
+        assert x["nuclear"] == pytest.approx(y["nuclear"], rel=1e-9)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"loss": "hinge"}, "loss"), ({"optimizer": "lbfgs"}, "optimizer"),
+    ({"steps": 0}, "steps"), ({"weight_decay": -1.0}, "weight decay"),
+    ({"scaling": "x"}, "scaling"), ({"batch_size": 0}, "batch size"),
+])
+def test_settings_validation(kwargs, match):
+    with pytest.raises(LorankError, match=match):
+        TrainSettings(**kwargs)
+
+
+def test_bad_runs_rejected():
+    feats = synthetic()
+    with pytest.raises(LorankError, match="rank"):
+        train_linearized([feats], [RunSpec(0, 0, 0.1)])
+    with pytest.raises(LorankError, match="learning rate"):
+        train_linearized([feats], [RunSpec(1, 0, -0.1)])
+    with pytest.raises(LorankError, match="group"):
+        train_linearized([feats], [RunSpec(1, 0, 0.1, group=3)])
