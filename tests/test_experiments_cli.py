@@ -58,11 +58,12 @@ def test_sweep_then_runs_list_json_export(tmp_path, capsys):
         assert sorted(frame["metrics.sard_exact"]) == [11, 11, 17, 17]
 
 
-def test_sweep_dry_run_lists_unavailable_engines(capsys):
+def test_sweep_dry_run_lists_engines(capsys):
     code, out, _ = run_cli(["sweep", str(ROOT / "sweeps" / "quick.yaml"), "--dry-run"], capsys)
     assert code == 0
-    assert "quick: 158 runs in 29 feature groups" in out
-    assert "linearized: 150 runs, 25 groups" in out
+    assert "quick: 162 runs in 30 feature groups" in out
+    assert "linearized: 150 runs, 25 groups; ready" in out
+    assert "lora: 8 runs, 4 groups; ready" in out and "cstar: 4 runs, 1 groups; ready" in out
 
 
 def test_store_flag_overrides_spec(tmp_path, capsys):

@@ -130,11 +130,16 @@ def test_yaml_exponent_floats_and_int_lrs():
 
 def test_shipped_specs_expand():
     paper = load_spec(SWEEPS / "paper.yaml")
-    assert len(paper.runs) == 5 * 2 * 2 * 6 * 5
+    engines = [c for c in paper.runs if c.method != "cstar"]
+    assert len(engines) == 5 * 2 * 2 * 6 * 5
+    assert {c.head for c in engines if c.task == "sst2"} == {"verbalizer"}
+    assert {c.head for c in engines if c.task != "sst2"} == {"pair"}
+    assert len([c for c in paper.runs if c.method == "cstar"]) == 4
     quick = load_spec(SWEEPS / "quick.yaml")
+    assert {c.steps for c in quick.runs if c.method == "cstar"} == {200, 300, 1000, 3000}
     lora = [c for c in quick.runs if c.method == "lora"]
     lin = [c for c in quick.runs if c.method == "linearized"]
-    assert len(lin) == 5 * 6 * 5 and {c.model for c in quick.runs} == {"minilm"}
+    assert len(lin) == 5 * 6 * 5 and {c.model for c in lin + lora} == {"minilm"}
     assert {(c.task, c.rank, c.seed) for c in lora} == {
         (t, r, s) for t in ("sst2", "rte") for r in (1, 12) for s in (13, 42)}
     assert len({c.features_key for c in lin}) == 25

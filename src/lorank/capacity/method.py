@@ -1,8 +1,7 @@
 """The ``cstar`` sweep method: one stored run = one C* estimate (:func:`estimate_c_star`).
 
-The run's ``rank`` is r and its ``seed`` seeds the instances; everything else comes from
-``options``: ``m``, ``n`` (default 24), ``solver`` (gd|lm), ``steps`` (default: the solver's),
-``tol``, ``loss`` (mse|ce), ``count`` (manifold|sard), ``instances`` (default 100), ``ratios``,
+The run's ``rank`` is r, its ``seed`` seeds the instances and its ``steps`` is the solver's budget
+T; everything else comes from ``options``: ``m``, ``n`` (default 24), ``solver`` (gd|lm), ``tol``, ``loss`` (mse|ce), ``count`` (manifold|sard), ``instances`` (default 100), ``ratios``,
 ``step_rule``, ``n_boot``. The task/model fields of the config are labels only (Gaussian
 features need neither).
 
@@ -18,7 +17,7 @@ from lorank.errors import LorankError
 from lorank.experiments.config import RunConfig
 from lorank.experiments.registry import RunContext, register_method
 
-_OPTIONS = ("m", "n", "solver", "steps", "tol", "loss", "count", "instances", "ratios",
+_OPTIONS = ("m", "n", "solver", "tol", "loss", "count", "instances", "ratios",
             "step_rule", "n_boot")
 
 
@@ -31,7 +30,7 @@ def estimator_kwargs(config: RunConfig) -> dict[str, Any]:
     kwargs = {k: options[k] for k in _OPTIONS if k in options}
     if "ratios" in kwargs:
         kwargs["ratios"] = tuple(float(x) for x in kwargs["ratios"])
-    return {"r": config.rank, "seed": config.seed, **kwargs}
+    return {"r": config.rank, "seed": config.seed, "steps": config.steps, **kwargs}
 
 
 def _validate(config: RunConfig) -> None:

@@ -25,6 +25,7 @@ _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", click.exceptio
 COMMANDS: dict[str, str] = {
     "prescribe": "prescribe",
     "report": "report",
+    "reproduce": "reproduce",
     "sweep": "sweep",
     "runs": "runs",
     "zeroshot": "zeroshot",

@@ -1,0 +1,137 @@
+"""``lorank reproduce``: the paper's evidence end to end — prescriptions, sweep, C*, report.
+
+1. the rank prescriptions (Sard exact/rounded, manifold, CE) of every task × encoder of the spec,
+   printed and saved as ``OUT/prescriptions.json``;
+2. the sweep (``quick`` by default, ``--full`` for the paper-scale grid), stored in
+   ``OUT/results.sqlite`` — re-running resumes it (finished runs are skipped);
+3. the report (:mod:`lorank.report`) into ``OUT/report/``, whose path is printed last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from lorank.errors import LorankError
+
+SPECS = Path(__file__).resolve().parents[1] / "experiments" / "specs"
+
+
+def prescriptions(spec) -> list[dict]:
+    """K, N (k-shot) and every rank rule for each (task, model, targets, layers) of the spec."""
+    from lorank.data import get_task
+    from lorank.models.arch import adapted_matrices
+    from lorank.models.bundled import load_config
+    from lorank.theory import prescribe
+
+    seen, rows = set(), []
+    for c in spec.runs:
+        if c.method not in ("linearized", "lora"):
+            continue
+        layers = c.layers if isinstance(c.layers, str) else list(c.layers)
+        key = (c.task, c.model, tuple(c.targets), str(layers), c.k)
+        if key in seen:
+            continue
+        seen.add(key)
+        K = get_task(c.task).K
+        shapes = [m.shape for m in adapted_matrices(load_config(c.model), list(c.targets),
+                                                    layers)]
+        p = prescribe(K, c.k * K, shapes)
+        rows.append({"task": c.task, "model": c.model, "targets": list(c.targets),
+                     "layers": layers, **p.to_dict()})
+    return rows
+
+
+def _print_prescriptions(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Rank prescriptions (C* = 1.35; K logits, N = k·K examples)",
+                  title_justify="left")
+    for col in ("task", "model", "K", "N", "matrices", "Sard exact", "Sard rounded",
+                "manifold per-matrix", "manifold total", "CE (PL)"):
+        table.add_column(col, justify="left" if col in ("task", "model") else "right")
+    for r in rows:
+        table.add_row(r["task"], r["model"], str(r["K"]), str(r["N"]), str(len(r["shapes"])),
+                      str(r["sard_exact"]), str(r["sard_rounded"]),
+                      str(r["manifold_per_matrix"]), str(r["manifold_total"]), str(r["ce"]))
+    console = Console()
+    console.width = max(console.width, 110)
+    console.print(table)
+
+
+def _write_json(path: Path, data) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)
+    os.replace(tmp, path)
+
+
+def _preflight(spec, data_dir: str | None) -> None:
+    """Fail before any work when the data cannot be reached (one line, exit 2)."""
+    from lorank.data import load_task
+
+    first = next((c for c in spec.runs if c.method in ("linearized", "lora")), None)
+    if first is not None:
+        load_task(first.task, k=first.k, seed=first.seed, data_dir=data_dir, test_max=1)
+
+
+@click.command("reproduce")
+@click.option("--out", "out_dir", default="lorank-out", show_default=True,
+              help="Output folder: results.sqlite, prescriptions.json, report/.")
+@click.option("--data-dir", envvar="LORANK_DATA_DIR",
+              help="LM-BFF data directory (env LORANK_DATA_DIR); without it, the HF hub.")
+@click.option("--full", is_flag=True, help="The paper-scale grid (sweeps/paper.yaml): meant "
+              "for a GPU or a Ray cluster.")
+@click.option("--spec", "spec_path", help="Another sweep spec instead of quick/paper.")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Local process-pool size.")
+@click.option("--ray-address", help="Ray cluster address (backend ray; default: local Ray).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--no-progress", is_flag=True)
+def command(out_dir, data_dir, full, spec_path, backend, workers, ray_address, device,
+            no_progress) -> None:
+    """Prescriptions, the quick (or --full) sweep, C*, and the report — resumable."""
+    from lorank.experiments import load_spec
+    from lorank.experiments.runners import SweepInterrupted
+    from lorank.experiments.sweep import run_sweep
+    from lorank.report.build import build_report
+
+    if workers < 1:
+        raise LorankError(f"--workers must be >= 1, got {workers}")
+    if spec_path and full:
+        raise LorankError("give either --spec or --full, not both")
+    spec = load_spec(spec_path or SPECS / ("paper.yaml" if full else "quick.yaml"))
+    if data_dir and not Path(data_dir).is_dir():
+        raise LorankError(f"data directory {data_dir!r} does not exist")
+    _preflight(spec, data_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = prescriptions(spec)
+    _print_prescriptions(rows)
+    _write_json(out / "prescriptions.json", rows)
+    store = out / "results.sqlite"
+    click.echo(f"sweep {spec.name!r}: {len(spec.runs)} runs -> {store} (re-run to resume)")
+    try:
+        summary = run_sweep(spec, backend=backend, workers=workers, store=store,
+                            data_dir=data_dir, address=ray_address, progress=not no_progress,
+                            device=device)
+    except SweepInterrupted:
+        click.echo("interrupted: finished runs are stored; run the same command to resume",
+                   err=True)
+        sys.exit(130)
+    click.echo(summary.line())
+    paths = build_report(store, out / "report", sweep=spec.name,
+                         title=f"lorank reproduce — {spec.name}")
+    click.echo(f"report: {paths.html}")
+    if getattr(summary, "failed", 0):
+        click.echo(f"{summary.failed} runs failed: `lorank runs --store {store} --status "
+                   "failed` shows why; re-run with --retry-failed via `lorank sweep`", err=True)
+        sys.exit(1)
