@@ -1,9 +1,10 @@
 """The ``cstar`` sweep method: one stored run = one C* estimate (:func:`estimate_c_star`).
 
-The run's ``rank`` is r, its ``seed`` seeds the instances and its ``steps`` is the solver's budget
-T; everything else comes from ``options``: ``m``, ``n`` (default 24), ``solver`` (gd|lm), ``tol``, ``loss`` (mse|ce), ``count`` (manifold|sard), ``instances`` (default 100), ``ratios``,
-``step_rule``, ``n_boot``. The task/model fields of the config are labels only (Gaussian
-features need neither).
+The run's ``rank`` is r, its ``seed`` seeds the instances and its ``steps`` is the solver's
+budget T; everything else comes from ``options``: ``m``, ``n`` (default 24), ``solver``
+(gd|lm), ``tol``, ``loss`` (mse|ce), ``count`` (manifold|sard), ``instances`` (default 100),
+``ratios``, ``step_rule``, ``n_boot``. The task/model fields of the config are labels only
+(Gaussian features need neither).
 
 Stored metrics: ``c50`` with ``ci_low``/``ci_high``, ``slope``, ``bracketed``, ``d``, ``wall_s``;
 curves: ``ratios``, ``success`` (rates), ``KN``, ``counts`` — what :mod:`lorank.report` draws.

@@ -21,24 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from lorank.finetune.run import Selection
-
-
-def _stat(values: list[float | None]) -> tuple[float, float]:
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    if not vals:
-        return float("nan"), float("nan")
-    return float(np.mean(vals)), float(np.std(vals))
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, float | np.floating):
-        return None if not math.isfinite(float(obj)) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return str(obj)
+from lorank.linearized.experiment import _json_default, _stat
 
 
 @dataclass

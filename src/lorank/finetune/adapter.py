@@ -22,8 +22,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,18 +211,11 @@ class Adapter:
 
         Written atomically: a temporary folder renamed into place.
         """
-        folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
-        try:
+        from lorank.atomic import atomic_dir
+
+        with atomic_dir(folder) as tmp:
             self.peft_model.save_pretrained(str(tmp))
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-        return folder
+        return Path(folder)
 
     def detach(self) -> None:
         """Remove the adapter: the base model gets its original ``nn.Linear`` modules back."""

@@ -10,11 +10,10 @@ shows up in tests. ``build_large_config`` gives a roberta-large-sized config for
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from lorank.atomic import atomic_dir
 from lorank.errors import LorankError
 from lorank.models.arch import ARCHITECTURES
 
@@ -83,19 +82,10 @@ def build_tiny_model(model_type: str, folder: str | os.PathLike, seed: int = 0) 
     config = tiny_config(model_type, vocab_size=len(tokenizer))
     torch.manual_seed(seed)
     model = AutoModelForMaskedLM.from_config(config, attn_implementation="eager")
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
-    try:
+    with atomic_dir(folder) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return folder
+    return Path(folder)
 
 
 def build_large_config(model_type: str = "roberta") -> Any:

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from lorank.atomic import atomic_dir
 from lorank.errors import LorankError
 from lorank.report import figures as F
 from lorank.report.tables import (
@@ -154,16 +152,8 @@ def build_report(store_path: str | Path, out_dir: str | Path, sweep: str | None 
         raise LorankError(f"no finished runs in {str(store_path)!r}"
                           + (f" for sweep {sweep!r}" if sweep else ""))
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
-    try:
+    with atomic_dir(out) as tmp:
         paths = _write(engine, records, tmp, title, store_path)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return ReportPaths(**{k: (Path(str(v).replace(str(tmp), str(out))) if isinstance(v, Path)
                               else tuple(Path(str(p).replace(str(tmp), str(out))) for p in v))
                           for k, v in asdict(paths).items()})
