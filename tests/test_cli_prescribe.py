@@ -110,3 +110,28 @@ def test_console_script_no_traceback():
     out = subprocess.run([sys.executable, "-m", "lorank.cli.main", "prescribe", "--K", "x"],
                          capture_output=True, text=True, env=env)
     assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(("task", "K", "N", "sard"), [("sst2", 2, 32, 11), ("mnli", 3, 48, 17)])
+def test_task_gives_K_and_N(task, K, N, sard, data_dir, capsys):
+    code, out, err = run(["prescribe", "--task", task, "--shots", "16", "--data-dir",
+                          str(data_dir), "--model", "minilm", "--layers", "last", "--json"],
+                         capsys)
+    data = json.loads(out)
+    assert code == 0, err
+    assert (data["K"], data["N"], data["sard_exact"]) == (K, N, sard)
+
+
+def test_custom_csv_gives_K_and_N(tmp_path, capsys):
+    rows = ["review,stars"] + [f"review number {i} is fine,{['bad', 'ok', 'good'][i % 3]}"
+                               for i in range(30)]
+    path = tmp_path / "my.csv"
+    path.write_text("\n".join(rows) + "\n")
+    args = ["prescribe", "--data", str(path), "--text-a", "review", "--label", "stars",
+            "--shots", "4", "--shape", "384x384"]
+    code, out, _ = run([*args, "--labels", "bad,ok,good", "--json"], capsys)
+    data = json.loads(out)
+    assert code == 0 and (data["K"], data["N"]) == (3, 12)   # N = 4 shots x 3 classes
+    code, _, err = run([*args, "--labels", "bad,ok"], capsys)
+    assert code == 2 and "label 'good' is not one of the declared labels" in err
+    assert f"{path}:4:" in err
