@@ -6,13 +6,16 @@
 2. Steps per second for all-layer LoRA (query/value of every layer, r = 1, full batch of 32)
    on MiniLM and MPNet.
 
-Usage: LORANK_DATA_DIR=../shared/data python benchmarks/bench_finetune.py [--threads 2]
-       [--steps 30] [--all-steps 3] [--skip-mpnet]
+Usage: LORANK_DATA_DIR=../shared/data python benchmarks/bench_finetune.py [--quick]
+       [--threads 1] [--steps 30] [--all-steps 3] [--skip-mpnet]
+
+``--quick``: 5 steps, 2 all-layer steps, MiniLM only. The last stdout line is JSON (for run.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
@@ -46,7 +49,7 @@ def _train(adapter, prep, steps: int):
     return res
 
 
-def bench_prefix(steps: int) -> None:
+def bench_prefix(steps: int) -> dict:
     rows = {}
     for cache in (True, False):
         adapter, prep, t_prep = _setup("minilm", "last", cache)
@@ -60,9 +63,11 @@ def bench_prefix(steps: int) -> None:
     print(f"max |loss difference| over the curve: {diff:.2e}")
     print(f"speed-up of the training loop: {rf.wall_s / rc.wall_s:.1f}x; "
           f"including the one-off prefix pass: {(tf + rf.wall_s) / (tc + rc.wall_s):.1f}x")
+    return {"steps": steps, "cached_s": rc.wall_s, "full_s": rf.wall_s, "prefix_prepare_s": tc,
+            "full_prepare_s": tf, "ratio": rf.wall_s / rc.wall_s, "max_loss_diff": diff}
 
 
-def bench_all_layers(model: str, steps: int) -> None:
+def bench_all_layers(model: str, steps: int) -> dict:
     """Time bare optimiser steps (forward + backward + update), no dev evaluation."""
     from lorank.finetune.train import loss_fn
 
@@ -81,21 +86,28 @@ def bench_all_layers(model: str, steps: int) -> None:
     print(f"{model}: all-layer q,v LoRA r=1 ({adapter.num_parameters():,} params), full batch "
           f"{len(prep.train)} x length {T}, {steps} steps: {sum(times) / steps:.2f} s/step "
           f"({steps / sum(times):.3f} steps/s; first step {times[0]:.2f} s)")
+    return {"model": model, "params": adapter.num_parameters(), "steps": steps,
+            "s_per_step": sum(times) / steps, "first_step_s": times[0]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--all-steps", type=int, default=3)
     ap.add_argument("--skip-mpnet", action="store_true")
     args = ap.parse_args()
+    if args.quick:
+        args.steps, args.all_steps, args.skip_mpnet = 5, 2, True
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s)")
-    bench_prefix(args.steps)
-    bench_all_layers("minilm", args.all_steps)
+    out = {"bench": "finetune", "threads": args.threads, "prefix": bench_prefix(args.steps),
+           "all_layers": [bench_all_layers("minilm", args.all_steps)]}
     if not args.skip_mpnet:
-        bench_all_layers("mpnet", max(1, args.all_steps - 1))
+        out["all_layers"].append(bench_all_layers("mpnet", max(1, args.all_steps - 1)))
+    out["ratio"] = out["prefix"]["ratio"]
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

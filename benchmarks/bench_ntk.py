@@ -1,8 +1,12 @@
 """NTK engine benchmark: Jacobian throughput (fast path vs per-example autograd loop) and the
 peak memory of streamed test-time prediction as the test set grows.
 
-    python benchmarks/bench_ntk.py [--model minilm] [--n 32] [--seq 64] [--loop-n 32]
+    python benchmarks/bench_ntk.py [--quick] [--model minilm] [--n 32] [--seq 64] [--loop-n 32]
                                    [--memory-prefixes 250,500,1000] [--data-dir DIR]
+                                   [--threads 1]
+
+``--quick``: 8 examples (4 in the autograd loop) and QNLI prefixes 100,200. The last stdout line
+is JSON (for run.py).
 
 Prints the ratios side by side. The memory part runs each prefix of QNLI's test split in a fresh
 subprocess and reports its peak RSS (ru_maxrss), next to what materialising J would take.
@@ -110,6 +114,9 @@ def memory_bench(args) -> list[dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--threads", type=int,
+                   default=int(os.environ.get("LORANK_BENCH_THREADS", "1")))
     p.add_argument("--model", default="minilm")
     p.add_argument("--n", type=int, default=32)
     p.add_argument("--loop-n", type=int, default=32)
@@ -120,9 +127,11 @@ def main() -> None:
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--json", default=None, help="write results to this file")
     args = p.parse_args()
+    if args.quick:
+        args.n, args.loop_n, args.memory_prefixes = 8, 4, "100,200"
     if not args.data_dir:
         sys.exit("set --data-dir or LORANK_DATA_DIR")
-    torch.set_num_threads(int(os.environ.get("LORANK_BENCH_THREADS", torch.get_num_threads())))
+    torch.set_num_threads(args.threads)
     print(f"Jacobians: {args.n} examples x 2 logits, seq len {args.seq}, {args.model}, "
           f"{torch.get_num_threads()} threads")
     result = {"jacobians": jacobian_bench(args)}
@@ -133,6 +142,13 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=1)
+    jac = result["jacobians"]
+    print(json.dumps({"bench": "ntk", "threads": args.threads, "n": args.n, "loop_n": args.loop_n,
+                      "seq": args.seq, "ratio_fast_vs_loop": jac["ratio_fast_vs_loop"],
+                      "ratio_truncated_vs_full": jac["ratio_truncated_vs_full"],
+                      "per_example_s": {k: v["per_example_s"] for k, v in jac.items()
+                                        if isinstance(v, dict)},
+                      "memory": result.get("memory", [])}))
 
 
 if __name__ == "__main__":

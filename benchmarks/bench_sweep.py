@@ -7,12 +7,14 @@
    through the in-process runner, and the bare method call for comparison.
 
 The benchmark methods below are registered only in this script. Run:
-``python benchmarks/bench_sweep.py [--ranks 12] [--groups 4] [--n 400] [--p 20000]``.
+``python benchmarks/bench_sweep.py [--quick] [--ranks 12] [--groups 4] [--n 400] [--p 20000]``
+(``--quick``: 6 ranks x 2 groups, p = 5000, 100 trivial runs). The last stdout line is JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -63,12 +65,15 @@ def timed_sweep(runs: list[RunConfig], cache_size: int) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
     parser.add_argument("--ranks", type=int, default=12)
     parser.add_argument("--groups", type=int, default=4)
     parser.add_argument("--n", type=int, default=400)
     parser.add_argument("--p", type=int, default=20000)
     parser.add_argument("--trivial", type=int, default=300)
     args = parser.parse_args()
+    if args.quick:
+        args.ranks, args.groups, args.p, args.trivial = 6, 2, 5000, 100
     ctx_dims.update(n=args.n, p=args.p)
     with threadpool_limits(1):
         runs = configs("bench_kernel_ridge", args.groups, args.ranks)
@@ -87,6 +92,12 @@ def main() -> None:
         print(f"store overhead: {args.trivial} trivial runs in {wall:.2f} s = "
               f"{1000 * wall / args.trivial:.2f} ms/run (bare calls "
               f"{1e6 * bare / args.trivial:.1f} us/run)")
+    print(json.dumps({"bench": "sweep", "runs": len(runs), "groups": args.groups, "n": args.n,
+                      "p": args.p, "grouped_s": grouped, "grouped_prepares": g_builds,
+                      "baseline_s": baseline, "baseline_prepares": b_builds,
+                      "ratio": baseline / grouped, "ideal_ratio": args.ranks,
+                      "trivial_runs": args.trivial, "ms_per_run": 1000 * wall / args.trivial,
+                      "bare_us_per_run": 1e6 * bare / args.trivial}))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from lorank.capacity.estimator import (
     count_dim,
     estimate_c_star,
     fit_transition,
+    progress_total,
     sweep_KN,
 )
 from lorank.errors import LorankError
@@ -136,3 +137,17 @@ def test_gd_1000_steps_24x24_matches_documented_value():
     res = estimate_c_star(1, 24, 24, solver="gd", steps=1000, tol=1e-8, instances=100,
                           ratios=(0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.7, 2.0, 2.5, 3.0))
     assert res.ci_low <= 1.238 + 0.02 and res.ci_high >= 1.238 - 0.02  # docs/capacity.md
+
+
+def test_workers_give_the_same_curve():
+    kw = dict(r=1, m=6, n=6, solver="gd", steps=150, instances=5, ratios=(0.9, 1.3, 2.0),
+              n_boot=50, seed=3)
+    ticks = []
+    one = estimate_c_star(**kw)
+    two = estimate_c_star(**kw, workers=2, progress=ticks.append)
+    assert one.curve == two.curve
+    assert (one.c50, one.ci_low, one.ci_high) == (two.c50, two.ci_low, two.ci_high) or (
+        math.isnan(one.c50) and math.isnan(two.c50))
+    assert sum(ticks) == progress_total(1, 6, 6, kw["ratios"], kw["instances"])
+    with pytest.raises(LorankError, match="workers"):
+        estimate_c_star(**kw, workers=0)

@@ -178,3 +178,30 @@ def test_bad_runs_rejected():
         train_linearized([feats], [RunSpec(1, 0, -0.1)])
     with pytest.raises(LorankError, match="group"):
         train_linearized([feats], [RunSpec(1, 0, 0.1, group=3)])
+
+
+def test_interleaved_run_order_and_divergence_match_one_by_one():
+    """Runs given in any order (groups and ranks interleaved, one diverging) are stored
+    group-major internally; every result must still land at its own index and equal a
+    one-configuration run."""
+    import random
+
+    train = [synthetic(seed=0), synthetic(seed=1), synthetic(seed=2)]
+    dev = [synthetic(seed=5), synthetic(seed=6), synthetic(seed=7)]
+    runs = [RunSpec(r, s, lr, g) for g in (2, 0, 1) for r in (3, 1) for s in (5, 6)
+            for lr in (0.05, 1e5)]
+    random.Random(1).shuffle(runs)
+    settings = TrainSettings(steps=20, eval_every=5, loss="mse", scaling="lora", alpha=3.0)
+    batched = train_linearized(train, runs, settings, dev)
+    assert any(t.diverged_step is not None for t in batched.trajectories)
+    for c, run in enumerate(runs):
+        one = train_linearized(train, [run], settings, dev)
+        a, b = batched.trajectories[c], one.trajectories[0]
+        assert (a.rank, a.seed, a.lr, a.group) == (run.rank, run.seed, run.lr, run.group)
+        assert a.diverged_step == b.diverged_step and a.best_step == b.best_step
+        torch.testing.assert_close(batched.final[c].delta(), one.final[0].delta(),
+                                   rtol=1e-10, atol=1e-12, equal_nan=True)
+        torch.testing.assert_close(batched.best[c].delta(), one.best[0].delta(),
+                                   rtol=1e-10, atol=1e-12)
+        finite = [(x, y) for x, y in zip(a.loss, b.loss, strict=True) if math.isfinite(y)]
+        assert all(abs(x - y) < 1e-10 for x, y in finite)

@@ -22,7 +22,17 @@ costs NK·P·r for the forward alone plus as much again for ∂A, so forming ΔW
 more expensive and is cheaper for every r > 1 (at r = 1 the two tie). Batching turns the
 memory-bound matrix-vector products of one configuration (Φ is read twice per step per
 configuration) into matrix-matrix products that read Φ twice per step for all C at once.
-Configurations are grouped by rank ("buckets"), so no padding to r_max is needed.
+Configurations are grouped by (feature group, rank) ("buckets"), so no padding to r_max is
+needed.
+
+Memory layout (performance). Rows of D and M are ordered by group, then rank, then run order, so
+every group's rows and every bucket's rows are one contiguous slice: the per-group GEMMs read
+D[g] as a view and write M[g] in place (``out=``), each bucket writes s·B_ℓA_ℓ straight into its
+slice of D (``bmm(out=…)``) and reads its M_ℓ as a strided view. D and M are allocated once per
+call, not per step (a fresh 35 MB tensor per step costs page faults of the same order as the
+GEMMs on a CPU). On a CPU the step is bound by streaming Φ twice (forward and gradient): the
+batching gain over one run at a time is at most about the number of configurations sharing a
+feature set (see docs/benchmarks.md).
 
 Optimisers: full-batch GD (default), SGD on mini-batches (per-configuration sampling from a
 generator seeded by (seed, rank): the same batches for every learning rate), Adam (Kingma & Ba).
@@ -163,17 +173,21 @@ class TrainResult:
 
 
 class _Bucket:
-    """Configurations of one feature group sharing one rank r: batched factors and optimiser."""
+    """Configurations of one feature group sharing one rank r: batched factors and optimiser.
+
+    Rows ``lo:hi`` of the step buffers D and M (see :class:`_State`) belong to this bucket.
+    """
 
     def __init__(self, idx: list[int], runs: Sequence[RunSpec], blocks: Sequence[Block],
                  settings: TrainSettings, dtype: torch.dtype, device: torch.device) -> None:
         self.idx = idx
         self.r = runs[idx[0]].rank
+        self.lo, self.hi = 0, len(idx)
         inits = [init_factors(blocks, self.r, runs[c].seed, dtype, device) for c in idx]
         self.A = [torch.stack([a[0][j] for a in inits]) for j in range(len(blocks))]
         self.B = [torch.stack([a[1][j] for a in inits]) for j in range(len(blocks))]
-        self.s = torch.tensor([scale(settings.scaling, settings.alpha, self.r)] * len(idx),
-                              dtype=dtype, device=device)[:, None, None]
+        self.scale = scale(settings.scaling, settings.alpha, self.r)  # same s for every row
+        self.s = torch.tensor([self.scale] * len(idx), dtype=dtype, device=device)[:, None, None]
         self.lr = torch.tensor([runs[c].lr for c in idx], dtype=dtype,
                                device=device)[:, None, None]
         self.best_A = [a.clone() for a in self.A]
@@ -184,9 +198,17 @@ class _Bucket:
             self.adam = (zeros, [z.clone() for z in zeros])
 
     def delta(self) -> Tensor:
-        """D rows of this bucket: (C_b, P)."""
+        """D rows of this bucket: (C_b, P) (a new tensor; the training loop uses delta_into)."""
         return torch.cat([(self.s * torch.bmm(b, a)).flatten(1)
                           for a, b in zip(self.A, self.B, strict=True)], dim=1)
+
+    def delta_into(self, out: Tensor, offsets: list[tuple[int, int]]) -> None:
+        """Write vec(s·B_ℓ A_ℓ) of every row into ``out`` (C_b, P) in place (no temporaries)."""
+        for a, b, (lo, hi) in zip(self.A, self.B, offsets, strict=True):
+            view = out[:, lo:hi].view(-1, b.shape[1], a.shape[2])
+            torch.bmm(b, a, out=view)
+            if self.scale != 1.0:
+                view.mul_(self.s)
 
     def sq_norms(self) -> Tensor:
         """Σ_ℓ ‖A_ℓ‖² + ‖B_ℓ‖² per configuration: (C_b,)."""
@@ -202,11 +224,14 @@ class _Bucket:
             gB.append(self.s * torch.bmm(Ml, a.transpose(1, 2)) + wd * b)
         return gA + gB
 
-    def step(self, grads: list[Tensor], alive: Tensor, settings: TrainSettings, t: int) -> None:
+    def step(self, grads: list[Tensor], alive: Tensor, settings: TrainSettings, t: int,
+             all_alive: bool = False) -> None:
+        """One optimiser step of the live rows (``all_alive`` skips the masking)."""
         live = alive[:, None, None]
         params = [*self.A, *self.B]
         for j, (p, g) in enumerate(zip(params, grads, strict=True)):
-            g = torch.where(live, g, torch.zeros_like(g))
+            if not all_alive:
+                g = torch.where(live, g, torch.zeros_like(g))
             if self.adam is not None:
                 m, v = self.adam[0][j], self.adam[1][j]
                 b1, b2 = settings.betas
@@ -215,7 +240,8 @@ class _Bucket:
                 upd = (m / (1 - b1 ** (t + 1))) / ((v / (1 - b2 ** (t + 1))).sqrt() + settings.eps)
             else:
                 upd = g
-            p.sub_(torch.where(live, self.lr * upd, torch.zeros_like(upd)))
+            change = self.lr * upd
+            p.sub_(change if all_alive else torch.where(live, change, torch.zeros_like(change)))
 
     def kill(self, rows: Tensor) -> None:
         """Reset diverged configurations (boolean rows) to zero factors."""
@@ -288,17 +314,14 @@ def train_linearized(
     T, C = settings.steps, len(runs)
     trajs = [Trajectory(r.rank, r.seed, r.lr, r.group, scale(settings.scaling, settings.alpha,
                                                                r.rank)) for r in runs]
-    # Buckets: one per rank, spanning all groups (few, large batched matmuls).
-    buckets = [_Bucket([c for c in range(C) if runs[c].rank == r], runs, blocks, settings,
-                       dtype, device) for r in sorted({run.rank for run in runs})]
-    state = _State(runs, buckets, device)
+    state = _State(runs, _buckets(runs, blocks, settings, dtype, device), train[0])
     t0 = time.perf_counter()
     for t in range(T + 1):
         _step(t, train, dev, state, blocks, settings, trajs)
         if progress is not None and t < T:
             progress(t + 1)
     best, final = [None] * C, [None] * C
-    for bucket in buckets:
+    for bucket in state.buckets:
         for k, c in enumerate(bucket.idx):
             end = T if trajs[c].diverged_step is None else trajs[c].diverged_step
             best[c] = bucket.factors("best", k, trajs[c].best_step)
@@ -306,49 +329,66 @@ def train_linearized(
     return TrainResult(list(runs), trajs, best, final, blocks, time.perf_counter() - t0)
 
 
-class _State:
-    """Bookkeeping across steps: bucket order, per-group rows, alive mask, best dev, RNGs."""
+def _buckets(runs: Sequence[RunSpec], blocks: list[Block], settings: TrainSettings,
+             dtype: torch.dtype, device: torch.device) -> list[_Bucket]:
+    """One bucket per (group, rank), in (group, rank) order; rows in run order within one."""
+    keys = sorted({(run.group, run.rank) for run in runs})
+    buckets, lo = [], 0
+    for g, r in keys:
+        b = _Bucket([c for c, run in enumerate(runs) if (run.group, run.rank) == (g, r)], runs,
+                    blocks, settings, dtype, device)
+        b.lo, b.hi = lo, lo + len(b.idx)
+        lo = b.hi
+        buckets.append(b)
+    return buckets
 
-    def __init__(self, runs: Sequence[RunSpec], buckets: list[_Bucket],
-                 device: torch.device) -> None:
+
+class _State:
+    """Bookkeeping across steps: row order, per-group row ranges, step buffers D and M, alive
+    mask, best dev, RNGs. Row i of D and M is run ``order[i]``; group g owns rows
+    ``ranges[g] = (lo, hi)``, bucket b owns rows ``b.lo:b.hi``."""
+
+    def __init__(self, runs: Sequence[RunSpec], buckets: list[_Bucket], ref: Features) -> None:
+        device = ref.J.device
         self.buckets = buckets
-        self.order = [c for b in buckets for c in b.idx]  # row i of D is run order[i]
-        groups = sorted({runs[c].group for c in self.order})
-        self.rows = {g: torch.tensor([i for i, c in enumerate(self.order) if runs[c].group == g],
-                                     device=device) for g in groups}
-        self.alive = torch.ones(len(self.order), dtype=torch.bool, device=device)
-        self.best_dev = [-math.inf] * len(self.order)
+        self.order = [c for b in buckets for c in b.idx]
+        self.ranges: dict[int, tuple[int, int]] = {}
+        for i, c in enumerate(self.order):
+            lo, _ = self.ranges.get(runs[c].group, (i, i))
+            self.ranges[runs[c].group] = (lo, i + 1)
+        C = len(self.order)
+        self.offsets = ref.offsets()
+        self.D = torch.empty(C, ref.P, dtype=ref.J.dtype, device=device)
+        self.M = torch.empty_like(self.D)
+        self.alive = torch.ones(C, dtype=torch.bool, device=device)
+        self.best_dev = [-math.inf] * C
         self.gens = [torch.Generator().manual_seed(runs[c].seed * 1_000_003 + runs[c].rank)
                      for c in self.order]
 
     def split(self, x: Tensor) -> list[Tensor]:
-        """Per-bucket slices of a tensor whose first axis is in bucket order."""
-        out, pos = [], 0
-        for b in self.buckets:
-            out.append(x[pos:pos + len(b.idx)])
-            pos += len(b.idx)
-        return out
+        """Per-bucket slices of a tensor whose first axis is in row order."""
+        return [x[b.lo:b.hi] for b in self.buckets]
 
 
-def _forward(feats: Sequence[Features], D: Tensor, state: _State
-             ) -> dict[int, Tensor]:
-    """out_g = f0_g + Φ_g D_gᵀ per group: (N, K, C_g)."""
-    return {g: feats[g].f0[:, :, None] + (feats[g].flat() @ D[rows].T).reshape(
-        feats[g].N, feats[g].K, -1) for g, rows in state.rows.items()}
+def _forward(feats: Sequence[Features], D: Tensor, state: _State) -> dict[int, Tensor]:
+    """out_g = f0_g + Φ_g D_gᵀ per group: (N, K, C_g) (D_g is a view of D's rows)."""
+    return {g: feats[g].f0[:, :, None] + (feats[g].flat() @ D[lo:hi].T).reshape(
+        feats[g].N, feats[g].K, -1) for g, (lo, hi) in state.ranges.items()}
 
 
 def _step(t: int, train: Sequence[Features], dev: Sequence[Features] | None, state: _State,
           blocks: list[Block], settings: TrainSettings, trajs: list[Trajectory]) -> None:
     """Evaluate every configuration at θ_t (loss, dev, logs), then update unless t = T."""
-    buckets, order = state.buckets, state.order
+    buckets, order, D = state.buckets, state.order, state.D
     C = len(order)
-    D = torch.cat([b.delta() for b in buckets])  # (C, P) in bucket order
+    for b in buckets:
+        b.delta_into(D[b.lo:b.hi], state.offsets)
     outs = _forward(train, D, state)
     L = D.new_empty(C)
     E = {}
-    for g, rows in state.rows.items():
-        L[rows], E[g] = loss_and_grad(outs[g], train[g].labels, settings.loss,
-                                      mse_target=settings.mse_target)
+    for g, (lo, hi) in state.ranges.items():
+        L[lo:hi], E[g] = loss_and_grad(outs[g], train[g].labels, settings.loss,
+                                       mse_target=settings.mse_target)
     obj = L + 0.5 * settings.weight_decay * torch.cat([b.sq_norms() for b in buckets])
     bad = state.alive & ~torch.isfinite(obj)
     if bad.any():
@@ -367,18 +407,17 @@ def _step(t: int, train: Sequence[Features], dev: Sequence[Features] | None, sta
         for i, c in enumerate(order):
             if bool(live[i]):
                 trajs[c].best_step = t
-    offsets = train[0].offsets()
     full_batch = settings.optimizer == "gd" or settings.batch_size is None
     log_now = t % settings.log_every == 0 or t == settings.steps
     full_grads = None
     if log_now or full_batch:
-        full_grads = _grads(train, E, D, state, offsets, blocks, settings.weight_decay)
+        full_grads = _grads(train, E, state, blocks, settings.weight_decay)
     if log_now:
         _log(t, order, L, obj, full_grads, live, settings, trajs)
     if t == settings.steps:
-        for g, rows in state.rows.items():
+        for g, (lo, hi) in state.ranges.items():
             value = metric(settings.metric, outs[g], train[g].labels)
-            for j, i in enumerate(rows.tolist()):
+            for j, i in enumerate(range(lo, hi)):
                 trajs[order[i]].final_train_metric = (float(value[j]) if bool(live[i])
                                                       else float("nan"))
         return
@@ -386,27 +425,26 @@ def _step(t: int, train: Sequence[Features], dev: Sequence[Features] | None, sta
         grads = full_grads
     else:
         Eb = {}
-        for g, rows in state.rows.items():
+        for g, (lo, hi) in state.ranges.items():
             N = train[g].N
-            w = _minibatch_weights([state.gens[i] for i in rows.tolist()], N,
-                                   min(settings.batch_size, N), outs[g])
+            w = _minibatch_weights(state.gens[lo:hi], N, min(settings.batch_size, N), outs[g])
             _, Eb[g] = loss_and_grad(outs[g], train[g].labels, settings.loss, w,
                                      settings.mse_target)
-        grads = _grads(train, Eb, D, state, offsets, blocks, settings.weight_decay)
+        grads = _grads(train, Eb, state, blocks, settings.weight_decay)
+    all_alive = bool(live.all())
     for b, g, rows in zip(buckets, grads, state.split(live), strict=True):
-        b.step(g, rows, settings, t)
+        b.step(g, rows, settings, t, all_alive)
 
 
-def _grads(train: Sequence[Features], E: dict[int, Tensor], D: Tensor, state: _State,
-           offsets: list[tuple[int, int]], blocks: list[Block], wd: float
-           ) -> list[list[Tensor]]:
-    """M = ∂L/∂ΔW for every configuration (one GEMM per group), then per-bucket ∂A, ∂B."""
-    M = torch.empty_like(D)
-    for g, rows in state.rows.items():
+def _grads(train: Sequence[Features], E: dict[int, Tensor], state: _State,
+           blocks: list[Block], wd: float) -> list[list[Tensor]]:
+    """M = ∂L/∂ΔW for every configuration (one GEMM per group, written into the buffer M in
+    place), then per-bucket ∂A, ∂B."""
+    M = state.M
+    for g, (lo, hi) in state.ranges.items():
         f = train[g]
-        M[rows] = E[g].reshape(f.N * f.K, -1).T @ f.flat()
-    return [b.grads(m, offsets, blocks, wd) for b, m in zip(state.buckets, state.split(M),
-                                                             strict=True)]
+        torch.mm(E[g].reshape(f.N * f.K, -1).T, f.flat(), out=M[lo:hi])
+    return [b.grads(M[b.lo:b.hi], state.offsets, blocks, wd) for b in state.buckets]
 
 
 def _log(t: int, order: list[int], L: Tensor, obj: Tensor, grads: list[list[Tensor]],
@@ -431,8 +469,9 @@ def _evaluate_dev(t: int, dev: Sequence[Features], D: Tensor, state: _State,
     for g, out in _forward(dev, D, state).items():
         v = metric(settings.metric, out, dev[g].labels).tolist()
         dl, _ = loss_and_grad(out, dev[g].labels, settings.loss, mse_target=settings.mse_target)
-        for j, i in enumerate(state.rows[g].tolist()):
-            value[i], dloss[i] = v[j], float(dl[j])
+        dl = dl.tolist()
+        lo, hi = state.ranges[g]
+        value[lo:hi], dloss[lo:hi] = v, dl
     improved = torch.zeros(len(order), dtype=torch.bool)
     for i, c in enumerate(order):
         ok = live[i]

@@ -1,0 +1,220 @@
+"""Run every lorank benchmark and rewrite docs/benchmarks.md with what was measured.
+
+    python benchmarks/run.py [--quick] [--only capacity,linearized,...] [--out docs/benchmarks.md]
+                             [--timeout 1800]
+
+Each benchmark script runs in its own subprocess (torch threads = 1 unless a script is about
+threading) and prints a JSON object as its last stdout line; this script parses it, renders one
+section per benchmark (measured ratio next to its target), and writes the Markdown file
+atomically (temp file + os.replace), with the machine description (CPU model, cores, RAM, load
+average before and after, torch version), the date and the git commit (+ dirty flag).
+``--quick`` (all five in well under 20 minutes on 2 cores) passes ``--quick`` to every script;
+the full mode uses each script's defaults. ``benchmarks/history.md`` (earlier measurements) is
+appended as an appendix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+ORDER = ("capacity", "linearized", "ntk", "finetune", "sweep")
+TARGETS = {"capacity": "≥ 20× and < 60 s wall on 2 cores (issue #5)",
+           "linearized": "≥ 10× (issue #4)", "ntk": "—", "finetune": "—", "sweep": "—"}
+
+
+def machine() -> dict:
+    """CPU model, cores, RAM, load average, torch version and threads of this machine."""
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = math.nan
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                ram = int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    torch_info = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.__version__, torch.get_num_threads())"],
+        capture_output=True, text=True).stdout.split()
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": ram,
+            "torch": torch_info[0] if torch_info else "?",
+            "torch_default_threads": torch_info[1] if len(torch_info) > 1 else "?",
+            "python": platform.python_version(), "load": os.getloadavg()}
+
+
+def git_commit() -> str:
+    """Short HEAD hash, with ``-dirty`` when the working tree has changes."""
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def run_bench(name: str, quick: bool, timeout: float) -> dict:
+    """Run benchmarks/bench_<name>.py; its parsed JSON last line plus wall time and log tail."""
+    cmd = [sys.executable, str(BENCH / f"bench_{name}.py")] + (["--quick"] if quick else [])
+    env = dict(os.environ, LORANK_BENCH_THREADS=os.environ.get("LORANK_BENCH_THREADS", "1"))
+    env.setdefault("LORANK_DATA_DIR", str(ROOT.parent / "shared" / "data"))
+    print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                              cwd=ROOT)
+        rc, out, err = proc.returncode, proc.stdout, proc.stderr
+    except subprocess.TimeoutExpired as exc:
+        rc, out, err = -1, exc.stdout or "", f"timed out after {timeout:.0f} s"
+        out = out.decode() if isinstance(out, bytes) else out
+    wall = time.perf_counter() - t0
+    lines = [x for x in out.strip().splitlines() if x.strip()]
+    data = None
+    if rc == 0 and lines:
+        try:
+            data = json.loads(lines[-1])
+        except json.JSONDecodeError:
+            data = None
+    log = "\n".join(lines[:-1] if data is not None else lines)
+    print(log + (f"\n{err.strip()[-2000:]}" if data is None else ""), flush=True)
+    return {"name": name, "rc": rc, "wall_s": wall, "data": data, "log": log,
+            "error": None if data is not None else (err.strip().splitlines() or ["no output"])[-1],
+            "cmd": " ".join(["python", f"benchmarks/bench_{name}.py", *cmd[2:]])}
+
+
+def _f(x, fmt=".1f") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def summary_row(res: dict) -> str:
+    """One line of the summary table: benchmark, ratio, target."""
+    d, name = res["data"], res["name"]
+    if d is None:
+        return f"| {name} | failed: {res['error']} | {TARGETS[name]} | {res['wall_s']:.0f} s |"
+    what = {
+        "capacity": lambda: (f"{_f(d['ratio'])}× CPU per instance-point; "
+                             f"{_f(d['batched_wall_s'], '.0f')} s wall (1 process), "
+                             f"{_f(d.get('workers_wall_s'), '.0f')} s ({d['workers']} processes) "
+                             f"for {d['instances']} instances × {d['grid_points']} points"),
+        "linearized": lambda: (f"{_f(d['ratio'])}× ({d['runs']} runs, {d['feature_sets']} feature "
+                               f"sets, {d['per_set']} per set)"),
+        "ntk": lambda: (f"{_f(d['ratio_fast_vs_loop'])}× vmap_jacrev vs autograd loop; "
+                        f"{_f(d['ratio_truncated_vs_full'])}× truncated vs full backprop"),
+        "finetune": lambda: f"{_f(d['ratio'])}× cached prefix vs full forward",
+        "sweep": lambda: (f"{_f(d['ratio'])}× grouped prepare (ideal {d['ideal_ratio']}×); "
+                          f"{_f(d['ms_per_run'], '.2f')} ms store overhead per run"),
+    }[name]()
+    return f"| {name} | {what} | {TARGETS[name]} | {res['wall_s']:.0f} s |"
+
+
+NOTES = {
+    "capacity": (
+        "Why the ratio stays below 20× on this CPU: a GD step streams each instance's sensing "
+        "matrices twice (forward + Hessian-vector product in one pass, gradient + HVP in another); "
+        "a chunk of 32 instances (~9 MB at KN = 70) does not fit in L2, so the batched passes run "
+        "at memory speed (~30–60 µs per instance-step), while the one-instance baseline keeps its "
+        "0.3 MB in L2 and pays only ~0.3–0.5 ms of Python/dispatch per step: the ratio is bounded "
+        "by (dispatch per step) / (memory time per instance-step) ≈ 5–10×. Tried and measured: the "
+        "r = 1 contraction b^T G_i a (two independent batched contractions per step) is slower "
+        "(1.5 + 1.8 ms vs 1.1 + 0.7 ms per 32-instance step: (KN·m, n) @ (n, 2) GEMMs are as "
+        "skinny and need a transposed copy of G). `workers=2` (grid points in two processes, "
+        "identical curve) halves the wall time on two *free* cores."),
+    "linearized": (
+        "A step is two passes over Φ (N·K × P, 75 MB per feature set): forward Φ Dᵀ and gradient "
+        "Eᵀ Φ. One configuration at a time these are GEMVs at memory bandwidth; batched they are "
+        "skinny GEMMs that read Φ once for all configurations of that feature set. On a "
+        "memory-bound CPU the speed-up is therefore bounded by the number of configurations "
+        "sharing a feature set (6 for 6 ranks × 5 data seeds; 18 with the 3-lr grid of "
+        "`lorank train`; 30 for init seeds on one split), times how close MKL's skinny GEMM gets "
+        "to bandwidth (measured: C = 6 columns cost ≈ 1.5–3× one GEMV). Forward and gradient "
+        "cannot share one pass (ΔW_{t+1} needs the whole gradient M_t), and pre-contracting "
+        "G Aᵀ costs r× more flops. Implemented: group-major row order with (group, rank) "
+        "buckets so every GEMM reads a view of D and writes M in place, D and M allocated once "
+        "(a fresh 35 MB tensor per step cost page faults comparable to the GEMMs), no per-step "
+        "torch.cat / gathers / scatters, masking skipped while every run is alive: 429 → 235 "
+        "ms per step for 30 runs on real MiniLM SST-2 features under load, results bitwise "
+        "identical in the factors."),
+}
+
+
+def render(results: list[dict], info: dict, quick: bool, started: str, load_end) -> str:
+    """The Markdown text of docs/benchmarks.md."""
+    L = ["# Benchmarks", "",
+         f"Generated by `python benchmarks/run.py{' --quick' if quick else ''}` on {started} "
+         f"(commit `{info['commit']}`). Every benchmark runs its fast path and its baseline side "
+         "by side in one process, so the **ratios** are the result; absolute times depend on "
+         "the load.", "",
+         "## Machine", "",
+         f"- CPU: {info['cpu']}, {info['cores']} cores; RAM {_f(info['ram_gib'])} GiB",
+         f"- Python {info['python']}, torch {info['torch']} (default threads "
+         f"{info['torch_default_threads']}; benchmarks run with 1 thread unless stated)",
+         f"- load average (1, 5, 15 min) at start: "
+         f"{', '.join(f'{x:.2f}' for x in info['load'])}; at end: "
+         f"{', '.join(f'{x:.2f}' for x in load_end)} (other jobs shared the machine when the "
+         "load exceeds the core count)",
+         f"- mode: {'quick (reduced sizes, see each section)' if quick else 'full (defaults)'}",
+         "", "## Summary", "",
+         "| benchmark | measured | target | wall |", "|---|---|---|---|"]
+    L += [summary_row(r) for r in results]
+    for res in results:
+        L += ["", f"## {res['name']}", "", f"Command: `{res['cmd']}`", ""]
+        if res["data"] is None:
+            L += [f"**Failed** (exit {res['rc']}): {res['error']}", ""]
+        L += ["```", res["log"].strip() or "(no output)", "```"]
+        if res["name"] in NOTES:
+            L += ["", NOTES[res["name"]]]
+        if res["data"] is not None:
+            L += ["", "<details><summary>JSON</summary>", "", "```json",
+                  json.dumps(res["data"], indent=1), "```", "", "</details>"]
+    hist = BENCH / "history.md"
+    if hist.exists():
+        L += ["", "# Appendix: earlier measurements", "", hist.read_text().strip()]
+    return "\n".join(L) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default=",".join(ORDER))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="seconds per benchmark (default 600 quick, 7200 full)")
+    args = ap.parse_args()
+    names = [x.strip() for x in args.only.split(",") if x.strip()]
+    unknown = [x for x in names if x not in ORDER]
+    if unknown:
+        sys.exit(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(ORDER)}")
+    timeout = args.timeout or (600 if args.quick else 7200)
+    info = machine() | {"commit": git_commit()}
+    started = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    results = [run_bench(name, args.quick, timeout) for name in names]
+    write_atomic(Path(args.out), render(results, info, args.quick, started, os.getloadavg()))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
