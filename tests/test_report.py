@@ -145,3 +145,14 @@ def test_html_loads_every_figure_in_headless_chromium(store, tmp_path):
          "--virtual-time-budget=5000", "--dump-dom", paths.html.as_uri()],
         capture_output=True, text=True, timeout=120)
     assert f'data-images-loaded="{n_imgs}/{n_imgs}"' in out.stdout, out.stderr[-2000:]
+
+
+def test_build_report_only_given_run_ids(store, tmp_path):
+    from lorank.experiments.store import ResultStore
+
+    with ResultStore(store) as st:
+        ids = [r.run_id for r in st.query(status="done")
+               if r.config["task"] == "sst2" and r.method == "linearized"]
+    paths = build_report(store, tmp_path / "only", run_ids=ids)
+    md = paths.markdown.read_text()
+    assert "| sst2 |" in md and "| rte |" not in md and "mnli" not in md

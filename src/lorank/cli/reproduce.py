@@ -127,7 +127,8 @@ def command(out_dir, data_dir, full, spec_path, backend, workers, ray_address, d
         sys.exit(130)
     click.echo(summary.line())
     paths = build_report(store, out / "report", sweep=spec.name,
-                         title=f"lorank reproduce — {spec.name}")
+                         title=f"lorank reproduce — {spec.name}",
+                         run_ids=[c.run_id for c in spec.runs])
     click.echo(f"report: {paths.html}")
     if getattr(summary, "failed", 0):
         click.echo(f"{summary.failed} runs failed: `lorank runs --store {store} --status "

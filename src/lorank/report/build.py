@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -49,9 +50,12 @@ class ReportPaths:
     summary: Path
 
 
-def runs_frame(store_path: str | Path, sweep: str | None = None) -> tuple[pd.DataFrame, list]:
+def runs_frame(store_path: str | Path, sweep: str | None = None,
+               run_ids: Collection[str] | None = None) -> tuple[pd.DataFrame, list]:
     """Finished runs as a DataFrame (config fields + ``metrics.*`` without prefix + ``curves``)
-    and the raw records; LorankError if the store is missing."""
+    and the raw records, optionally only ``run_ids`` (e.g. the runs of the current spec, so a
+    store that also holds runs of an edited spec reports only what the spec asks for);
+    LorankError if the store is missing."""
     from lorank.experiments.store import ResultStore, flatten_record
 
     path = Path(store_path)
@@ -60,6 +64,9 @@ def runs_frame(store_path: str | Path, sweep: str | None = None) -> tuple[pd.Dat
                           "`lorank reproduce` first")
     with ResultStore(path) as store:
         records = store.query(sweep=sweep, status="done")
+    if run_ids is not None:
+        wanted = set(run_ids)
+        records = [r for r in records if r.run_id in wanted]
     rows = []
     for rec in records:
         row = flatten_record(rec)
@@ -144,9 +151,10 @@ def _cstar_results(records: list) -> list[dict]:
 
 
 def build_report(store_path: str | Path, out_dir: str | Path, sweep: str | None = None,
-                 title: str = "lorank report") -> ReportPaths:
+                 title: str = "lorank report", run_ids: Collection[str] | None = None
+                 ) -> ReportPaths:
     """Build every table, figure and the HTML page from the store into ``out_dir``."""
-    df, records = runs_frame(store_path, sweep)
+    df, records = runs_frame(store_path, sweep, run_ids)
     engine = df[df["method"].isin(ENGINE_METHODS)] if not df.empty else df
     if engine.empty and not _cstar_results(records):
         raise LorankError(f"no finished runs in {str(store_path)!r}"
