@@ -33,6 +33,8 @@ COMMANDS: dict[str, str] = {
     "ntk": "ntk",
     "train": "train",
     "cstar": "cstar",
+    "pl": "pl",
+    "predict-rank": "predict_rank",
 }
 
 

@@ -1,0 +1,87 @@
+"""Copy the results of a `lorank reproduce` run into README.md (nothing typed by hand).
+
+    python scripts/update_readme_results.py lorank-out [--machine "2-core ..."]
+
+Rewrites the block between ``<!-- RESULTS -->`` and ``<!-- /RESULTS -->`` (inserted after the
+first marker if the closing one is missing) with: when, on which machine and commit the run was
+made, the findings, the headline table, the K > 2 table, and the accuracy-vs-rank figure (copied
+to docs/figures/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import shutil
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- RESULTS -->", "<!-- /RESULTS -->"
+
+
+def _tables(markdown: str) -> dict[str, str]:
+    """Title line -> the table under it, from report.md."""
+    out = {}
+    for block in re.split(r"\n(?=\*\*)", markdown):
+        lines = block.strip().splitlines()
+        if lines and lines[0].startswith("**"):
+            out[lines[0].strip("*")] = "\n".join(lines[1:]).strip()
+    return out
+
+
+def _machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+               platform.processor() or "unknown CPU")
+    import os
+
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, no GPU"
+
+
+def render(out: Path, machine: str) -> str:
+    """The README block for the run in ``out``."""
+    report = out / "report"
+    summary = json.loads((report / "summary.json").read_text())
+    tables = _tables((report / "report.md").read_text())
+    commits = ", ".join(summary["provenance"]["git_commits"]) or "unknown"
+    finished = datetime.fromtimestamp((report / "summary.json").stat().st_mtime, UTC)
+    figures = ROOT / "docs" / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    shutil.copy(report / "figures" / "accuracy_vs_rank.png", figures / "accuracy_vs_rank.png")
+    parts = [START, "## Results of the main job",
+             f"Produced by the command above (`lorank reproduce`, the `quick` sweep) on "
+             f"{finished:%Y-%m-%d} on {machine}, from commit {commits}; "
+             f"{summary['provenance']['runs']} runs. The full report (all tables, figures and "
+             "the configuration) is `lorank-out/report/report.html`.", "",
+             *[f"- {line}" for line in summary["findings"]], ""]
+    for title, table in tables.items():
+        if title.startswith(("Headline", "Tasks with K > 2")):
+            parts += [f"**{title}**", "", table, ""]
+    parts += ["![Test accuracy vs LoRA rank](docs/figures/accuracy_vs_rank.png)", "", END]
+    return "\n".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--machine", default=None)
+    args = parser.parse_args()
+    block = render(args.out, args.machine or _machine())
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if END in text:
+        text = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, text,
+                      flags=re.S)
+    else:
+        text = text.replace(START, block, 1)
+    readme.write_text(text)
+    subprocess.run(["git", "-C", str(ROOT), "status", "--short", "README.md"], check=False)
+
+
+if __name__ == "__main__":
+    main()

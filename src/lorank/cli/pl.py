@@ -1,0 +1,103 @@
+"""``lorank pl``: PL ratios and training-loss convergence of linearized LoRA on real features.
+
+Prints, per rank, the final training loss (mean ± std over seeds), the fraction of seeds whose
+loss gap L_t − L_inf fell below ``--threshold``, the median step at which it did, and the
+minimum PL ratios μ = ‖∇L‖²/(L − L_inf) and κ = ‖∇L‖/(L − L_inf) over all trajectories
+(:mod:`lorank.capacity.pl_real`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import click
+
+from lorank.cli.ntk import parse_ints, parse_layers, parse_list
+from lorank.cli.train import parse_floats
+from lorank.errors import LorankError
+
+
+def parse_lr_grid(text: str) -> tuple[float, ...] | None:
+    """``auto`` -> None (relative grid × η0), else positive comma-separated numbers."""
+    return None if str(text).strip() == "auto" else tuple(parse_floats(text, "learning rates"))
+
+
+def _num(x: float, fmt: str = ".3g") -> str:
+    return "-" if x is None or not math.isfinite(x) else format(x, fmt)
+
+
+def render(result: Any, title: str) -> None:
+    """Print the per-rank PL table with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col in ("rank", "loss", "L0 (mean)", "final train loss", "below thr.", "steps to thr.",
+                "min μ", "min μ above thr.", "min κ", "lrs", "all-lr diverged"):
+        table.add_column(col, justify="right")
+    for row in result.table():
+        mean, std = row["final_loss"]
+        table.add_row(str(row["rank"]), row["loss"], _num(row["L0"][0]),
+                      f"{_num(mean)} ± {_num(std)}", f"{row['below_threshold']:.2f}",
+                      _num(row["steps_to_threshold"], "g"), _num(row["mu_min"]),
+                      _num(row["mu_min_above"]), _num(row["kappa_min"]),
+                      ",".join(_num(x) for x in row["lrs"]), str(row["seeds_all_diverged"]))
+    console = Console()
+    console.width = max(console.width, 140)
+    console.print(table)
+
+
+@click.command("pl")
+@click.option("--task", required=True, help="Registered task (sst2, qnli, mrpc, rte, mnli).")
+@click.option("--model", default="minilm", show_default=True,
+              help="Bundled name (minilm, mpnet), local folder or hub id.")
+@click.option("--head", default="verbalizer", show_default=True,
+              help="verbalizer, prompt, probe or pair.")
+@click.option("--targets", default="query,value", show_default=True)
+@click.option("--layers", default="last", show_default=True)
+@click.option("--ranks", default="1,12", show_default=True)
+@click.option("--seeds", default="13,21,42,87,100", show_default=True)
+@click.option("--loss", default="ce", show_default=True, type=click.Choice(["ce", "mse"]))
+@click.option("--mse-target", default="onehot", show_default=True,
+              type=click.Choice(["onehot", "pm1"]))
+@click.option("--steps", default=1000, show_default=True, type=int)
+@click.option("--lrs", default="auto", show_default=True,
+              help="auto (multiples of the kernel step η0, see --lr-mults) or numbers.")
+@click.option("--lr-mults", default="0.3,1,3,10,30", show_default=True,
+              help="Relative grid used by --lrs auto.")
+@click.option("--threshold", default=1e-2, show_default=True, type=float)
+@click.option("--shots", "k", default=16, show_default=True, type=int)
+@click.option("--max-length", default=128, show_default=True, type=int)
+@click.option("--dtype", default="float32", show_default=True,
+              type=click.Choice(["float32", "float64"]))
+@click.option("--data-dir", default=None, help="Data directory (default: $LORANK_DATA_DIR).")
+@click.option("--threads", default=None, type=int, help="torch CPU threads.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+def command(task: str, ranks: str, seeds: str, targets: str, layers: str, lrs: str,
+            lr_mults: str, threads: int | None, as_json: bool, **opts: Any) -> None:
+    """Measure PL ratios and loss convergence of linearized LoRA per rank on a real task."""
+    from lorank.capacity.pl_real import PLConfig, run_pl
+
+    if threads is not None:
+        if threads < 1:
+            raise LorankError(f"--threads must be >= 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+    from lorank.data.tasks import get_task
+
+    get_task(task)  # unknown task: one-line error before any model is loaded
+    layer_sel = parse_layers(layers)
+    cfg = PLConfig(task=task, ranks=tuple(parse_ints(ranks, "ranks")),
+                   seeds=tuple(parse_ints(seeds, "seeds")),
+                   targets=tuple(parse_list(targets, "targets")),
+                   layers=layer_sel if isinstance(layer_sel, str) else tuple(layer_sel),
+                   lrs=parse_lr_grid(lrs),
+                   lr_mults=tuple(parse_floats(lr_mults, "lr multipliers")), **opts)
+    result = run_pl(cfg)
+    if as_json:
+        click.echo(result.to_json())
+        return
+    render(result, f"PL on {task} — {cfg.model}, {cfg.head} head, {cfg.loss}, {cfg.steps} GD "
+                   f"steps, threshold {cfg.threshold:g} on L − L_inf ({len(cfg.seeds)} seeds)")

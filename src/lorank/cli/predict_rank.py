@@ -1,0 +1,120 @@
+"""``lorank predict-rank``: the Rademacher-bound rank predictor on a real task.
+
+Trains linearized LoRA at every candidate rank (lr and step selected on dev), evaluates the margin
+bound of each solution (bias = train ρ-margin loss, variance = complexity term) and prints the
+per-rank bias/variance table and the predicted rank (argmin of the seed-averaged bound, ties to
+the smaller rank). ``--validate`` adds the test metric of the same solutions and the measured best
+rank (:mod:`lorank.linearized.predict`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import click
+
+from lorank.cli.ntk import parse_ints, parse_layers, parse_list
+from lorank.cli.pl import parse_lr_grid
+from lorank.cli.train import parse_floats
+from lorank.errors import LorankError
+
+
+def _pm(pair: Any, fmt: str = ".3g") -> str:
+    mean, std = pair
+    return "-" if mean is None or not math.isfinite(mean) else f"{mean:{fmt}} ± {std:{fmt}}"
+
+
+def render(result: Any, title: str) -> None:
+    """Print the per-rank bias/variance table and the prediction with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    cols = ["rank", "class rank", "ρ", "bias", "variance", "bound", "‖ΔW‖_F", "train acc"]
+    validated = bool(result.test)
+    if validated:
+        cols.append("test acc")
+    for col in cols:
+        table.add_column(col, justify="right")
+    for row in result.table():
+        cells = [str(row["rank"]), str(row["r_class"]), _pm(row["rho"]), _pm(row["bias"]),
+                 _pm(row["variance"]), _pm(row["bound"]), _pm(row["frob_norm"]),
+                 _pm(row["train_accuracy"], ".2f")]
+        if validated:
+            cells.append(_pm(row["test_accuracy"], ".4f"))
+        table.add_row(*cells)
+    console = Console()
+    console.width = max(console.width, 140)
+    console.print(table)
+    seeds = ", ".join(f"{s}: r={r}" for s, r in result.per_seed_predictions().items())
+    console.print(f"predicted rank: {result.predicted_rank}   (per seed: {seeds})")
+    if validated:
+        console.print(f"measured best rank (mean test accuracy): {result.measured_best_rank}")
+
+
+@click.command("predict-rank")
+@click.option("--task", required=True, help="Registered task (sst2, qnli, mrpc, rte, mnli).")
+@click.option("--model", default="minilm", show_default=True,
+              help="Bundled name (minilm, mpnet), local folder or hub id.")
+@click.option("--head", default="verbalizer", show_default=True,
+              help="verbalizer, prompt, probe or pair.")
+@click.option("--targets", default="query,value", show_default=True)
+@click.option("--layers", default="last", show_default=True)
+@click.option("--ranks", default="1,2,4,8,12,16", show_default=True)
+@click.option("--seeds", default="13,21,42,87,100", show_default=True)
+@click.option("--norm", default="nuclear", show_default=True,
+              help="nuclear (variance ∝ √r) or frobenius (rank-free variance).")
+@click.option("--rho", default=None, type=float,
+              help="Fixed margin ρ > 0 (default: best of a dev-anchored grid, union bound).")
+@click.option("--delta", "delta_conf", default=0.05, show_default=True, type=float,
+              help="Confidence parameter δ.")
+@click.option("--checkpoint", default="selected", show_default=True,
+              help="selected (dev-selected step) or final (last step at the selected lr).")
+@click.option("--loss", default="ce", show_default=True, type=click.Choice(["ce", "mse"]))
+@click.option("--steps", default=400, show_default=True, type=int)
+@click.option("--eval-every", default=50, show_default=True, type=int)
+@click.option("--lrs", default="auto", show_default=True,
+              help="auto (multiples of the kernel step η0, see --lr-mults) or numbers.")
+@click.option("--lr-mults", default="0.3,1,3,10,30", show_default=True)
+@click.option("--validate", is_flag=True, help="Also measure test accuracy per rank.")
+@click.option("--test-max", default=1000, show_default=True, type=int,
+              help="Cap the test split (seed-42 rows).")
+@click.option("--shots", "k", default=16, show_default=True, type=int)
+@click.option("--max-length", default=128, show_default=True, type=int)
+@click.option("--dtype", default="float32", show_default=True,
+              type=click.Choice(["float32", "float64"]))
+@click.option("--data-dir", default=None, help="Data directory (default: $LORANK_DATA_DIR).")
+@click.option("--threads", default=None, type=int, help="torch CPU threads.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+def command(task: str, ranks: str, seeds: str, targets: str, layers: str, lrs: str,
+            lr_mults: str, delta_conf: float, threads: int | None, as_json: bool,
+            **opts: Any) -> None:
+    """Predict the best LoRA rank from a Rademacher bound of trained linearized solutions."""
+    from lorank.linearized.predict import PredictConfig, run_predict
+
+    if threads is not None:
+        if threads < 1:
+            raise LorankError(f"--threads must be >= 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+    if opts["test_max"] < 1:
+        raise LorankError(f"--test-max must be >= 1, got {opts['test_max']}")
+    from lorank.data.tasks import get_task
+
+    get_task(task)  # unknown task: one-line error before any model is loaded
+    layer_sel = parse_layers(layers)
+    cfg = PredictConfig(task=task, ranks=tuple(parse_ints(ranks, "ranks")),
+                        seeds=tuple(parse_ints(seeds, "seeds")),
+                        targets=tuple(parse_list(targets, "targets")),
+                        layers=layer_sel if isinstance(layer_sel, str) else tuple(layer_sel),
+                        lrs=parse_lr_grid(lrs),
+                        lr_mults=tuple(parse_floats(lr_mults, "lr multipliers")),
+                        delta=delta_conf, **opts)
+    result = run_predict(cfg)
+    if as_json:
+        click.echo(result.to_json())
+        return
+    render(result, f"Rademacher rank predictor on {task} — {cfg.model}, {cfg.head} head, "
+                   f"{cfg.norm} norm, {cfg.checkpoint} checkpoint ({len(cfg.seeds)} seeds)")
