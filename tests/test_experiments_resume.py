@@ -64,8 +64,12 @@ def start(store: Path, workers: int = 1) -> subprocess.Popen:
             f"import test_experiments_resume as t; t.main(sys.argv[1], {workers})")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1"}
+    # A shell that starts jobs in the background (nohup ... &) makes them ignore SIGINT, and a
+    # Python started that way installs no KeyboardInterrupt handler: give the child the default
+    # disposition, as an interactive terminal would.
     return subprocess.Popen([sys.executable, "-c", code, str(store)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def statuses(store: Path) -> dict[str, str]:

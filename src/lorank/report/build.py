@@ -131,9 +131,13 @@ def findings(df: pd.DataFrame, items, K_of: dict[str, int], r_ref: int | None = 
     best = best_ranks(df)
     for _, b in best.iterrows():
         if K_of.get(b.task, 2) > 2:
+            sub = df[(df["task"] == b.task) & (df["model"] == b.model)
+                     & (df["method"] == b.method)]
+            means = sub.groupby("rank")["test_acc"].mean()
             out.append(f"{b.task} (K = {K_of[b.task]}) / {b.model} / {b.method}: measured best "
                        f"rank r = {int(b['rank'])} ({b['test_acc'] * 100:.1f}% mean test "
-                       "accuracy).")
+                       f"accuracy; all {len(means)} ranks within "
+                       f"{(means.max() - means.min()) * 100:.1f} pts).")
     return out
 
 
@@ -145,7 +149,7 @@ def _cstar_results(records: list) -> list[dict]:
         cfg = rec.config.get("options", {})
         out.append({"ratios": rec.curves.get("ratios"), "success": rec.curves.get("success"),
                     "c50": (rec.metrics or {}).get("c50"),
-                    "label": f"{cfg.get('solver', '?')} T={cfg.get('steps', '?')} "
+                    "label": f"{cfg.get('solver', '?')} T={rec.config.get('steps', '?')} "
                              f"r={rec.config.get('rank')}"})
     return out
 

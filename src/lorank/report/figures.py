@@ -40,7 +40,8 @@ def _grid(n: int):
     plt = _plt()
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False,
+                             constrained_layout=True)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
@@ -60,8 +61,11 @@ def accuracy_vs_rank(df: pd.DataFrame, stem: Path, metric: str = "test_acc") -> 
             stats = [mean_std(g.loc[g["rank"] == r, metric].to_numpy()) for r in ranks]
             ax.errorbar(ranks, [100 * m for m, _ in stats], yerr=[100 * s for _, s in stats],
                         marker="o", capsize=3, label=f"{model} {method}")
-        if "zero_shot_test_acc" in sub:
-            zs, _ = mean_std(sub.groupby("seed")["zero_shot_test_acc"].first().to_numpy())
+        # f(W0) of the linearized runs (the real-LoRA runs may use other seeds or a test cap)
+        base = sub[sub["method"] == "linearized"] if (sub["method"] == "linearized").any() \
+            else sub
+        if "zero_shot_test_acc" in base:
+            zs, _ = mean_std(base.groupby("seed")["zero_shot_test_acc"].first().to_numpy())
             if math.isfinite(zs):
                 ax.axhline(100 * zs, ls="--", c="grey", lw=1, label="zero-shot")
         ax.set_xscale("log", base=2)
