@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from lorank.cli.ntk import parse_ints, parse_layers, parse_list
+from lorank.cli.options_run import experiment_options
 from lorank.cli.train import parse_floats
 from lorank.errors import LorankError
 
@@ -49,15 +50,7 @@ def render(result: Any, title: str) -> None:
 
 
 @click.command("pl")
-@click.option("--task", required=True, help="Registered task (sst2, qnli, mrpc, rte, mnli).")
-@click.option("--model", default="minilm", show_default=True,
-              help="Bundled name (minilm, mpnet), local folder or hub id.")
-@click.option("--head", default="verbalizer", show_default=True,
-              help="verbalizer, prompt, probe or pair.")
-@click.option("--targets", default="query,value", show_default=True)
-@click.option("--layers", default="last", show_default=True)
-@click.option("--ranks", default="1,12", show_default=True)
-@click.option("--seeds", default="13,21,42,87,100", show_default=True)
+@experiment_options(ranks="1,12")
 @click.option("--loss", default="ce", show_default=True, type=click.Choice(["ce", "mse"]))
 @click.option("--mse-target", default="onehot", show_default=True,
               type=click.Choice(["onehot", "pm1"]))
@@ -67,11 +60,6 @@ def render(result: Any, title: str) -> None:
 @click.option("--lr-mults", default="0.3,1,3,10,30", show_default=True,
               help="Relative grid used by --lrs auto.")
 @click.option("--threshold", default=1e-2, show_default=True, type=float)
-@click.option("--shots", "k", default=16, show_default=True, type=int)
-@click.option("--max-length", default=128, show_default=True, type=int)
-@click.option("--dtype", default="float32", show_default=True,
-              type=click.Choice(["float32", "float64"]))
-@click.option("--data-dir", default=None, help="Data directory (default: $LORANK_DATA_DIR).")
 @click.option("--threads", default=None, type=int, help="torch CPU threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 def command(task: str, ranks: str, seeds: str, targets: str, layers: str, lrs: str,

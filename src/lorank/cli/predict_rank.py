@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from lorank.cli.ntk import parse_ints, parse_layers, parse_list
+from lorank.cli.options_run import experiment_options
 from lorank.cli.pl import parse_lr_grid
 from lorank.cli.train import parse_floats
 from lorank.errors import LorankError
@@ -54,15 +55,7 @@ def render(result: Any, title: str) -> None:
 
 
 @click.command("predict-rank")
-@click.option("--task", required=True, help="Registered task (sst2, qnli, mrpc, rte, mnli).")
-@click.option("--model", default="minilm", show_default=True,
-              help="Bundled name (minilm, mpnet), local folder or hub id.")
-@click.option("--head", default="verbalizer", show_default=True,
-              help="verbalizer, prompt, probe or pair.")
-@click.option("--targets", default="query,value", show_default=True)
-@click.option("--layers", default="last", show_default=True)
-@click.option("--ranks", default="1,2,4,8,12,16", show_default=True)
-@click.option("--seeds", default="13,21,42,87,100", show_default=True)
+@experiment_options(ranks="1,2,4,8,12,16")
 @click.option("--norm", default="nuclear", show_default=True,
               help="nuclear (variance ∝ √r) or frobenius (rank-free variance).")
 @click.option("--rho", default=None, type=float,
@@ -80,11 +73,6 @@ def render(result: Any, title: str) -> None:
 @click.option("--validate", is_flag=True, help="Also measure test accuracy per rank.")
 @click.option("--test-max", default=1000, show_default=True, type=int,
               help="Cap the test split (seed-42 rows).")
-@click.option("--shots", "k", default=16, show_default=True, type=int)
-@click.option("--max-length", default=128, show_default=True, type=int)
-@click.option("--dtype", default="float32", show_default=True,
-              type=click.Choice(["float32", "float64"]))
-@click.option("--data-dir", default=None, help="Data directory (default: $LORANK_DATA_DIR).")
 @click.option("--threads", default=None, type=int, help="torch CPU threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 def command(task: str, ranks: str, seeds: str, targets: str, layers: str, lrs: str,

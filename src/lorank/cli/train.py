@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from lorank.cli.ntk import parse_ints, parse_layers, parse_list
+from lorank.cli.options_run import experiment_options
 from lorank.errors import LorankError
 
 
@@ -106,21 +107,11 @@ def render_table(rows: list[dict[str, Any]], title: str) -> None:
 
 
 @click.command("train")
+@experiment_options(ranks="1,2,4,8,12,16")
 @click.option("--mode", default="linearized", show_default=True,
               help="Training mode: " + ", ".join(RUNNERS) + ".")
-@click.option("--task", required=True, help="Registered task (sst2, qnli, mrpc, rte, mnli).")
-@click.option("--model", default="minilm", show_default=True,
-              help="Bundled name (minilm, mpnet), local folder or hub id.")
-@click.option("--head", default="verbalizer", show_default=True,
-              help="verbalizer, prompt, probe or pair.")
-@click.option("--targets", default="query,value", show_default=True)
-@click.option("--layers", default="last", show_default=True,
-              help="all, last, or comma-separated layer indices.")
-@click.option("--ranks", default="1,2,4,8,12,16", show_default=True)
-@click.option("--seeds", default="13,21,42,87,100", show_default=True)
 @click.option("--lrs", default=None, help="Comma-separated learning-rate grid "
               "(default 0.01,0.03,0.1), selected on dev.")
-@click.option("--shots", "k", default=16, show_default=True, type=int)
 @click.option("--steps", default=1000, show_default=True, type=int)
 @click.option("--eval-every", default=50, show_default=True, type=int)
 @click.option("--loss", default="ce", show_default=True, type=click.Choice(["ce", "mse"]))
@@ -132,12 +123,8 @@ def render_table(rows: list[dict[str, Any]], title: str) -> None:
               type=click.Choice(["gd", "sgd", "adam"]))
 @click.option("--batch-size", default=None, type=int, help="Mini-batch size for sgd/adam.")
 @click.option("--test-max", default=None, type=int, help="Cap the test split (seed-42 rows).")
-@click.option("--max-length", default=128, show_default=True, type=int)
-@click.option("--dtype", default="float32", show_default=True,
-              type=click.Choice(["float32", "float64"]))
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--memory-mb", default=1024.0, show_default=True, type=float)
-@click.option("--data-dir", default=None, help="Data directory (default: $LORANK_DATA_DIR).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the feature cache.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
