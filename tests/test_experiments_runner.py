@@ -92,10 +92,14 @@ def test_prescribe_validation_rejects_unknown_task(tmp_path):
         assert store.query() == []  # nothing queued for a sweep that cannot start
 
 
-def test_unavailable_and_unknown_methods():
+def test_unavailable_and_unknown_methods(monkeypatch):
+    from lorank.experiments import registry
+
+    monkeypatch.setitem(registry.METHOD_PROVIDERS, "ghost", "lorank.no_such_engine")
     with pytest.raises(LorankError, match="not available: its engine module"):
-        get_method("lora") if importlib.util.find_spec("lorank.finetune.method") is None \
-            else pytest.skip("lora engine installed")
+        get_method("ghost")
+    for name in ("prescribe", "linearized", "lora", "cstar"):  # the shipped engines resolve
+        assert get_method(name).name == name
     with pytest.raises(LorankError, match="unknown method 'nope'"):
         get_method("nope")
     with pytest.raises(LorankError, match="already registered"):
