@@ -45,6 +45,7 @@ import torch
 
 from lorank.capacity.pl import pl_ratios
 from lorank.errors import LorankError
+from lorank.linearized.experiment import check_grid
 from lorank.linearized.losses import check_loss, targets
 from lorank.linearized.train import RunSpec, TrainSettings, Trajectory, train_linearized
 from lorank.ntk.features import Features
@@ -216,12 +217,7 @@ class PLConfig:
 
     def __post_init__(self) -> None:
         check_loss(self.loss)
-        if not self.ranks or any(isinstance(r, bool) or not isinstance(r, int) or r < 1
-                                 for r in self.ranks):
-            raise LorankError(f"ranks must be positive integers, got {list(self.ranks)}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise LorankError(f"seeds must be a non-empty list of distinct integers, "
-                              f"got {list(self.seeds)}")
+        check_grid(self.ranks, self.seeds)
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise LorankError(f"steps must be a positive integer, got {self.steps!r}")
         for name, grid in (("learning rates", self.lrs), ("lr multipliers", self.lr_mults)):

@@ -42,6 +42,18 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 DEFAULT_LRS = (0.01, 0.03, 0.1)
 
 
+def check_grid(ranks: Sequence[int], seeds: Sequence[int]) -> None:
+    """The rank and seed grid of an experiment: non-empty, distinct, ranks positive integers
+    (LorankError otherwise). Shared by the sweep, PL and rank-prediction configs."""
+    if not ranks or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in ranks):
+        raise LorankError(f"ranks must be positive integers, got {list(ranks)}")
+    if len(set(ranks)) != len(ranks):
+        raise LorankError(f"ranks must be distinct, got {list(ranks)}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise LorankError(f"seeds must be a non-empty list of distinct integers, "
+                          f"got {list(seeds)}")
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     """Everything that defines a linearized rank sweep (JSON-able, saved with the results)."""
@@ -85,15 +97,9 @@ class SweepConfig:
         if self.optimizer not in OPTIMIZERS:
             raise LorankError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, "
                               f"got {self.optimizer!r}")
-        for name in ("ranks", "seeds", "lrs"):
-            if not getattr(self, name):
-                raise LorankError(f"{name} must not be empty")
-        if any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in self.ranks):
-            raise LorankError(f"ranks must be positive integers, got {list(self.ranks)}")
-        if any(not math.isfinite(lr) or lr <= 0 for lr in self.lrs):
+        check_grid(self.ranks, self.seeds)
+        if not self.lrs or any(not math.isfinite(lr) or lr <= 0 for lr in self.lrs):
             raise LorankError(f"learning rates must be positive numbers, got {list(self.lrs)}")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise LorankError(f"seeds must be distinct, got {list(self.seeds)}")
         if self.predictor not in PREDICTORS:
             raise LorankError(f"predictor must be one of {', '.join(PREDICTORS)}, "
                               f"got {self.predictor!r}")

@@ -38,6 +38,7 @@ import torch
 
 from lorank.capacity.pl_real import AUTO_LR_MULTS, kernel_step
 from lorank.errors import LorankError
+from lorank.linearized.experiment import check_grid
 from lorank.linearized.losses import check_loss, metrics_dict
 from lorank.linearized.selection import select_checkpoint
 from lorank.linearized.train import Factors, RunSpec, TrainResult, TrainSettings, train_linearized
@@ -159,14 +160,7 @@ class PredictConfig:
 
     def __post_init__(self) -> None:
         check_loss(self.loss)
-        if not self.ranks or any(isinstance(r, bool) or not isinstance(r, int) or r < 1
-                                 for r in self.ranks):
-            raise LorankError(f"ranks must be positive integers, got {list(self.ranks)}")
-        if len(set(self.ranks)) != len(self.ranks):
-            raise LorankError(f"ranks must be distinct, got {list(self.ranks)}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise LorankError(f"seeds must be a non-empty list of distinct integers, "
-                              f"got {list(self.seeds)}")
+        check_grid(self.ranks, self.seeds)
         for name in ("steps", "eval_every"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
