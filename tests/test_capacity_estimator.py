@@ -66,7 +66,9 @@ def test_bracketed_fit_lies_in_grid_span(successes):
     ks = sorted(successes)  # a monotone success curve
     c50, slope, ok = fit_transition(x, ks, [20] * len(ks))
     rates = np.array(ks) / 20
-    assert ok == (bool(np.any(rates < 0.5) & np.any(rates > 0.5)) or bool(np.any(rates == 0.5)))
+    crosses = bool(np.any(rates < 0.5) & np.any(rates > 0.5)) or bool(np.any(rates == 0.5))
+    flat = len(set(ks)) == 1  # e.g. every point at exactly 1/2: slope 0, no transition (doc)
+    assert ok == (crosses and not flat)
     if ok:
         assert x[0] - 0.5 <= c50 <= x[-1] + 0.5 and slope > 0
 
