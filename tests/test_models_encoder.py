@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from cli_helpers import one_line_error as _one_line_error
 from lorank.cli.main import main
 from lorank.data.dataset import Split
 from lorank.data.load import load_task
@@ -26,15 +27,6 @@ def minilm():
 @pytest.fixture(scope="module")
 def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(build_tiny_model("bert", tmp_path_factory.mktemp("tiny") / "bert"))
-
-
-def _one_line_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("lorank: error: ") and "\n" not in err
-    return err
 
 
 def test_minilm_loads_eager_eval_fp32(minilm) -> None:

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from cli_helpers import one_line_error as _error
 from lorank.cli.main import main
 
 
@@ -14,15 +15,6 @@ def tiny(tmp_path_factory):
     from lorank.models.tiny import build_tiny_model
 
     return str(build_tiny_model("bert", tmp_path_factory.mktemp("tiny") / "bert"))
-
-
-def _error(capsys, argv):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("lorank: error:") and "\n" not in err
-    return err
 
 
 @pytest.mark.parametrize("argv, match", [

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from cli_helpers import one_line_error as _error
 from lorank.capacity.pl import pl_ratios
 from lorank.capacity.pl_real import (
     PLConfig,
@@ -148,15 +149,6 @@ def test_best_run_prefers_finite_smallest_loss():
 def test_config_validation(kwargs, match):
     with pytest.raises(LorankError, match=match):
         PLConfig(**kwargs)
-
-
-def _error(capsys, argv):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("lorank: error:") and "\n" not in err
-    return err
 
 
 @pytest.mark.parametrize("argv, match", [

@@ -12,6 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cli_helpers import one_line_error as _error
 from lorank.cli.main import main
 from lorank.errors import LorankError
 from lorank.linearized.predict import (
@@ -151,15 +152,6 @@ def test_validation_picks_best_test_accuracy():
 def test_config_validation(kwargs, match):
     with pytest.raises(LorankError, match=match):
         PredictConfig(**kwargs)
-
-
-def _error(capsys, argv):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("lorank: error:") and "\n" not in err
-    return err
 
 
 @pytest.mark.parametrize("argv, match", [
