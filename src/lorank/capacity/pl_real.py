@@ -45,7 +45,7 @@ import torch
 
 from lorank.capacity.pl import pl_ratios
 from lorank.errors import LorankError
-from lorank.linearized.experiment import check_grid
+from lorank.linearized.experiment import TaskGrid, check_grid
 from lorank.linearized.losses import check_loss, targets
 from lorank.linearized.train import RunSpec, TrainSettings, Trajectory, train_linearized
 from lorank.ntk.features import Features
@@ -193,16 +193,10 @@ def best_run(runs: Sequence[PLRun]) -> PLRun:
 
 
 @dataclass(frozen=True)
-class PLConfig:
+class PLConfig(TaskGrid):
     """A PL experiment on one task (JSON-able)."""
 
-    task: str = "sst2"
-    model: str = "minilm"
-    head: str = "verbalizer"
-    targets: tuple[str, ...] = ("query", "value")
-    layers: str | tuple[int, ...] = "last"
     ranks: tuple[int, ...] = (1, 12)
-    seeds: tuple[int, ...] = (13, 21, 42, 87, 100)
     loss: str = "ce"
     mse_target: str = "onehot"
     steps: int = 1000

@@ -55,8 +55,9 @@ def check_grid(ranks: Sequence[int], seeds: Sequence[int]) -> None:
 
 
 @dataclass(frozen=True)
-class SweepConfig:
-    """Everything that defines a linearized rank sweep (JSON-able, saved with the results)."""
+class TaskGrid:
+    """What every experiment on one task shares: the classifier (model, head, adapted targets
+    and layers) and the rank × seed grid. Subclasses add their own settings after these."""
 
     task: str = "sst2"
     model: str = "minilm"
@@ -65,6 +66,12 @@ class SweepConfig:
     layers: str | tuple[int, ...] = "last"
     ranks: tuple[int, ...] = (1, 2, 4, 8, 12, 16)
     seeds: tuple[int, ...] = (13, 21, 42, 87, 100)
+
+
+@dataclass(frozen=True)
+class SweepConfig(TaskGrid):
+    """Everything that defines a linearized rank sweep (JSON-able, saved with the results)."""
+
     lrs: tuple[float, ...] = DEFAULT_LRS
     k: int = 16
     steps: int = 1000

@@ -38,7 +38,7 @@ import torch
 
 from lorank.capacity.pl_real import AUTO_LR_MULTS, kernel_step
 from lorank.errors import LorankError
-from lorank.linearized.experiment import check_grid
+from lorank.linearized.experiment import TaskGrid, check_grid
 from lorank.linearized.losses import check_loss, metrics_dict
 from lorank.linearized.selection import select_checkpoint
 from lorank.linearized.train import Factors, RunSpec, TrainResult, TrainSettings, train_linearized
@@ -131,16 +131,9 @@ def argmin_rank(values: Mapping[int, float], rtol: float = 1e-12) -> int:
 
 
 @dataclass(frozen=True)
-class PredictConfig:
+class PredictConfig(TaskGrid):
     """A rank-prediction experiment on one task (JSON-able)."""
 
-    task: str = "sst2"
-    model: str = "minilm"
-    head: str = "verbalizer"
-    targets: tuple[str, ...] = ("query", "value")
-    layers: str | tuple[int, ...] = "last"
-    ranks: tuple[int, ...] = (1, 2, 4, 8, 12, 16)
-    seeds: tuple[int, ...] = (13, 21, 42, 87, 100)
     steps: int = 400
     eval_every: int = 50
     loss: str = "ce"
