@@ -9,8 +9,10 @@ section per benchmark (measured ratio next to its target), and writes the Markdo
 atomically (temp file + os.replace), with the machine description (CPU model, cores, RAM, load
 average before and after, torch version), the date and the git commit (+ dirty flag).
 ``--quick`` (all five in well under 20 minutes on 2 cores) passes ``--quick`` to every script;
-the full mode uses each script's defaults. ``benchmarks/history.md`` (earlier measurements) is
-appended as an appendix.
+the full mode uses each script's defaults. Opt-in (only with ``--only``): ``quick_spec``, the
+quick sweep spec end to end under the local (1 and 2 workers) and Ray runners
+(``bench_quick_spec.py``; ~1 min per runner with ``--quick``, 10+ min per runner in full).
+``benchmarks/history.md`` (earlier measurements) is appended as an appendix.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 ORDER = ("capacity", "linearized", "ntk", "finetune", "sweep")
+OPTIONAL = ("quick_spec",)  # long: run only when named in --only
 TARGETS = {"capacity": "≥ 20× and < 60 s wall on 2 cores (issue #5)",
-           "linearized": "≥ 10× (issue #4)", "ntk": "—", "finetune": "—", "sweep": "—"}
+           "linearized": "≥ 10× (issue #4)", "ntk": "—", "finetune": "—", "sweep": "—",
+           "quick_spec": "—"}
 
 
 def machine() -> dict:
@@ -119,6 +123,9 @@ def summary_row(res: dict) -> str:
         "finetune": lambda: f"{_f(d['ratio'])}× cached prefix vs full forward",
         "sweep": lambda: (f"{_f(d['ratio'])}× grouped prepare (ideal {d['ideal_ratio']}×); "
                           f"{_f(d['ms_per_run'], '.2f')} ms store overhead per run"),
+        "quick_spec": lambda: ("wall " + ", ".join(
+            f"{k} {_f(v['wall_s'] / 60)} min" for k, v in d["runners"].items())
+            + (" (reduced spec)" if d["quick"] else " (sweeps/quick.yaml)")),
     }[name]()
     return f"| {name} | {what} | {TARGETS[name]} | {res['wall_s']:.0f} s |"
 
@@ -205,9 +212,10 @@ def main() -> None:
                     help="seconds per benchmark (default 600 quick, 7200 full)")
     args = ap.parse_args()
     names = [x.strip() for x in args.only.split(",") if x.strip()]
-    unknown = [x for x in names if x not in ORDER]
+    unknown = [x for x in names if x not in ORDER + OPTIONAL]
     if unknown:
-        sys.exit(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(ORDER)}")
+        sys.exit(f"unknown benchmark(s): {', '.join(unknown)}; choose from "
+                 f"{', '.join(ORDER + OPTIONAL)}")
     timeout = args.timeout or (600 if args.quick else 7200)
     info = machine() | {"commit": git_commit()}
     started = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")

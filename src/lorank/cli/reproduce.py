@@ -5,6 +5,9 @@
 2. the sweep (``quick`` by default, ``--full`` for the paper-scale grid), stored in
    ``OUT/results.sqlite`` — re-running resumes it (finished runs are skipped);
 3. the report (:mod:`lorank.report`) into ``OUT/report/``, whose path is printed last.
+
+Ctrl-C/SIGINT (exit 130) and SIGTERM (exit 143) stop the sweep cleanly (finished runs stored,
+in-flight runs marked interrupted; :mod:`lorank.experiments.signals`); run it again to resume.
 """
 
 from __future__ import annotations
@@ -99,6 +102,7 @@ def command(out_dir, data_dir, full, spec_path, backend, workers, ray_address, d
     """Prescriptions, the quick (or --full) sweep, C*, and the report — resumable."""
     from lorank.experiments import load_spec
     from lorank.experiments.runners import SweepInterrupted
+    from lorank.experiments.signals import stop_on_signals
     from lorank.experiments.sweep import run_sweep
     from lorank.report.build import build_report
 
@@ -117,14 +121,16 @@ def command(out_dir, data_dir, full, spec_path, backend, workers, ray_address, d
     _write_json(out / "prescriptions.json", rows)
     store = out / "results.sqlite"
     click.echo(f"sweep {spec.name!r}: {len(spec.runs)} runs -> {store} (re-run to resume)")
-    try:
-        summary = run_sweep(spec, backend=backend, workers=workers, store=store,
-                            data_dir=data_dir, address=ray_address, progress=not no_progress,
-                            device=device)
-    except SweepInterrupted:
-        click.echo("interrupted: finished runs are stored; run the same command to resume",
-                   err=True)
-        sys.exit(130)
+    with stop_on_signals() as stop:
+        try:
+            summary = run_sweep(spec, backend=backend, workers=workers, store=store,
+                                data_dir=data_dir, address=ray_address,
+                                progress=not no_progress, device=device)
+        except KeyboardInterrupt as exc:  # SweepInterrupted, or before any run started
+            line = exc.summary.line() if isinstance(exc, SweepInterrupted) else "no run started"
+            click.echo(f"interrupted ({stop.name}): {line}; finished runs are stored; run the "
+                       "same command to resume", err=True)
+            sys.exit(stop.exit_code)
     click.echo(summary.line())
     paths = build_report(store, out / "report", sweep=spec.name,
                          title=f"lorank reproduce — {spec.name}",

@@ -2,7 +2,9 @@
 
 Runs already ``done`` in the store are skipped, ``failed`` ones are retried only with
 ``--retry-failed``; a killed or interrupted sweep resumes where it stopped. Exit status: 0 when
-every run is done, 1 when some run failed, 130 on Ctrl-C, 2 on bad input.
+every run is done, 1 when some run failed, 2 on bad input, 130 when stopped by Ctrl-C/SIGINT and
+143 when stopped by SIGTERM (:mod:`lorank.experiments.signals`: both stop cleanly, even when the
+process inherited SIGINT as ignored, as background jobs of a non-interactive shell do).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def command(spec: str, backend: str, workers: int, retry_failed: bool, store: st
             no_progress: bool) -> int:
     """Run a sweep SPEC (YAML/TOML) into its results store, resuming where it stopped."""
     from lorank.experiments.runners import SweepInterrupted, group_runs, validate_configs
+    from lorank.experiments.signals import stop_on_signals
     from lorank.experiments.spec import load_spec
     from lorank.experiments.sweep import run_sweep
 
@@ -61,14 +64,20 @@ def command(spec: str, backend: str, workers: int, retry_failed: bool, store: st
                 state = f"not runnable: {exc}"
             click.echo(f"  {method}: {len(runs)} runs, {len(group_runs(runs))} groups; {state}")
         return 0
-    try:
-        summary = run_sweep(sweep, backend=backend, workers=workers, store=store,
-                            data_dir=data_dir, address=ray_address, retry_failed=retry_failed,
-                            progress=not no_progress, device=device)
-    except SweepInterrupted as stop:
-        click.echo(f"interrupted: {stop.summary.line()}; rerun the same command to resume",
-                   err=True)
-        return 130
+    with stop_on_signals() as stop:
+        try:
+            summary = run_sweep(sweep, backend=backend, workers=workers, store=store,
+                                data_dir=data_dir, address=ray_address,
+                                retry_failed=retry_failed, progress=not no_progress,
+                                device=device)
+        except SweepInterrupted as exc:
+            click.echo(f"interrupted ({stop.name}): {exc.summary.line()}; rerun the same "
+                       "command to resume", err=True)
+            return stop.exit_code
+        except KeyboardInterrupt:  # before any run was claimed: nothing to release
+            click.echo(f"interrupted ({stop.name}) before any run started; rerun the same "
+                       "command to resume", err=True)
+            return stop.exit_code
     click.echo(summary.line())
     for run_id, error in summary.failures[:10]:
         click.echo(f"failed {run_id[:12]}: {error}", err=True)

@@ -294,11 +294,16 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(queue: Any, modules: list[str], ctx_args: dict[str, Any]) -> None:
-    """Pool worker start: import the method modules, keep the queue and a RunContext, and
-    exit as soon as the coordinating process dies (even by SIGKILL): no orphans."""
+    """Pool worker start: ignore SIGINT (the coordinator stops the pool: a Ctrl-C to the
+    process group must not make each worker print a traceback), import the method modules,
+    keep the queue and a RunContext, and exit as soon as the coordinating process dies (even
+    by SIGKILL): no orphans."""
     import importlib
     import multiprocessing as mp
+    import signal
     import threading
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     parent = mp.parent_process()
     if parent is not None:
@@ -460,6 +465,25 @@ def import_ray() -> Any:
     return ray
 
 
+def _sigterm_handler() -> Any:
+    """The Python SIGTERM handler in place (None outside the main thread)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.getsignal(signal.SIGTERM)
+
+
+def _restore_sigterm(handler: Any) -> None:
+    """Put back a caller's Python SIGTERM handler (e.g. the CLI's clean stop) that
+    ``ray.init`` replaced with its own ``sys.exit``; SIG_DFL/SIG_IGN are left to Ray."""
+    import signal
+
+    if callable(handler):
+        signal.signal(signal.SIGTERM, handler)
+
+
 class RayRunner(Runner):
     """Runs each config as a Ray task with its ``num_cpus``/``num_gpus``.
 
@@ -483,6 +507,7 @@ class RayRunner(Runner):
             return False
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                   "configure_logging": False}
+        sigterm = _sigterm_handler()
         try:
             if self.address:
                 ray.init(address=self.address, **kwargs)
@@ -491,6 +516,8 @@ class RayRunner(Runner):
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise LorankError(f"cannot start or reach Ray at {self.address or 'local'}: "
                               f"{_one_line(exc)}") from None
+        finally:
+            _restore_sigterm(sigterm)
         return True
 
     def _execute(self, groups: list[list[RunConfig]], tracker: _Tracker,

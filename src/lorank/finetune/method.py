@@ -15,6 +15,12 @@ Stored metrics (what :mod:`lorank.report` reads): ``test_acc``, ``test_acc_final
 ``steps_per_s``, ``diverged``; curves ``train_loss``, ``dev_steps``, ``dev_metric``,
 ``singular_values``.
 
+Timing metrics (seconds, this run only): ``features_s`` — loading the encoder, split and
+classifier and running the frozen prefix over train/dev/test (0 when memoised in this process),
+plus attaching the adapter; ``train_s`` — the GD fits over the lr grid (dev evaluations every
+``eval_interval`` steps included); ``test_s`` — the rest of :func:`~lorank.finetune.run.finetune`:
+final/selected-state metrics on train/dev/test and the real-vs-linearized gap on test (JVPs).
+
 Options: ``scaling`` (none|lora|rslora; default none, as the linearized engine), ``alpha``,
 ``weight_decay``, ``optimizer`` (gd|sgd|adam|adamw; default gd), ``batch_size``.
 """
@@ -22,6 +28,7 @@ Options: ``scaling`` (none|lora|rslora; default none, as the linearized engine),
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 from lorank.errors import LorankError
@@ -89,6 +96,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     from lorank.finetune.adapter import attach_lora
     from lorank.finetune.run import finetune, prepare_data
 
+    t0 = time.perf_counter()
     memo = _group(config, ctx)
     clf, data = memo["clf"], memo["data"]
     lora, train = settings(config, memo["metric"])
@@ -96,11 +104,15 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     try:
         if memo.get("prepared") is None or memo["prepared"].start != adapter.start:
             memo["prepared"] = prepare_data(clf, data, adapter.start, config.max_length)
+        features_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
         sel = finetune(clf, data, lora, train, lrs=list(config.lrs), prepared=memo["prepared"],
                        adapter=adapter, max_length=config.max_length)
+        finetune_s = time.perf_counter() - t0
     finally:
         adapter.detach()
     rec = sel.record
+    train_s = sum(r.fit_s for r in sel.runs)
     gap, final_gap = rec.gap, rec.final_gap
     metrics = {
         "test_acc": _num(rec.test_accuracy), "test_acc_final": _num(rec.final_test_accuracy),
@@ -115,6 +127,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
         "numerical_rank": max((d.numerical_rank for d in rec.delta), default=0),
         "steps_per_s": rec.steps_per_s,
         "diverged": any(r.status == "diverged" for r in sel.runs),
+        "features_s": features_s, "train_s": train_s, "test_s": finetune_s - train_s,
     }
     curves = {
         "train_loss": [x for x in rec.loss_curve if x is not None and math.isfinite(x)],

@@ -16,6 +16,14 @@ Stored metrics (what :mod:`lorank.report` reads): ``test_acc`` (selected checkpo
 ``pl_min``, ``numerical_rank``, ``nuclear_norm``, ``diverged``; curves ``train_loss``,
 ``pl_ratio``, ``grad_norm2``, ``dev_metric``, ``singular_values``.
 
+Timing metrics (seconds): ``features_s`` — what *this run* spent loading the encoder, the split,
+the classifier and the train/dev NTK features (Jacobians, or the on-disk cache), 0 when an
+earlier run of the group in this process had loaded them; ``train_s`` (vectorised GD over every
+rank × lr of the call, dev evaluations included), ``kernel_s`` (kernel-regression baseline) and
+``test_s`` (zero-shot, kernel, selected and final checkpoints on the test split: streamed
+Jacobians/JVPs) of the vectorised call that produced this run's record — shared by the
+``ranks_trained_together``, and spent in this run only when ``computed_here`` is true.
+
 Options (``options:`` in a sweep spec): ``scaling`` (none|lora|rslora, default none as in Jang et
 al.'s code), ``alpha``, ``weight_decay``, ``optimizer`` (gd|sgd|adam), ``batch_size``,
 ``memory_budget_mb``, ``mse_target``. The LoRA init seed is ``init_seed`` when non-zero, else the
@@ -25,6 +33,7 @@ data seed.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -98,11 +107,14 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     # one memo per features group and process: the data, classifier and train/dev features,
     # and every vectorised training of the group's ranks
     memo = ctx.cache.get_or_build("linearized", config.features_key, dict)
+    t0 = time.perf_counter()
     if "seeds" not in memo:
         memo["seeds"] = load_seeds(cfg)
+    features_s = time.perf_counter() - t0
     ranks = group_ranks(config, ctx)
     slot = (_settings_digest(config), ranks)
-    if slot not in memo:
+    computed_here = slot not in memo
+    if computed_here:
         memo[slot] = run_linearized_sweep(replace(cfg, ranks=ranks), seeds=memo["seeds"])
     result = memo[slot]
     (rec,) = [r for r in result.records if r.rank == config.rank]
@@ -128,6 +140,8 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
         "scale": rec.scale, "N": result.features[0]["train"]["N"],
         "K": result.features[0]["train"]["K"], "P": result.features[0]["train"]["P"],
         "train_s": result.timings["train_s"], "test_s": result.timings["test_s"],
+        "kernel_s": result.timings["kernel_s"], "features_s": features_s,
+        "computed_here": computed_here,
         "ranks_trained_together": list(result.config["ranks"]),
     }
     if "f1" in result.metric or "f1" in sel["test"]:
