@@ -62,8 +62,11 @@ def parse_layers(text: str) -> str | list[int]:
               help="Refuse feature files larger than this (MB).")
 @click.option("--max-length", default=128, show_default=True, type=int)
 @click.option("--test-max", default=None, type=int, help="Cap the test split (seed-42 rows).")
-@click.option("--method", default="vmap_jacrev_truncated", show_default=True,
-              type=click.Choice(["autograd_loop", "vmap_jacrev", "vmap_jacrev_truncated"]))
+@click.option("--method", default="auto", show_default=True,
+              type=click.Choice(["auto", "outer", "autograd_loop", "vmap_jacrev",
+                                 "vmap_jacrev_truncated"]),
+              help="Jacobian implementation (all give the same numbers; auto = outer "
+                   "when it applies, else vmap_jacrev_truncated).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--no-cache", is_flag=True, help="Compute without reading or writing the cache.")
 @click.option("--data-dir", default=None, help="Data directory (default: $LORANK_DATA_DIR).")

@@ -1,0 +1,138 @@
+r"""The linearized-LoRA step on per-token Jacobian factors (never touching J).
+
+For a linear layer the per-example Jacobian is a sum over tokens of outer products,
+G_i[k] = Σ_{t∈i} δ_{k,t} x_tᵀ (:class:`~lorank.ntk.jacobian.TokenFactors`). The linearized
+logit of a rank-r update ΔW = s·B A is then
+
+    ⟨G_i[k], s·B A⟩ = s · Σ_{t∈i} (Bᵀ δ_{k,t}) · (A x_t) = s · Σ_{t∈i} Σ_j Q[k,t,j] P[t,j],
+    P = X Aᵀ  (T, r),   Q = Δ_k B  (T, r),
+
+and the gradients of L w.r.t. the factors, with e_{k,t} = ∂L/∂f_k(x_{i(t)}) copied to the
+example's tokens, are
+
+    ∂L/∂B = s · Σ_{k,t} e_{k,t} δ_{k,t} P[t]ᵀ = s · Δᵀ Z,        Z[(k,t), j] = e_{k,t} P[t, j]
+    ∂L/∂A = s · Σ_t (Σ_k e_{k,t} Q[k,t])ᵀ x_t = s · Wᵀ X,          W[t, j] = Σ_k e_{k,t} Q[k,t,j]
+
+A step of rank r costs ≈ 4·r·T·(n + K·m) multiply-adds per matrix (T kept tokens), against
+2·N·K·m·n + 3·r·m·n for the dense step of :mod:`lorank.linearized.train` — and the factors
+(T·(n + K·m) numbers) are a fraction of J (N·K·m·n numbers), so they stay in cache. All
+configurations of one feature group (every rank, seed and learning rate) share X and Δ: their
+A and B are concatenated column-wise ("columns" = Σ_c r_c), so each matrix costs four GEMMs
+per step for the whole group; an index (column → configuration) sums each configuration's r
+columns and copies its e to them (index ops, not a 0/1 GEMM: a diverged configuration's inf/NaN
+must not leak into the others through 0·inf).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from lorank.ntk.features import Block, Features
+
+#: Dense and factored steps are compared on multiply-adds; dense steps stream J from memory,
+#: factored ones work on cache-resident factors, so the dense count is weighted by this factor
+#: (measured on a 2-core Xeon: a multiply-add of the dense engine costs 2-4× one of the
+#: factored engine's GEMMs; 2 keeps the choice conservative).
+DENSE_WEIGHT = 2.0
+
+
+class GroupLayout:
+    """Columns of one feature group's concatenated factors.
+
+    ``buckets`` (each with ``A``, ``B`` lists, ``r``, ``lo``/``hi`` rows and ``scale``) are the
+    group's (rank) buckets in row order; rows ``lo:hi`` of the group are configurations
+    0..C_g-1 locally. Bucket b owns columns ``off_b : off_b + C_b·r_b``; configuration k of b owns
+    ``off_b + k·r_b : off_b + (k+1)·r_b``.
+    """
+
+    def __init__(self, buckets: Sequence, lo: int, dtype: torch.dtype,
+                 device: torch.device) -> None:
+        self.buckets = list(buckets)
+        self.lo = lo
+        self.offs, cols = [], 0
+        for b in self.buckets:
+            self.offs.append(cols)
+            cols += len(b.idx) * b.r
+        self.cols = cols
+        self.C = sum(len(b.idx) for b in self.buckets)
+        self.col2cfg = torch.empty(cols, dtype=torch.int64, device=device)
+        scale = torch.empty(cols, dtype=dtype, device=device)
+        for b, off in zip(self.buckets, self.offs, strict=True):
+            for k in range(len(b.idx)):
+                self.col2cfg[off + k * b.r: off + (k + 1) * b.r] = b.lo - lo + k
+            scale[off: off + len(b.idx) * b.r] = b.scale
+        self.scale = scale
+
+    def A(self, j: int) -> Tensor:
+        """Concatenated A of matrix j: (cols, n)."""
+        return torch.cat([b.A[j].reshape(-1, b.A[j].shape[-1]) for b in self.buckets])
+
+    def B(self, j: int) -> Tensor:
+        """Concatenated B of matrix j: (m, cols)."""
+        return torch.cat([b.B[j].permute(1, 0, 2).reshape(b.B[j].shape[1], -1)
+                          for b in self.buckets], dim=1)
+
+
+def forward_group(feats: Features, layout: GroupLayout, blocks: Sequence[Block]
+                  ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+    """f_lin of every configuration of the group: (N, K, C_g), plus (s·P, Q) per matrix for
+    :func:`grads_group`."""
+    N, K = feats.N, feats.K
+    tok_sum = None
+    saved = []
+    for j, blk in enumerate(blocks):
+        fac = feats.factors[blk.name]
+        P = (fac.X @ layout.A(j).T).mul_(layout.scale)               # (T, cols), scaled
+        Q = fac.Delta.reshape(-1, blk.m) @ layout.B(j)                # (K·T, cols)
+        cols = Q.view(K, fac.T, -1) * P                               # (K, T, cols)
+        contrib = cols.new_zeros(K, fac.T, layout.C).index_add_(2, layout.col2cfg, cols)
+        per_ex = contrib.new_zeros(N, K, layout.C).index_add_(
+            0, fac.ex, contrib.transpose(0, 1))
+        tok_sum = per_ex if tok_sum is None else tok_sum.add_(per_ex)
+        saved.append((P, Q))
+    return feats.f0[:, :, None] + tok_sum, saved
+
+
+def grads_group(feats: Features, layout: GroupLayout, blocks: Sequence[Block],
+                saved: list[tuple[Tensor, Tensor]], E: Tensor, wd: float) -> list[list[Tensor]]:
+    """∂Φ/∂(A_ℓ…, B_ℓ…) per bucket of the group from E = ∂L/∂f_lin (N, K, C_g); weight decay
+    λ adds λA, λB. Returns one list [∂A_1, …, ∂A_L, ∂B_1, …, ∂B_L] per bucket."""
+    K = feats.K
+    gA: list[list[Tensor]] = [[] for _ in layout.buckets]
+    gB: list[list[Tensor]] = [[] for _ in layout.buckets]
+    for j, (blk, (P, Q)) in enumerate(zip(blocks, saved, strict=True)):
+        fac = feats.factors[blk.name]
+        Et = E[fac.ex].transpose(0, 1)                                # (K, T, C_g)
+        Ecols = Et.index_select(2, layout.col2cfg)                    # (K, T, cols)
+        Z = (Ecols * P).reshape(K * fac.T, -1)
+        dB = fac.Delta.reshape(-1, blk.m).T @ Z                       # (m, cols)
+        W = (Ecols * Q.view(K, fac.T, -1)).sum(0).mul_(layout.scale)  # (T, cols)
+        dA = W.T @ fac.X                                              # (cols, n)
+        for i, (b, off) in enumerate(zip(layout.buckets, layout.offs, strict=True)):
+            C, r = len(b.idx), b.r
+            gA[i].append(dA[off: off + C * r].view(C, r, blk.n) + wd * b.A[j])
+            gB[i].append(dB[:, off: off + C * r].view(blk.m, C, r).permute(1, 0, 2)
+                         + wd * b.B[j])
+    return [a + b for a, b in zip(gA, gB, strict=True)]
+
+
+def step_costs(feats: Sequence[Features], ranks_per_group: dict[int, list[int]]
+               ) -> tuple[float, float]:
+    """Multiply-adds of one training step: (dense, factored), summed over groups.
+
+    dense = Σ_g (2·N·K·P·C_g + 3·P·Σ_c r_c);  factored = Σ_g Σ_ℓ 4·(Σ_c r_c)·T_ℓ·(n_ℓ + K·m_ℓ)
+    (factored is inf when a group has no factors).
+    """
+    dense = fact = 0.0
+    for g, ranks in ranks_per_group.items():
+        f = feats[g]
+        dense += 2.0 * f.N * f.K * f.P * len(ranks) + 3.0 * f.P * sum(ranks)
+        if f.factors is None:
+            fact = float("inf")
+            continue
+        fact += sum(4.0 * sum(ranks) * f.factors[b.name].T * (b.n + f.K * b.m)
+                    for b in f.blocks)
+    return dense, fact
