@@ -113,9 +113,10 @@ def grads_group(feats: Features, layout: GroupLayout, blocks: Sequence[Block],
         dA = W.T @ fac.X                                              # (cols, n)
         for i, (b, off) in enumerate(zip(layout.buckets, layout.offs, strict=True)):
             C, r = len(b.idx), b.r
-            gA[i].append(dA[off: off + C * r].view(C, r, blk.n) + wd * b.A[j])
-            gB[i].append(dB[:, off: off + C * r].view(blk.m, C, r).permute(1, 0, 2)
-                         + wd * b.B[j])
+            a = dA[off: off + C * r].view(C, r, blk.n)
+            bb = dB[:, off: off + C * r].view(blk.m, C, r).permute(1, 0, 2)
+            gA[i].append(a + wd * b.A[j] if wd else a)
+            gB[i].append(bb + wd * b.B[j] if wd else bb)
     return [a + b for a, b in zip(gA, gB, strict=True)]
 
 

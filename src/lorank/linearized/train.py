@@ -261,8 +261,11 @@ class _Bucket:
                 upd = (m / (1 - b1 ** (t + 1))) / ((v / (1 - b2 ** (t + 1))).sqrt() + settings.eps)
             else:
                 upd = g
-            change = self.lr * upd
-            p.sub_(change if all_alive else torch.where(live, change, torch.zeros_like(change)))
+            if all_alive:
+                p.addcmul_(self.lr, upd, value=-1.0)
+            else:
+                change = self.lr * upd
+                p.sub_(torch.where(live, change, torch.zeros_like(change)))
 
     def kill(self, rows: Tensor) -> None:
         """Reset diverged configurations (boolean rows) to zero factors."""
@@ -467,7 +470,8 @@ def _step(t: int, train: Sequence[Features], dev: Sequence[Features] | None, sta
     for g, (lo, hi) in state.ranges.items():
         L[lo:hi], E[g] = loss_and_grad(outs[g], train[g].labels, settings.loss,
                                        mse_target=settings.mse_target)
-    obj = L + 0.5 * settings.weight_decay * torch.cat([b.sq_norms() for b in buckets])
+    obj = L if not settings.weight_decay else L + 0.5 * settings.weight_decay * torch.cat(
+        [b.sq_norms() for b in buckets])
     bad = state.alive & ~torch.isfinite(obj)
     if bad.any():
         for b, rows in zip(buckets, state.split(bad), strict=True):
