@@ -179,6 +179,10 @@ def compute_features(
         raise LorankError(f"{labels_t.numel()} labels for {N} examples")
     chunk = chunk_size_for_budget(K, P, ref.element_size(), memory_budget_mb, overhead)
     J = torch.empty(N, K, P, dtype=ref.dtype, device=ref.device)
+    offsets, pos = [], 0
+    for b in blocks:
+        offsets.append((pos, pos + b.size))
+        pos += b.size
     f0 = torch.empty(N, K, dtype=ref.dtype, device=ref.device)
     t0 = time.perf_counter()
     start = lowest_layer([b.layer for b in blocks])
@@ -186,8 +190,8 @@ def compute_features(
     used = JacobianMethod.parse(method)
     for part in jacobian_chunks(clf, inputs, params, start_layer=start, method=method,
                                 chunk_size=chunk):
-        J[part.start:part.stop] = torch.cat(
-            [part.G[b.name].flatten(2) for b in blocks], dim=-1)
+        for b, (lo, hi) in zip(blocks, offsets, strict=True):  # one copy, no torch.cat
+            J[part.start:part.stop, :, lo:hi] = part.G[b.name].flatten(2)
         f0[part.start:part.stop] = part.f0
         if part.factors is None:
             parts = None
