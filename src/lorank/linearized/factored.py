@@ -26,6 +26,7 @@ must not leak into the others through 0·inf).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -76,41 +77,67 @@ class GroupLayout:
                           for b in self.buckets], dim=1)
 
 
-def forward_group(feats: Features, layout: GroupLayout, blocks: Sequence[Block]
+@dataclass(frozen=True)
+class Prepared:
+    """Token-major copy of one matrix's factors for the step kernels: ``ex`` (T,), ``X``
+    (T, n), ``D`` (T·K, m) with row t·K + k = δ_{k,t}."""
+
+    ex: Tensor
+    X: Tensor
+    D: Tensor
+
+    @property
+    def T(self) -> int:
+        return int(self.X.shape[0])
+
+
+def prepare(feats: Features) -> list[Prepared]:
+    """:class:`Prepared` factors of every block of ``feats`` (in block order)."""
+    out = []
+    for b in feats.blocks:
+        fac = feats.factors[b.name]
+        out.append(Prepared(fac.ex, fac.X.contiguous(),
+                            fac.Delta.transpose(0, 1).reshape(-1, b.m).contiguous()))
+    return out
+
+
+def _per_config(cols: Tensor, layout: GroupLayout) -> Tensor:
+    """Sum each configuration's r columns: (..., cols) -> (..., C_g), bucket by bucket."""
+    out = cols.new_empty(*cols.shape[:-1], layout.C)
+    for b, off in zip(layout.buckets, layout.offs, strict=True):
+        C = len(b.idx)
+        torch.sum(cols[..., off: off + C * b.r].unflatten(-1, (C, b.r)), dim=-1,
+                  out=out[..., b.lo - layout.lo: b.lo - layout.lo + C])
+    return out
+
+
+def forward_group(prep: Sequence[Prepared], f0: Tensor, layout: GroupLayout
                   ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
     """f_lin of every configuration of the group: (N, K, C_g), plus (s·P, Q) per matrix for
     :func:`grads_group`."""
-    N, K = feats.N, feats.K
-    tok_sum = None
+    K = f0.shape[1]
+    out = f0[:, :, None].repeat(1, 1, layout.C)
     saved = []
-    for j, blk in enumerate(blocks):
-        fac = feats.factors[blk.name]
-        P = (fac.X @ layout.A(j).T).mul_(layout.scale)               # (T, cols), scaled
-        Q = fac.Delta.reshape(-1, blk.m) @ layout.B(j)                # (K·T, cols)
-        cols = Q.view(K, fac.T, -1) * P                               # (K, T, cols)
-        contrib = cols.new_zeros(K, fac.T, layout.C).index_add_(2, layout.col2cfg, cols)
-        per_ex = contrib.new_zeros(N, K, layout.C).index_add_(
-            0, fac.ex, contrib.transpose(0, 1))
-        tok_sum = per_ex if tok_sum is None else tok_sum.add_(per_ex)
+    for j, pj in enumerate(prep):
+        P = (pj.X @ layout.A(j).T).mul_(layout.scale)                 # (T, cols), scaled
+        Q = (pj.D @ layout.B(j)).view(pj.T, K, -1)                    # (T, K, cols)
+        out.index_add_(0, pj.ex, _per_config(Q * P[:, None, :], layout))
         saved.append((P, Q))
-    return feats.f0[:, :, None] + tok_sum, saved
+    return out, saved
 
 
-def grads_group(feats: Features, layout: GroupLayout, blocks: Sequence[Block],
+def grads_group(prep: Sequence[Prepared], layout: GroupLayout, blocks: Sequence[Block],
                 saved: list[tuple[Tensor, Tensor]], E: Tensor, wd: float) -> list[list[Tensor]]:
     """∂Φ/∂(A_ℓ…, B_ℓ…) per bucket of the group from E = ∂L/∂f_lin (N, K, C_g); weight decay
     λ adds λA, λB. Returns one list [∂A_1, …, ∂A_L, ∂B_1, …, ∂B_L] per bucket."""
-    K = feats.K
     gA: list[list[Tensor]] = [[] for _ in layout.buckets]
     gB: list[list[Tensor]] = [[] for _ in layout.buckets]
-    for j, (blk, (P, Q)) in enumerate(zip(blocks, saved, strict=True)):
-        fac = feats.factors[blk.name]
-        Et = E[fac.ex].transpose(0, 1)                                # (K, T, C_g)
-        Ecols = Et.index_select(2, layout.col2cfg)                    # (K, T, cols)
-        Z = (Ecols * P).reshape(K * fac.T, -1)
-        dB = fac.Delta.reshape(-1, blk.m).T @ Z                       # (m, cols)
-        W = (Ecols * Q.view(K, fac.T, -1)).sum(0).mul_(layout.scale)  # (T, cols)
-        dA = W.T @ fac.X                                              # (cols, n)
+    E_cols = E.index_select(2, layout.col2cfg)                        # (N, K, cols)
+    for j, (pj, blk, (P, Q)) in enumerate(zip(prep, blocks, saved, strict=True)):
+        Et = E_cols[pj.ex]                                            # (T, K, cols)
+        dB = pj.D.T @ (Et * P[:, None, :]).view(pj.D.shape[0], -1)   # (m, cols)
+        W = (Et * Q).sum(1).mul_(layout.scale)                        # (T, cols)
+        dA = W.T @ pj.X                                               # (cols, n)
         for i, (b, off) in enumerate(zip(layout.buckets, layout.offs, strict=True)):
             C, r = len(b.idx), b.r
             a = dA[off: off + C * r].view(C, r, blk.n)

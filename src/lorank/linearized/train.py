@@ -63,6 +63,7 @@ from lorank.linearized.factored import (
     GroupLayout,
     forward_group,
     grads_group,
+    prepare,
     step_costs,
 )
 from lorank.linearized.losses import check_loss, loss_and_grad, metric
@@ -411,6 +412,7 @@ class _State:
                                        device) for g, (lo, _) in self.ranges.items()
                         } if factored else {}
         self.saved: dict[int, list[tuple[Tensor, Tensor]]] = {}
+        self.prepared: dict[tuple[int, int], list] = {}  # (id(features), group) -> Prepared
         self.alive = torch.ones(C, dtype=torch.bool, device=device)
         self.best_dev = [-math.inf] * C
         self.gens = [torch.Generator().manual_seed(runs[c].seed * 1_000_003 + runs[c].rank)
@@ -453,7 +455,10 @@ def _outputs(feats: Sequence[Features], state: _State, blocks: list[Block],
         return _forward(feats, state.fill_D(), state)
     outs = {}
     for g, layout in state.layouts.items():
-        outs[g], saved = forward_group(feats[g], layout, blocks)
+        key = (id(feats[g]), g)
+        if key not in state.prepared:
+            state.prepared[key] = prepare(feats[g])
+        outs[g], saved = forward_group(state.prepared[key], feats[g].f0, layout)
         if save:
             state.saved[g] = saved
     return outs
@@ -525,8 +530,9 @@ def _grads(train: Sequence[Features], E: dict[int, Tensor], state: _State,
     if state.factored:
         per_bucket: dict[int, list[Tensor]] = {}
         for g, layout in state.layouts.items():
-            for b, gr in zip(layout.buckets, grads_group(train[g], layout, blocks,
-                                                         state.saved[g], E[g], wd), strict=True):
+            prep = state.prepared[(id(train[g]), g)]
+            for b, gr in zip(layout.buckets, grads_group(prep, layout, blocks, state.saved[g],
+                                                         E[g], wd), strict=True):
                 per_bucket[id(b)] = gr
         return [per_bucket[id(b)] for b in state.buckets]
     M = state.M
