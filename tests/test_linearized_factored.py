@@ -64,17 +64,30 @@ def test_factored_engine_equals_dense_engine(cfg, dev_factors):
 
 
 @settings(max_examples=25, deadline=None)
-@given(N=st.integers(1, 6), K=st.integers(1, 3), m=st.integers(1, 5), n=st.integers(1, 5),
-       r=st.integers(1, 4), tokens=st.integers(1, 4), seed=st.integers(0, 10**6))
-def test_one_step_matches_dense_for_any_shape(N, K, m, n, r, tokens, seed):
+@given(N=st.integers(1, 6), K=st.integers(1, 4), m=st.integers(1, 5), n=st.integers(1, 5),
+       r=st.integers(1, 4), tokens=st.integers(1, 4), seed=st.integers(0, 10**6),
+       loss=st.sampled_from(["mse", "ce"]))
+def test_one_step_matches_dense_for_any_shape(N, K, m, n, r, tokens, seed, loss):
     blocks = [Block("w", 0, "value", m, n)]
     feats = factored(N=N, K=K, seed=seed, tokens=tokens, blocks=blocks)
     runs = [RunSpec(r, seed % 97, 0.05), RunSpec(1, 1, 0.05)]
-    kw = dict(steps=2, log_every=1, eval_every=1, loss="mse")
+    kw = dict(steps=2, log_every=1, eval_every=1, loss=loss)
     a = train_linearized([feats], runs, TrainSettings(engine="factored", **kw))
     b = train_linearized([feats], runs, TrainSettings(engine="dense", **kw))
     for x, y in zip(a.final, b.final, strict=True):
         torch.testing.assert_close(x.delta(), y.delta(), rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("K", [2, 3, 5])
+def test_contrast_basis_is_orthonormal_and_sum_free(K):
+    from lorank.linearized.factored import contrast_basis
+
+    U = contrast_basis(K)
+    torch.testing.assert_close(U.T @ U, torch.eye(K - 1, dtype=torch.float64))
+    torch.testing.assert_close(U.sum(0), torch.zeros(K - 1, dtype=torch.float64))
+    e = torch.randn(7, K, dtype=torch.float64)
+    e -= e.mean(1, keepdim=True)  # a cross-entropy gradient sums to zero over the logits
+    torch.testing.assert_close(e @ U @ U.T, e)
 
 
 def test_auto_engine_follows_the_cost_model():

@@ -13,7 +13,8 @@ example's tokens, are
     ∂L/∂B = s · Σ_{k,t} e_{k,t} δ_{k,t} P[t]ᵀ = s · Δᵀ Z,        Z[(k,t), j] = e_{k,t} P[t, j]
     ∂L/∂A = s · Σ_t (Σ_k e_{k,t} Q[k,t])ᵀ x_t = s · Wᵀ X,          W[t, j] = Σ_k e_{k,t} Q[k,t,j]
 
-A step of rank r costs ≈ 4·r·T·(n + K·m) multiply-adds per matrix (T kept tokens), against
+A step of rank r costs ≈ 4·r·T·(n + K·m) multiply-adds per matrix (T kept tokens; K − 1 in place
+of K for cross-entropy, see :func:`contrast_basis`), against
 2·N·K·m·n + 3·r·m·n for the dense step of :mod:`lorank.linearized.train` — and the factors
 (T·(n + K·m) numbers) are a fraction of J (N·K·m·n numbers), so they stay in cache. All
 configurations of one feature group (every rank, seed and learning rate) share X and Δ: their
@@ -80,24 +81,45 @@ class GroupLayout:
 @dataclass(frozen=True)
 class Prepared:
     """Token-major copy of one matrix's factors for the step kernels: ``ex`` (T,), ``X``
-    (T, n), ``D`` (T·K, m) with row t·K + k = δ_{k,t}."""
+    (T, n), ``D`` (T·K', m) with row t·K' + j = δ'_{j,t}, where δ' = δ (K' = K) or, for a
+    shift-invariant loss, the contrasts δ' = Uᵀδ (K' = K − 1, see :func:`contrast_basis`)."""
 
     ex: Tensor
     X: Tensor
     D: Tensor
+    U: Tensor | None = None
 
     @property
     def T(self) -> int:
         return int(self.X.shape[0])
 
 
-def prepare(feats: Features) -> list[Prepared]:
-    """:class:`Prepared` factors of every block of ``feats`` (in block order)."""
+def contrast_basis(K: int, dtype: torch.dtype = torch.float64) -> Tensor:
+    """U ∈ R^{K×(K−1)} with orthonormal columns spanning {v : Σ_k v_k = 0} (Helmert basis).
+
+    Cross-entropy is invariant to adding the same constant to all K logits, so its gradient
+    e = ∂L/∂f satisfies Σ_k e_k = 0 and Σ_k e_k δ_k = Σ_j (Uᵀe)_j (Uᵀδ)_j: the K per-logit
+    factors can be replaced by K − 1 contrasts without changing loss, argmax or gradients
+    (the logits move by a per-example constant). For K = 2 this halves the δ-side work.
+    """
+    U = torch.zeros(K, K - 1, dtype=dtype)
+    for j in range(1, K):
+        U[:j, j - 1] = 1.0 / j
+        U[j, j - 1] = -1.0
+        U[:, j - 1] /= U[:, j - 1].norm()
+    return U
+
+
+def prepare(feats: Features, contrast: bool = False) -> list[Prepared]:
+    """:class:`Prepared` factors of every block of ``feats`` (in block order); ``contrast``
+    (only for shift-invariant losses such as cross-entropy, K ≥ 2) stores the K − 1 contrasts."""
     out = []
+    U = contrast_basis(feats.K).to(feats.f0) if contrast and feats.K >= 2 else None
     for b in feats.blocks:
         fac = feats.factors[b.name]
+        delta = fac.Delta if U is None else torch.einsum("kj,ktm->jtm", U, fac.Delta)
         out.append(Prepared(fac.ex, fac.X.contiguous(),
-                            fac.Delta.transpose(0, 1).reshape(-1, b.m).contiguous()))
+                            delta.transpose(0, 1).reshape(-1, b.m).contiguous(), U))
     return out
 
 
@@ -114,16 +136,20 @@ def _per_config(cols: Tensor, layout: GroupLayout) -> Tensor:
 def forward_group(prep: Sequence[Prepared], f0: Tensor, layout: GroupLayout
                   ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
     """f_lin of every configuration of the group: (N, K, C_g), plus (s·P, Q) per matrix for
-    :func:`grads_group`."""
-    K = f0.shape[1]
-    out = f0[:, :, None].repeat(1, 1, layout.C)
+    :func:`grads_group` (with contrasts, f_lin up to a per-example constant)."""
+    N, K = f0.shape
+    U = prep[0].U if prep else None
+    Kc = K if U is None else K - 1
+    lin = f0.new_zeros(N, Kc, layout.C)
     saved = []
     for j, pj in enumerate(prep):
         P = (pj.X @ layout.A(j).T).mul_(layout.scale)                 # (T, cols), scaled
-        Q = (pj.D @ layout.B(j)).view(pj.T, K, -1)                    # (T, K, cols)
-        out.index_add_(0, pj.ex, _per_config(Q * P[:, None, :], layout))
+        Q = (pj.D @ layout.B(j)).view(pj.T, Kc, -1)                   # (T, K', cols)
+        lin.index_add_(0, pj.ex, _per_config(Q * P[:, None, :], layout))
         saved.append((P, Q))
-    return out, saved
+    if U is not None:
+        lin = torch.einsum("kj,njc->nkc", U, lin)
+    return f0[:, :, None] + lin, saved
 
 
 def grads_group(prep: Sequence[Prepared], layout: GroupLayout, blocks: Sequence[Block],
@@ -132,7 +158,10 @@ def grads_group(prep: Sequence[Prepared], layout: GroupLayout, blocks: Sequence[
     λ adds λA, λB. Returns one list [∂A_1, …, ∂A_L, ∂B_1, …, ∂B_L] per bucket."""
     gA: list[list[Tensor]] = [[] for _ in layout.buckets]
     gB: list[list[Tensor]] = [[] for _ in layout.buckets]
-    E_cols = E.index_select(2, layout.col2cfg)                        # (N, K, cols)
+    U = prep[0].U if prep else None
+    if U is not None:
+        E = torch.einsum("kj,nkc->njc", U, E)                         # contrasts of e
+    E_cols = E.index_select(2, layout.col2cfg)                        # (N, K', cols)
     for j, (pj, blk, (P, Q)) in enumerate(zip(prep, blocks, saved, strict=True)):
         Et = E_cols[pj.ex]                                            # (T, K, cols)
         dB = pj.D.T @ (Et * P[:, None, :]).view(pj.D.shape[0], -1)   # (m, cols)
@@ -147,12 +176,12 @@ def grads_group(prep: Sequence[Prepared], layout: GroupLayout, blocks: Sequence[
     return [a + b for a, b in zip(gA, gB, strict=True)]
 
 
-def step_costs(feats: Sequence[Features], ranks_per_group: dict[int, list[int]]
-               ) -> tuple[float, float]:
+def step_costs(feats: Sequence[Features], ranks_per_group: dict[int, list[int]],
+               contrast: bool = False) -> tuple[float, float]:
     """Multiply-adds of one training step: (dense, factored), summed over groups.
 
-    dense = Σ_g (2·N·K·P·C_g + 3·P·Σ_c r_c);  factored = Σ_g Σ_ℓ 4·(Σ_c r_c)·T_ℓ·(n_ℓ + K·m_ℓ)
-    (factored is inf when a group has no factors).
+    dense = Σ_g (2·N·K·P·C_g + 3·P·Σ_c r_c);  factored = Σ_g Σ_ℓ 2·(Σ_c r_c)·T_ℓ·(n_ℓ + K'·m_ℓ)
+    ·2 with K' = K − 1 under ``contrast`` (factored is inf when a group has no factors).
     """
     dense = fact = 0.0
     for g, ranks in ranks_per_group.items():
@@ -161,6 +190,7 @@ def step_costs(feats: Sequence[Features], ranks_per_group: dict[int, list[int]]
         if f.factors is None:
             fact = float("inf")
             continue
-        fact += sum(4.0 * sum(ranks) * f.factors[b.name].T * (b.n + f.K * b.m)
+        Kc = f.K - 1 if contrast and f.K >= 2 else f.K
+        fact += sum(4.0 * sum(ranks) * f.factors[b.name].T * (b.n + Kc * b.m)
                     for b in f.blocks)
     return dense, fact

@@ -341,6 +341,7 @@ def train_linearized(
                                                                r.rank)) for r in runs]
     state = _State(runs, _buckets(runs, blocks, settings, dtype, device), train[0],
                    _choose_engine(train, runs, settings))
+    state.contrast = settings.loss == "ce"
     t0 = time.perf_counter()
     for t in range(T + 1):
         _step(t, train, dev, state, blocks, settings, trajs)
@@ -370,7 +371,7 @@ def _choose_engine(train: Sequence[Features], runs: Sequence[RunSpec],
     ranks: dict[int, list[int]] = {}
     for run in runs:
         ranks.setdefault(run.group, []).append(run.rank)
-    dense, factored = step_costs(train, ranks)
+    dense, factored = step_costs(train, ranks, contrast=settings.loss == "ce")
     return factored < DENSE_WEIGHT * dense
 
 
@@ -413,6 +414,7 @@ class _State:
                         } if factored else {}
         self.saved: dict[int, list[tuple[Tensor, Tensor]]] = {}
         self.prepared: dict[tuple[int, int], list] = {}  # (id(features), group) -> Prepared
+        self.contrast = False  # set by train_linearized: CE is shift-invariant (factored.py)
         self.alive = torch.ones(C, dtype=torch.bool, device=device)
         self.best_dev = [-math.inf] * C
         self.gens = [torch.Generator().manual_seed(runs[c].seed * 1_000_003 + runs[c].rank)
@@ -457,7 +459,7 @@ def _outputs(feats: Sequence[Features], state: _State, blocks: list[Block],
     for g, layout in state.layouts.items():
         key = (id(feats[g]), g)
         if key not in state.prepared:
-            state.prepared[key] = prepare(feats[g])
+            state.prepared[key] = prepare(feats[g], contrast=state.contrast)
         outs[g], saved = forward_group(state.prepared[key], feats[g].f0, layout)
         if save:
             state.saved[g] = saved
