@@ -136,6 +136,10 @@ def test_split_features_cached_and_keyed(clf, tmp_path):
     assert hit and path2 == path
     torch.testing.assert_close(f1.J, f2.J)
     assert f1.factors is not None and set(f2.factors) == set(f1.factors)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:  # factors are stored instead of J
+        assert "J" not in set(fh.keys()) and "Delta.0" in set(fh.keys())
     for name, fac in f1.factors.items():  # the OUTER method's token factors travel too
         back = f2.factors[name]
         assert back.ex.tolist() == fac.ex.tolist()
