@@ -111,3 +111,18 @@ def test_bad_engine_requests():
     with pytest.raises(LorankError, match="per-token factors"):
         train_linearized([factored(with_factors=False)], [RunSpec(1, 0, 0.1)],
                          TrainSettings(steps=2, engine="factored"))
+
+
+@settings(max_examples=20, deadline=None)
+@given(N=st.integers(1, 5), K=st.integers(1, 3), T=st.integers(0, 12), seed=st.integers(0, 999))
+def test_dense_from_factors_equals_sum_of_outer_products(N, K, T, seed):
+    """TokenFactors.dense: G_i[k] = Σ_{t: ex_t = i} δ_{k,t} x_tᵀ for any token order."""
+    gen = torch.Generator().manual_seed(seed)
+    ex = torch.randint(0, N, (T,), generator=gen)
+    fac = TokenFactors(ex, torch.randn(T, 3, generator=gen, dtype=torch.float64),
+                       torch.randn(K, T, 2, generator=gen, dtype=torch.float64))
+    ref = torch.zeros(N, K, 2, 3, dtype=torch.float64)
+    for t in range(T):
+        for k in range(K):
+            ref[ex[t], k] += torch.outer(fac.Delta[k, t], fac.X[t])
+    torch.testing.assert_close(fac.dense(N), ref)

@@ -100,11 +100,22 @@ class TokenFactors:
         return int(self.X.shape[0])
 
     def dense(self, N: int) -> Tensor:
-        """G of every example: (N, K, m, n) (Σ over each example's tokens of δ ⊗ x)."""
-        K, _, m = self.Delta.shape
-        out = self.X.new_zeros(N, K, m, self.X.shape[1])
-        contrib = torch.einsum("ktm,tn->tkmn", self.Delta, self.X)
-        return out.index_add_(0, self.ex, contrib)
+        """G of every example: (N, K, m, n) (Σ over each example's tokens of δ ⊗ x).
+
+        Tokens are scattered into per-example padded slots (zeros contribute nothing), so the
+        sum is one batched matmul per example — never a (T, K, m, n) intermediate."""
+        K, T, m = self.Delta.shape
+        n = self.X.shape[1]
+        order = torch.argsort(self.ex, stable=True)
+        ex = self.ex[order]
+        counts = torch.bincount(ex, minlength=N)
+        width = int(counts.max()) if T else 0
+        pos = torch.arange(T, device=ex.device) - (torch.cumsum(counts, 0) - counts)[ex]
+        Xp = self.X.new_zeros(N, width, n)
+        Xp[ex, pos] = self.X[order]
+        Dp = self.Delta.new_zeros(K, N, width, m)
+        Dp[:, ex, pos] = self.Delta[:, order]
+        return torch.einsum("kitm,itn->ikmn", Dp, Xp)
 
     def to(self, dtype: torch.dtype | None = None,
            device: torch.device | str | None = None) -> TokenFactors:
