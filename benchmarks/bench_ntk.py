@@ -2,7 +2,7 @@
 peak memory of streamed test-time prediction as the test set grows.
 
     python benchmarks/bench_ntk.py [--quick] [--model minilm] [--n 32] [--seq 64] [--loop-n 32]
-                                   [--memory-prefixes 250,500,1000] [--data-dir DIR]
+                                   [--memory-prefixes 250,1000,5463] [--data-dir DIR]
                                    [--threads 1]
 
 ``--quick``: 8 examples (4 in the autograd loop) and QNLI prefixes 100,200. The last stdout line
@@ -127,6 +127,7 @@ from lorank.data.load import load_task
 from lorank.models import build_classifier, load_encoder
 from lorank.ntk import blocks_of, stream_linearized_logits
 n, model, data_dir, budget = int(sys.argv[1]), sys.argv[2], sys.argv[3], float(sys.argv[4])
+torch.set_num_threads(int(sys.argv[5]))
 data = load_task("qnli", k=16, seed=42, data_dir=data_dir)
 clf = build_classifier(load_encoder(model), data.task, "verbalizer")
 test = data.test.subset(range(n))
@@ -149,7 +150,8 @@ def memory_bench(args) -> list[dict]:
     rows = []
     for n in [int(x) for x in args.memory_prefixes.split(",")]:
         out = subprocess.run([sys.executable, "-c", CHILD, str(n), args.model, args.data_dir,
-                              str(args.memory_mb)], capture_output=True, text=True, check=True)
+                              str(args.memory_mb), str(args.threads)],
+                             capture_output=True, text=True, check=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(row)
         print(f"  QNLI test prefix {n:5d}: peak RSS {row['peak_rss_mb']:7.0f} MB (before "
@@ -168,7 +170,8 @@ def main() -> None:
     p.add_argument("--loop-n", type=int, default=32)
     p.add_argument("--seq", type=int, default=64)
     p.add_argument("--memory-mb", type=float, default=512.0)
-    p.add_argument("--memory-prefixes", default="250,500,1000")
+    p.add_argument("--memory-prefixes", default="250,1000,5463",
+                   help="QNLI test prefixes (5463 = the whole test split)")
     p.add_argument("--data-dir", default=os.environ.get("LORANK_DATA_DIR"))
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--json", default=None, help="write results to this file")
