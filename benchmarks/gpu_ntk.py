@@ -2,10 +2,12 @@
 
 Run by ``benchmarks/gpu.sh``. Sections (each skipped if the time budget is spent):
   1. Jacobians: 32 examples x 2 logits, seq len 128, q,v of all 24 layers (P = 50.3 M) with
-     vmap_jacrev, vs the per-example autograd loop on a few examples; last layer truncated.
+     the outer method and vmap_jacrev, vs the per-example autograd loop on a few examples;
+     last layer truncated.
   2. Streamed test-time prediction: 1,000 examples, last-layer q,v, 60 updates at once.
-  3. Linearized sweep: 6 ranks x 5 seeds x 1,000 GD steps (last-layer q,v, P = 2.1 M) in one
-     vectorised run vs the same runs one at a time (measured on 50 steps per run, scaled).
+  3. Linearized sweep: 6 ranks x 5 seeds x 1,000 GD steps (last-layer q,v, P = 2.1 M, 40
+     tokens per example) in one vectorised run of the factored engine, and of the dense engine,
+     vs the same runs one at a time on J (measured on 50 steps per run, scaled).
 Prints one summary block at the end and writes $OUT/gpu_ntk.json when $OUT is set.
 """
 
@@ -83,6 +85,9 @@ def main() -> None:
     budget = float(os.environ.get("LORANK_GPU_MEMORY_MB", 40000))
     # 1. Jacobians
     if left() > 60:
+        f, dt_outer = timed(lambda: compute_features(clf, x, labels, layers="all",
+                                                     method="outer", memory_budget_mb=budget))
+        del f
         f, dt = timed(lambda: compute_features(clf, x, labels, layers="all",
                                                method="vmap_jacrev", memory_budget_mb=budget))
         P_all = f.P
@@ -99,6 +104,7 @@ def main() -> None:
         summary["jacobian"] = {
             "P_all": P_all, "vmap_all_s_per_32": dt, "loop_all_s_per_ex": dt_loop / 4,
             "ratio_vmap_vs_loop": (dt_loop / 4) / (dt / 32),
+            "outer_all_s_per_32": dt_outer, "ratio_outer_vs_loop": (dt_loop / 4) / (dt_outer / 32),
             "last_truncated_s_per_32": dt_last, "last_full_s_per_32": dt_last_full,
             "peak_gb": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None}
         print(json.dumps(summary["jacobian"]), flush=True)
@@ -118,32 +124,49 @@ def main() -> None:
         print(json.dumps(summary["stream"]), flush=True)
     # 3. sweep
     if left() > 30:
+        from lorank.ntk.jacobian import TokenFactors
+
         gen = torch.Generator().manual_seed(0)
         bl = [Block(b.name, b.layer, b.target, b.m, b.n) for b in blocks]
-        feats = [Features((torch.randn(32, 2, P, generator=gen) / 1024).to(device),
-                          torch.randn(32, 2, generator=gen).to(device),
-                          (torch.arange(32) % 2).to(device), bl) for _ in range(5)]
+        ex = torch.arange(32).repeat_interleave(40)
+
+        def synthetic():
+            fac = {b.name: TokenFactors(ex, torch.randn(len(ex), b.n, generator=gen) / 32,
+                                        torch.randn(2, len(ex), b.m, generator=gen) / 32)
+                   for b in bl}
+            J = torch.cat([fac[b.name].dense(32).flatten(2) for b in bl], dim=-1)
+            return Features(J, torch.randn(32, 2, generator=gen), torch.arange(32) % 2, bl,
+                            {}, fac).to(dtype, device)
+
+        feats = [synthetic() for _ in range(5)]
         runs = [RunSpec(r, s, 0.05, g) for g, s in enumerate([13, 21, 42, 87, 100])
                 for r in (1, 2, 4, 8, 12, 16)]
-        train_linearized(feats, runs[:2], TrainSettings(steps=3), feats)
-        _, t_b = timed(lambda: train_linearized(feats, runs, TrainSettings(steps=1000), feats))
+        res = {}
+        for engine in ("factored", "dense"):
+            settings = TrainSettings(steps=1000, engine=engine)
+            train_linearized(feats, runs[:2], TrainSettings(steps=3, engine=engine), feats)
+            _, res[engine] = timed(lambda s=settings: train_linearized(feats, runs, s, feats))
         steps_one = 50
 
         def one_by_one():
             for run in runs:
                 train_linearized([feats[run.group]], [RunSpec(run.rank, run.seed, run.lr)],
-                                 TrainSettings(steps=steps_one), [feats[run.group]])
+                                 TrainSettings(steps=steps_one, engine="dense"),
+                                 [feats[run.group]])
 
         _, t_1 = timed(one_by_one)
         t_1 *= 1000 / steps_one
-        summary["sweep"] = {"runs": len(runs), "steps": 1000, "P": P, "batched_s": t_b,
-                            "one_by_one_s_scaled": t_1, "ratio": t_1 / t_b}
+        summary["sweep"] = {"runs": len(runs), "steps": 1000, "P": P,
+                            "batched_s": res["factored"], "dense_batched_s": res["dense"],
+                            "one_by_one_s_scaled": t_1, "ratio": t_1 / res["factored"],
+                            "ratio_dense_batched": t_1 / res["dense"]}
         print(json.dumps(summary["sweep"]), flush=True)
     summary["total_s"] = time.perf_counter() - T0
     print("\n=== lorank NTK engine on", summary["device"], "===")
     j, s, w = summary.get("jacobian"), summary.get("stream"), summary.get("sweep")
     if j:
-        print(f"Jacobians, all 24 layers q,v (P={j['P_all']:,}), 32 ex x 2 logits: "
+        print(f"Jacobians, all 24 layers q,v (P={j['P_all']:,}), 32 ex x 2 logits: outer "
+              f"{j['outer_all_s_per_32']:.2f} s ({j['ratio_outer_vs_loop']:.1f}x), vmap "
               f"{j['vmap_all_s_per_32']:.2f} s; autograd loop {j['loop_all_s_per_ex']:.2f} s/ex "
               f"-> {j['ratio_vmap_vs_loop']:.1f}x; last layer truncated "
               f"{j['last_truncated_s_per_32']:.3f} s vs full {j['last_full_s_per_32']:.3f} s")
@@ -151,8 +174,10 @@ def main() -> None:
         print(f"Streamed prediction: {s['examples_per_s']:.0f} examples/s (60 updates), peak "
               f"{s['peak_gb']} GB")
     if w:
-        print(f"Sweep 30 runs x 1000 steps: batched {w['batched_s']:.1f} s vs one-by-one "
-              f"{w['one_by_one_s_scaled']:.1f} s -> {w['ratio']:.1f}x")
+        print(f"Sweep 30 runs x 1000 steps: factored batched {w['batched_s']:.1f} s, dense "
+              f"batched {w['dense_batched_s']:.1f} s vs one-by-one on J "
+              f"{w['one_by_one_s_scaled']:.1f} s -> {w['ratio']:.1f}x "
+              f"(dense batched {w['ratio_dense_batched']:.1f}x)")
     print(f"total {summary['total_s']:.0f} s")
     out = os.environ.get("OUT")
     if out:

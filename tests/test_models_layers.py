@@ -95,6 +95,38 @@ def test_vmap_jacrev_equals_autograd_loop(tiny_dirs: dict[str, str], arch: str, 
     assert total > 0  # the Jacobian is not trivially zero
 
 
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+@pytest.mark.parametrize(("head", "task"), CASES)
+def test_outer_method_equals_autograd_loop(tiny_dirs: dict[str, str], arch: str, head: str,
+                                           task: str) -> None:
+    """Per-token outer products (OUTER, via ``auto``) give the reference Jacobians for every
+    architecture × head; where they cannot (DeBERTa-v2 projects shared relative-position
+    embeddings with query_proj) ``auto`` falls back and ``outer`` refuses."""
+    from lorank.errors import LorankError
+    from lorank.ntk import compute_features
+
+    clf, data = _classifier(tiny_dirs[arch], head, task, dtype=torch.float64)
+    x = {k: v[:3] for k, v in clf.encode(data).items()}
+    labels = data.labels[:3]
+    ref = compute_features(clf, x, labels, layers="all", method="autograd_loop")
+    fast = compute_features(clf, x, labels, layers="all", method="auto")
+    torch.testing.assert_close(fast.J, ref.J, atol=1e-10, rtol=1e-7)
+    torch.testing.assert_close(fast.f0, ref.f0, atol=1e-12, rtol=1e-12)
+    assert fast.meta["method"] == "outer" and fast.factors is not None
+    for b in fast.blocks:
+        torch.testing.assert_close(fast.factors[b.name].dense(3), fast.G[b.name],
+                                   atol=1e-12, rtol=1e-10)
+    if arch == "deberta-v2":  # DeBERTa-v3 checkpoints share query_proj with the positions
+        for layer in clf.model.encoder.layer:
+            layer.attention.self.share_att_key = True
+        ref = compute_features(clf, x, labels, layers="all", method="autograd_loop")
+        fast = compute_features(clf, x, labels, layers="all", method="auto")
+        assert fast.meta["method"] == "vmap_jacrev_truncated" and fast.factors is None
+        torch.testing.assert_close(fast.J, ref.J, atol=1e-10, rtol=1e-7)
+        with pytest.raises(LorankError, match="relative-position"):
+            compute_features(clf, x, labels, layers="all", method="outer")
+
+
 def test_head_weights_frozen_and_base_trainable(tiny_dirs: dict[str, str]) -> None:
     for head, task in CASES:
         clf, _ = _classifier(tiny_dirs["roberta"], head, task)

@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 
+from lorank.errors import LorankError
 from lorank.ntk import (
     Block,
     CorruptCacheError,
@@ -40,6 +41,18 @@ def test_round_trip(tmp_path):
     assert back.labels.tolist() == feats.labels.tolist()
     assert back.blocks == feats.blocks and back.meta == feats.meta
     assert [p.name for p in tmp_path.iterdir()] == ["f.safetensors"]  # no temp files left
+
+
+def test_inconsistent_factors_are_rejected(tmp_path):
+    from lorank.ntk.jacobian import TokenFactors
+
+    feats = _features()
+    bad = {b.name: TokenFactors(torch.zeros(2, dtype=torch.int64),
+                                torch.zeros(2, b.n, dtype=torch.float64),
+                                torch.zeros(2, 2, b.m + 1, dtype=torch.float64))
+           for b in feats.blocks}
+    with pytest.raises(LorankError, match="token factors"):
+        Features(feats.J, feats.f0, feats.labels, feats.blocks, {}, bad)
 
 
 def test_wrong_key_is_rejected(tmp_path):
@@ -122,6 +135,15 @@ def test_split_features_cached_and_keyed(clf, tmp_path):
     f2, path2, hit = split_features(clf, _split(), layers="last", cache_root=tmp_path, seed=13)
     assert hit and path2 == path
     torch.testing.assert_close(f1.J, f2.J)
+    assert f1.factors is not None and set(f2.factors) == set(f1.factors)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:  # factors are stored instead of J
+        assert "J" not in set(fh.keys()) and "Delta.0" in set(fh.keys())
+    for name, fac in f1.factors.items():  # the OUTER method's token factors travel too
+        back = f2.factors[name]
+        assert back.ex.tolist() == fac.ex.tolist()
+        torch.testing.assert_close((back.X, back.Delta), (fac.X, fac.Delta))
     key = feature_key(clf, _split(), targets=("query", "value"), layers="last", max_length=128,
                       seed=13)
     variants = [

@@ -44,7 +44,7 @@ def inputs(clf):
 
 
 @pytest.mark.parametrize("layers", ["all", "last", [1]])
-@pytest.mark.parametrize("method", ["vmap_jacrev", "vmap_jacrev_truncated"])
+@pytest.mark.parametrize("method", ["vmap_jacrev", "vmap_jacrev_truncated", "outer", "auto"])
 def test_fast_methods_match_autograd_reference(clf, inputs, layers, method):
     ref = compute_features(clf, inputs, LABELS, targets=("query", "value"), layers=layers,
                            method=JacobianMethod.AUTOGRAD_LOOP)
@@ -60,7 +60,7 @@ def test_fast_methods_match_autograd_reference(clf, inputs, layers, method):
 
 def test_truncated_equals_full_backprop_for_upper_layers(clf, inputs):
     full = compute_features(clf, inputs, LABELS, layers="last", method="vmap_jacrev")
-    trunc = compute_features(clf, inputs, LABELS, layers="last")
+    trunc = compute_features(clf, inputs, LABELS, layers="last", method="vmap_jacrev_truncated")
     assert trunc.meta["method"] == "vmap_jacrev_truncated"
     torch.testing.assert_close(trunc.J, full.J, rtol=1e-10, atol=1e-12)
 
@@ -70,6 +70,23 @@ def test_chunk_size_does_not_change_features(clf, inputs):
     tiny = compute_features(clf, inputs, LABELS, memory_budget_mb=1e-3)
     assert tiny.meta["chunk_size"] == 1 and big.meta["chunk_size"] >= 5
     torch.testing.assert_close(tiny.J, big.J, rtol=1e-12, atol=1e-13)
+
+
+def test_outer_factors_rebuild_j_and_drop_zero_tokens(clf, inputs):
+    """G_i = Σ_t δ_t x_tᵀ over the kept tokens; padding tokens (exactly zero δ) are dropped."""
+    feats = compute_features(clf, inputs, LABELS, layers="all", memory_budget_mb=1e-3)
+    assert feats.meta["method"] == "outer" and feats.meta["chunk_size"] == 1
+    real = int(inputs["attention_mask"].sum())
+    for b in feats.blocks:
+        fac = feats.factors[b.name]
+        torch.testing.assert_close(fac.dense(5), feats.G[b.name], rtol=1e-10, atol=1e-12)
+        assert real >= fac.T and fac.ex.tolist() == sorted(fac.ex.tolist())
+        assert fac.Delta.abs().sum(dim=(0, 2)).min() > 0
+        per_example = torch.bincount(fac.ex, minlength=5)
+        assert (per_example <= inputs["attention_mask"].sum(1)).all()
+    assert inputs["attention_mask"].min() == 0  # padding is exercised
+    half = feats.to(torch.float32)
+    assert all(f.X.dtype == torch.float32 for f in half.factors.values())
 
 
 def test_float32_close_to_float64(clf, inputs):

@@ -62,8 +62,11 @@ def parse_layers(text: str) -> str | list[int]:
               help="Refuse feature files larger than this (MB).")
 @click.option("--max-length", default=128, show_default=True, type=int)
 @click.option("--test-max", default=None, type=int, help="Cap the test split (seed-42 rows).")
-@click.option("--method", default="vmap_jacrev_truncated", show_default=True,
-              type=click.Choice(["autograd_loop", "vmap_jacrev", "vmap_jacrev_truncated"]))
+@click.option("--method", default="auto", show_default=True,
+              type=click.Choice(["auto", "outer", "autograd_loop", "vmap_jacrev",
+                                 "vmap_jacrev_truncated"]),
+              help="Jacobian implementation (all give the same numbers; auto = outer "
+                   "when it applies, else vmap_jacrev_truncated).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--no-cache", is_flag=True, help="Compute without reading or writing the cache.")
 @click.option("--data-dir", default=None, help="Data directory (default: $LORANK_DATA_DIR).")
@@ -109,6 +112,10 @@ def command(model: str, task: str, head: str, targets: str, layers: str, seed: i
         "size_mb": round(feats.J.numel() * feats.J.element_size() / 2**20, 2),
         "blocks": [{"name": b.name, "layer": b.layer, "target": b.target, "m": b.m, "n": b.n}
                    for b in feats.blocks],
+        "method": feats.meta.get("method"),
+        "factors_mb": None if feats.factors is None else round(sum(
+            f.X.numel() * f.X.element_size() + f.Delta.numel() * f.Delta.element_size()
+            for f in feats.factors.values()) / 2**20, 2),
         "cache": str(path) if path else None, "cache_hit": hit,
         "jacobian_seconds": feats.meta.get("seconds"), "seconds": time.perf_counter() - t0,
     }
@@ -120,6 +127,9 @@ def command(model: str, task: str, head: str, targets: str, layers: str, seed: i
                f"{summary['size_mb']} MB")
     for b in feats.blocks:
         click.echo(f"  {b.name}: layer {b.layer}, {b.target}, {b.m}x{b.n}")
+    if summary["factors_mb"] is not None:
+        click.echo(f"method {summary['method']}: per-token factors {summary['factors_mb']} MB "
+                   "(what the cache stores; J is rebuilt on load)")
     state = "hit" if hit else ("written" if path else "disabled")
     click.echo(f"cache ({state}): {path}")
     click.echo(f"time: {summary['seconds']:.1f} s")

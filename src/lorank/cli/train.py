@@ -62,7 +62,7 @@ def run_linearized(opts: dict[str, Any]) -> Any:
         alpha=opts["alpha"], weight_decay=opts["weight_decay"], optimizer=opts["optimizer"],
         batch_size=opts["batch_size"], test_max=opts["test_max"], max_length=opts["max_length"],
         dtype=opts["dtype"], device=opts["device"], memory_budget_mb=opts["memory_mb"],
-        data_dir=opts["data_dir"], use_cache=not opts["no_cache"])
+        data_dir=opts["data_dir"], use_cache=not opts["no_cache"], engine=opts["engine"])
     return run_linearized_sweep(cfg, _tqdm_progress(opts["progress"]))
 
 
@@ -122,6 +122,9 @@ def render_table(rows: list[dict[str, Any]], title: str) -> None:
 @click.option("--optimizer", default="gd", show_default=True,
               type=click.Choice(["gd", "sgd", "adam"]))
 @click.option("--batch-size", default=None, type=int, help="Mini-batch size for sgd/adam.")
+@click.option("--engine", default="auto", show_default=True,
+              type=click.Choice(["auto", "dense", "factored"]),
+              help="Linearized engine: dense J or per-token factors (same numbers).")
 @click.option("--test-max", default=None, type=int, help="Cap the test split (seed-42 rows).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--memory-mb", default=1024.0, show_default=True, type=float)

@@ -28,6 +28,7 @@ from lorank.linearized.losses import check_loss, metrics_dict
 from lorank.linearized.model import Scaling, factor_spectrum, spectrum
 from lorank.linearized.selection import select_checkpoint
 from lorank.linearized.train import (
+    ENGINES,
     OPTIMIZERS,
     RunSpec,
     TrainResult,
@@ -92,11 +93,14 @@ class SweepConfig(TaskGrid):
     kernel_lams: tuple[float, ...] = KERNEL_LAMS
     use_cache: bool = True
     cache_root: str | None = None
-    method: str = JacobianMethod.VMAP_JACREV_TRUNCATED.value
+    method: str = JacobianMethod.AUTO.value
     predictor: str = "auto"
+    engine: str = "auto"
 
     def __post_init__(self) -> None:
         check_loss(self.loss)
+        if self.engine not in ENGINES:
+            raise LorankError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         Scaling.parse(self.scaling)
         JacobianMethod.parse(self.method)
         if self.dtype not in DTYPES:
@@ -118,7 +122,8 @@ class SweepConfig(TaskGrid):
                              scaling=self.scaling, alpha=self.alpha,
                              weight_decay=self.weight_decay, optimizer=self.optimizer,
                              batch_size=self.batch_size, eval_every=self.eval_every,
-                             log_every=max(1, min(self.eval_every, 10)), metric=metric)
+                             log_every=max(1, min(self.eval_every, 10)), metric=metric,
+                             engine=self.engine)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,7 +161,7 @@ class SweepResult:
     metric: str
     records: list[RunRecord]
     features: list[dict[str, Any]]
-    timings: dict[str, float]
+    timings: dict[str, Any]
 
     def table(self) -> list[dict[str, Any]]:
         """Per rank, mean ± std over seeds of zero-shot, kernel, selected and final test metric."""
@@ -315,7 +320,7 @@ def run_linearized_sweep(cfg: SweepConfig, progress: Progress | None = None,
         rec.wall_seconds = t_train / max(1, len(records))
     timings = {"features_s": t_feat, "train_s": t_train, "kernel_s": t_kernel,
                "test_s": t_test, "total_s": time.perf_counter() - t_all,
-               "configs": len(runs)}
+               "configs": len(runs), "engine": result.engine}
     return SweepResult(cfg.to_dict(), metric, records, [s.info for s in seeds], timings)
 
 

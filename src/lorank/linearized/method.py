@@ -43,7 +43,7 @@ from lorank.experiments.registry import RunContext, register_method
 from lorank.linearized.experiment import SweepConfig, load_seeds, run_linearized_sweep
 
 _OPTIONS = ("scaling", "alpha", "weight_decay", "optimizer", "batch_size", "memory_budget_mb",
-            "mse_target")
+            "mse_target", "engine")
 
 
 def sweep_config(config: RunConfig, ctx: RunContext | None = None) -> SweepConfig:
@@ -141,7 +141,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
         "K": result.features[0]["train"]["K"], "P": result.features[0]["train"]["P"],
         "train_s": result.timings["train_s"], "test_s": result.timings["test_s"],
         "kernel_s": result.timings["kernel_s"], "features_s": features_s,
-        "computed_here": computed_here,
+        "computed_here": computed_here, "engine": result.timings["engine"],
         "ranks_trained_together": list(result.config["ranks"]),
     }
     if "f1" in result.metric or "f1" in sel["test"]:

@@ -34,6 +34,13 @@ GEMMs on a CPU). On a CPU the step is bound by streaming Φ twice (forward and g
 batching gain over one run at a time is at most about the number of configurations sharing a
 feature set (see docs/benchmarks.md).
 
+Factored engine. When the features carry per-token factors (the OUTER Jacobian method: G_i =
+Σ_t δ_t x_tᵀ), the same step runs on the factors instead of J
+(:mod:`lorank.linearized.factored`: four GEMMs per matrix and feature group, cost ∝ Σ r · tokens
+instead of N·K·P per configuration; J is never read). ``TrainSettings.engine`` = ``auto``
+(default: factored when the factors exist and the multiply-add model says it is cheaper),
+``dense`` or ``factored``; both give the same numbers (tested).
+
 Optimisers: full-batch GD (default), SGD on mini-batches (per-configuration sampling from a
 generator seeded by (seed, rank): the same batches for every learning rate), Adam (Kingma & Ba).
 A configuration whose objective becomes NaN/inf is recorded as diverged at that step and frozen
@@ -51,11 +58,20 @@ import torch
 from torch import Tensor
 
 from lorank.errors import LorankError
+from lorank.linearized.factored import (
+    DENSE_WEIGHT,
+    GroupLayout,
+    forward_group,
+    grads_group,
+    prepare,
+    step_costs,
+)
 from lorank.linearized.losses import check_loss, loss_and_grad, metric
 from lorank.linearized.model import Scaling, init_factors, scale
 from lorank.ntk.features import Block, Features
 
 OPTIMIZERS = ("gd", "sgd", "adam")
+ENGINES = ("auto", "dense", "factored")
 
 
 @dataclass(frozen=True)
@@ -85,6 +101,7 @@ class TrainSettings:
         log_every: interval of the recorded loss / ‖∇Φ‖² / PL-ratio curves.
         metric: dev selection metric (``"accuracy"`` or ``"f1"``).
         loss_inf: L_inf in the PL ratio ‖∇Φ‖²/(Φ − L_inf) (0: separable CE / interpolating MSE).
+        engine: ``"auto"``, ``"dense"`` (J) or ``"factored"`` (per-token factors; module doc).
     """
 
     steps: int = 1000
@@ -101,9 +118,12 @@ class TrainSettings:
     log_every: int = 10
     metric: str = "accuracy"
     loss_inf: float = 0.0
+    engine: str = "auto"
 
     def __post_init__(self) -> None:
         check_loss(self.loss)
+        if self.engine not in ENGINES:
+            raise LorankError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         Scaling.parse(self.scaling)
         for name in ("steps", "eval_every", "log_every"):
             value = getattr(self, name)
@@ -170,6 +190,7 @@ class TrainResult:
     final: list[Factors]
     blocks: list[Block]
     seconds: float
+    engine: str = "dense"
 
 
 class _Bucket:
@@ -182,6 +203,7 @@ class _Bucket:
                  settings: TrainSettings, dtype: torch.dtype, device: torch.device) -> None:
         self.idx = idx
         self.r = runs[idx[0]].rank
+        self.group = runs[idx[0]].group
         self.lo, self.hi = 0, len(idx)
         inits = [init_factors(blocks, self.r, runs[c].seed, dtype, device) for c in idx]
         self.A = [torch.stack([a[0][j] for a in inits]) for j in range(len(blocks))]
@@ -240,8 +262,11 @@ class _Bucket:
                 upd = (m / (1 - b1 ** (t + 1))) / ((v / (1 - b2 ** (t + 1))).sqrt() + settings.eps)
             else:
                 upd = g
-            change = self.lr * upd
-            p.sub_(change if all_alive else torch.where(live, change, torch.zeros_like(change)))
+            if all_alive:
+                p.addcmul_(self.lr, upd, value=-1.0)
+            else:
+                change = self.lr * upd
+                p.sub_(torch.where(live, change, torch.zeros_like(change)))
 
     def kill(self, rows: Tensor) -> None:
         """Reset diverged configurations (boolean rows) to zero factors."""
@@ -314,7 +339,9 @@ def train_linearized(
     T, C = settings.steps, len(runs)
     trajs = [Trajectory(r.rank, r.seed, r.lr, r.group, scale(settings.scaling, settings.alpha,
                                                                r.rank)) for r in runs]
-    state = _State(runs, _buckets(runs, blocks, settings, dtype, device), train[0])
+    state = _State(runs, _buckets(runs, blocks, settings, dtype, device), train[0],
+                   _choose_engine(train, runs, settings))
+    state.contrast = settings.loss == "ce"
     t0 = time.perf_counter()
     for t in range(T + 1):
         _step(t, train, dev, state, blocks, settings, trajs)
@@ -326,7 +353,26 @@ def train_linearized(
             end = T if trajs[c].diverged_step is None else trajs[c].diverged_step
             best[c] = bucket.factors("best", k, trajs[c].best_step)
             final[c] = bucket.factors("final", k, end)
-    return TrainResult(list(runs), trajs, best, final, blocks, time.perf_counter() - t0)
+    return TrainResult(list(runs), trajs, best, final, blocks, time.perf_counter() - t0,
+                       "factored" if state.factored else "dense")
+
+
+def _choose_engine(train: Sequence[Features], runs: Sequence[RunSpec],
+                   settings: TrainSettings) -> bool:
+    """True for the factored engine (see ``TrainSettings.engine`` and the module doc)."""
+    have = all(f.factors is not None for f in train)
+    if settings.engine == "factored" and not have:
+        raise LorankError("engine 'factored' needs per-token factors: compute the features with "
+                          "the outer (or auto) Jacobian method")
+    if settings.engine != "auto":
+        return settings.engine == "factored"
+    if not have:
+        return False
+    ranks: dict[int, list[int]] = {}
+    for run in runs:
+        ranks.setdefault(run.group, []).append(run.rank)
+    dense, factored = step_costs(train, ranks, contrast=settings.loss == "ce")
+    return factored < DENSE_WEIGHT * dense
 
 
 def _buckets(runs: Sequence[RunSpec], blocks: list[Block], settings: TrainSettings,
@@ -348,9 +394,11 @@ class _State:
     mask, best dev, RNGs. Row i of D and M is run ``order[i]``; group g owns rows
     ``ranges[g] = (lo, hi)``, bucket b owns rows ``b.lo:b.hi``."""
 
-    def __init__(self, runs: Sequence[RunSpec], buckets: list[_Bucket], ref: Features) -> None:
+    def __init__(self, runs: Sequence[RunSpec], buckets: list[_Bucket], ref: Features,
+                 factored: bool = False) -> None:
         device = ref.J.device
         self.buckets = buckets
+        self.factored = factored
         self.order = [c for b in buckets for c in b.idx]
         self.ranges: dict[int, tuple[int, int]] = {}
         for i, c in enumerate(self.order):
@@ -358,12 +406,35 @@ class _State:
             self.ranges[runs[c].group] = (lo, i + 1)
         C = len(self.order)
         self.offsets = ref.offsets()
-        self.D = torch.empty(C, ref.P, dtype=ref.J.dtype, device=device)
-        self.M = torch.empty_like(self.D)
+        self._shape = (C, ref.P)
+        self._D: Tensor | None = None
+        self.M = None if factored else torch.empty(C, ref.P, dtype=ref.J.dtype, device=device)
+        self.layouts = {g: GroupLayout([b for b in buckets if b.group == g], lo, ref.J.dtype,
+                                       device) for g, (lo, _) in self.ranges.items()
+                        } if factored else {}
+        self.saved: dict[int, list[tuple[Tensor, Tensor]]] = {}
+        self.prepared: dict[tuple[int, int], list] = {}  # (id(features), group) -> Prepared
+        self.contrast = False  # set by train_linearized: CE is shift-invariant (factored.py)
         self.alive = torch.ones(C, dtype=torch.bool, device=device)
         self.best_dev = [-math.inf] * C
         self.gens = [torch.Generator().manual_seed(runs[c].seed * 1_000_003 + runs[c].rank)
                      for c in self.order]
+
+    @property
+    def D(self) -> Tensor:
+        """Step buffer of vec(ΔW) rows (allocated on first use: the factored engine needs it
+        only to evaluate dev features that have no factors)."""
+        if self._D is None:
+            self._D = torch.empty(self._shape, dtype=self.buckets[0].A[0].dtype,
+                                  device=self.buckets[0].A[0].device)
+        return self._D
+
+    def fill_D(self) -> Tensor:
+        """D = vec(s·B_ℓ A_ℓ) of every configuration at the current factors."""
+        D = self.D
+        for b in self.buckets:
+            b.delta_into(D[b.lo:b.hi], self.offsets)
+        return D
 
     def split(self, x: Tensor) -> list[Tensor]:
         """Per-bucket slices of a tensor whose first axis is in row order."""
@@ -376,20 +447,38 @@ def _forward(feats: Sequence[Features], D: Tensor, state: _State) -> dict[int, T
         feats[g].N, feats[g].K, -1) for g, (lo, hi) in state.ranges.items()}
 
 
+def _outputs(feats: Sequence[Features], state: _State, blocks: list[Block],
+             save: bool = False) -> dict[int, Tensor]:
+    """f_lin of every configuration per group, by the state's engine (``save`` keeps the
+    factored engine's intermediates for this step's gradients)."""
+    if not state.factored:  # dev evaluation reuses the D of this step's training forward
+        return _forward(feats, state.fill_D() if save else state.D, state)
+    if not all(f.factors is not None for f in feats):  # e.g. dev features without factors
+        return _forward(feats, state.fill_D(), state)
+    outs = {}
+    for g, layout in state.layouts.items():
+        key = (id(feats[g]), g)
+        if key not in state.prepared:
+            state.prepared[key] = prepare(feats[g], contrast=state.contrast)
+        outs[g], saved = forward_group(state.prepared[key], feats[g].f0, layout)
+        if save:
+            state.saved[g] = saved
+    return outs
+
+
 def _step(t: int, train: Sequence[Features], dev: Sequence[Features] | None, state: _State,
           blocks: list[Block], settings: TrainSettings, trajs: list[Trajectory]) -> None:
     """Evaluate every configuration at θ_t (loss, dev, logs), then update unless t = T."""
-    buckets, order, D = state.buckets, state.order, state.D
+    buckets, order = state.buckets, state.order
     C = len(order)
-    for b in buckets:
-        b.delta_into(D[b.lo:b.hi], state.offsets)
-    outs = _forward(train, D, state)
-    L = D.new_empty(C)
+    outs = _outputs(train, state, blocks, save=True)
+    L = buckets[0].A[0].new_empty(C)
     E = {}
     for g, (lo, hi) in state.ranges.items():
         L[lo:hi], E[g] = loss_and_grad(outs[g], train[g].labels, settings.loss,
                                        mse_target=settings.mse_target)
-    obj = L + 0.5 * settings.weight_decay * torch.cat([b.sq_norms() for b in buckets])
+    obj = L if not settings.weight_decay else L + 0.5 * settings.weight_decay * torch.cat(
+        [b.sq_norms() for b in buckets])
     bad = state.alive & ~torch.isfinite(obj)
     if bad.any():
         for b, rows in zip(buckets, state.split(bad), strict=True):
@@ -400,7 +489,7 @@ def _step(t: int, train: Sequence[Features], dev: Sequence[Features] | None, sta
         state.alive &= ~bad
     live = state.alive
     if dev is not None and (t % settings.eval_every == 0 or t == settings.steps):
-        _evaluate_dev(t, dev, D, state, trajs, settings)
+        _evaluate_dev(t, dev, state, blocks, trajs, settings)
     elif dev is None and t == settings.steps:
         for b, rows in zip(buckets, state.split(live), strict=True):
             b.keep_best(rows)
@@ -439,7 +528,15 @@ def _step(t: int, train: Sequence[Features], dev: Sequence[Features] | None, sta
 def _grads(train: Sequence[Features], E: dict[int, Tensor], state: _State,
            blocks: list[Block], wd: float) -> list[list[Tensor]]:
     """M = ∂L/∂ΔW for every configuration (one GEMM per group, written into the buffer M in
-    place), then per-bucket ∂A, ∂B."""
+    place), then per-bucket ∂A, ∂B; the factored engine uses this step's saved intermediates."""
+    if state.factored:
+        per_bucket: dict[int, list[Tensor]] = {}
+        for g, layout in state.layouts.items():
+            prep = state.prepared[(id(train[g]), g)]
+            for b, gr in zip(layout.buckets, grads_group(prep, layout, blocks, state.saved[g],
+                                                         E[g], wd), strict=True):
+                per_bucket[id(b)] = gr
+        return [per_bucket[id(b)] for b in state.buckets]
     M = state.M
     for g, (lo, hi) in state.ranges.items():
         f = train[g]
@@ -461,12 +558,12 @@ def _log(t: int, order: list[int], L: Tensor, obj: Tensor, grads: list[list[Tens
         tr.pl_ratio.append(g2[i] / gap if ok and gap > 0 else float("nan"))
 
 
-def _evaluate_dev(t: int, dev: Sequence[Features], D: Tensor, state: _State,
+def _evaluate_dev(t: int, dev: Sequence[Features], state: _State, blocks: list[Block],
                   trajs: list[Trajectory], settings: TrainSettings) -> None:
     order, live = state.order, state.alive.tolist()
     value = [float("nan")] * len(order)
     dloss = [float("nan")] * len(order)
-    for g, out in _forward(dev, D, state).items():
+    for g, out in _outputs(dev, state, blocks).items():
         v = metric(settings.metric, out, dev[g].labels).tolist()
         dl, _ = loss_and_grad(out, dev[g].labels, settings.loss, mse_target=settings.mse_target)
         dl = dl.tolist()

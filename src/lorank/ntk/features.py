@@ -22,14 +22,17 @@ from lorank.errors import LorankError
 from lorank.ntk.jacobian import (
     DEFAULT_OVERHEAD,
     JacobianMethod,
+    TokenFactors,
     batch_size_of,
     chunk_size_for_budget,
+    concat_factors,
     jacobian_chunks,
     lowest_layer,
 )
 
 #: Bump whenever the numbers a feature file holds would change (part of every cache key).
-FEATURE_CODE_VERSION = "1"
+#: 2: files also hold the per-token factors of the OUTER method.
+FEATURE_CODE_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,9 @@ class Features:
         blocks: the adapted matrices, in the order of J's last axis.
         meta: provenance (model, head config, task, split, seed, targets, layers, dtype,
             max_length, code version, seconds); JSON-able.
+        factors: per block name, the per-token factors with G_i = Σ_t δ_t x_tᵀ
+            (:class:`~lorank.ntk.jacobian.TokenFactors`), when the OUTER method produced J;
+            the linearized trainer then never touches J (``lorank.linearized.train``).
     """
 
     J: Tensor
@@ -73,6 +79,7 @@ class Features:
     labels: Tensor
     blocks: list[Block]
     meta: dict[str, Any] = field(default_factory=dict)
+    factors: dict[str, TokenFactors] | None = None
 
     def __post_init__(self) -> None:
         N, K, P = self.J.shape
@@ -82,6 +89,13 @@ class Features:
         if sum(b.size for b in self.blocks) != P:
             raise LorankError(f"features: blocks hold {sum(b.size for b in self.blocks)} "
                               f"entries but J has P = {P}")
+        if self.factors is not None:
+            for b in self.blocks:
+                fac = self.factors.get(b.name)
+                if fac is None or tuple(fac.X.shape[1:]) != (b.n,) or tuple(
+                        fac.Delta.shape[::2]) != (K, b.m) or fac.Delta.shape[1] != fac.T:
+                    raise LorankError(f"features: token factors of {b.name!r} do not match "
+                                      f"its block ({b.m}x{b.n}, K = {K})")
 
     @property
     def N(self) -> int:
@@ -116,9 +130,11 @@ class Features:
     def to(self, dtype: torch.dtype | None = None,
            device: torch.device | str | None = None) -> Features:
         """A copy in another dtype / on another device (labels stay int64)."""
+        factors = (None if self.factors is None else
+                   {k: v.to(dtype, device) for k, v in self.factors.items()})
         return Features(self.J.to(device=device, dtype=dtype), self.f0.to(device=device,
                         dtype=dtype), self.labels.to(device=device), list(self.blocks),
-                        dict(self.meta))
+                        dict(self.meta), factors)
 
 
 def ntk_gram(features: Features) -> Tensor:
@@ -134,7 +150,7 @@ def compute_features(
     *,
     targets: Sequence[str] | None = None,
     layers: str | Sequence[int] | None = "all",
-    method: JacobianMethod | str = JacobianMethod.VMAP_JACREV_TRUNCATED,
+    method: JacobianMethod | str = JacobianMethod.AUTO,
     memory_budget_mb: float = 1024.0,
     overhead: float = DEFAULT_OVERHEAD,
     meta: Mapping[str, Any] | None = None,
@@ -147,7 +163,8 @@ def compute_features(
     allocated once in the classifier's dtype.
 
     Returns:
-        :class:`Features` with J (N, K, P), f0 (N, K), labels (N,).
+        :class:`Features` with J (N, K, P), f0 (N, K), labels (N,), and the per-token
+        ``factors`` when the OUTER method ran (``auto`` picks it whenever it applies).
     """
     blocks = blocks_of(clf, targets, layers)
     params = clf.adapted_parameters(targets, layers)
@@ -162,16 +179,32 @@ def compute_features(
         raise LorankError(f"{labels_t.numel()} labels for {N} examples")
     chunk = chunk_size_for_budget(K, P, ref.element_size(), memory_budget_mb, overhead)
     J = torch.empty(N, K, P, dtype=ref.dtype, device=ref.device)
+    offsets, pos = [], 0
+    for b in blocks:
+        offsets.append((pos, pos + b.size))
+        pos += b.size
     f0 = torch.empty(N, K, dtype=ref.dtype, device=ref.device)
     t0 = time.perf_counter()
     start = lowest_layer([b.layer for b in blocks])
+    parts: dict[str, list[TokenFactors]] | None = {b.name: [] for b in blocks}
+    used = JacobianMethod.parse(method)
     for part in jacobian_chunks(clf, inputs, params, start_layer=start, method=method,
                                 chunk_size=chunk):
-        J[part.start:part.stop] = torch.cat(
-            [part.G[b.name].flatten(2) for b in blocks], dim=-1)
+        for b, (lo, hi) in zip(blocks, offsets, strict=True):  # one copy, no torch.cat
+            J[part.start:part.stop, :, lo:hi] = part.G[b.name].flatten(2)
         f0[part.start:part.stop] = part.f0
+        if part.factors is None:
+            parts = None
+        elif parts is not None:
+            used = JacobianMethod.OUTER
+            for b in blocks:
+                fac = part.factors[b.name]
+                parts[b.name].append(TokenFactors(fac.ex + part.start, fac.X, fac.Delta))
+    if parts is None and used is JacobianMethod.AUTO:
+        used = JacobianMethod.VMAP_JACREV_TRUNCATED
+    factors = None if parts is None else {k: concat_factors(v) for k, v in parts.items()}
     info = dict(meta or {})
-    info.update(method=JacobianMethod.parse(method).value, chunk_size=chunk,
+    info.update(method=used.value, chunk_size=chunk,
                 seconds=time.perf_counter() - t0, dtype=str(ref.dtype).replace("torch.", ""),
                 code_version=FEATURE_CODE_VERSION)
-    return Features(J, f0, labels_t.to(ref.device), blocks, info)
+    return Features(J, f0, labels_t.to(ref.device), blocks, info, factors)

@@ -16,10 +16,26 @@ Several implementations of the same quantity sit behind :func:`jacobian_chunks`,
   Cost K backward passes per example, no batching. Simple and obviously right.
 * ``VMAP_JACREV`` — ``torch.func.vmap(jacrev(functional_call(clf, ...)))`` over the whole forward
   pass: all examples of a chunk and all K logits in one batched reverse pass.
-* ``VMAP_JACREV_TRUNCATED`` (default) — as above, but the frozen lower layers [0, s) (s = the lowest
+* ``VMAP_JACREV_TRUNCATED`` — as above, but the frozen lower layers [0, s) (s = the lowest
   adapted layer) run once, without gradients, for the chunk (``clf.lower``); only ``clf.upper``
   (layers [s, L) + head) is differentiated. When LoRA adapts only the last layer this skips almost
   the entire backward pass.
+* ``OUTER`` (default) — the structure of a linear layer y_t = W x_t (token t): its Jacobian is a
+  sum of per-token outer products,
+
+      ∂f_k(x)/∂W = Σ_t δ_{k,t} x_tᵀ,   δ_{k,t} = ∂f_k/∂y_t ∈ R^m,  x_t ∈ R^n
+
+  (Goodfellow, "Efficient per-example gradient computations", 2015; the trick behind Opacus and
+  BackPACK). One batched forward of the chunk (truncated as above) records every x_t with a
+  forward hook and adds a zero leaf z to every y_t; K batched backward passes of Σ_i f_k(x_i)
+  give δ_{k,t} = ∂/∂z_t for all examples at once, because examples in a batch never interact.
+  G = Σ_t δ xᵀ is one einsum. The factors (x_t, δ_{k,t}) are also returned
+  (:class:`TokenFactors`; tokens whose δ is exactly zero, such as padding or queries the head
+  never reads, are dropped): the linearized trainer works on them directly.
+  Requires every adapted matrix to be an ``nn.Linear`` called once per tower on per-example
+  inputs; otherwise (e.g. DeBERTa-v2 applies ``query_proj`` to shared relative-position
+  embeddings too) it raises and ``AUTO`` falls back to ``VMAP_JACREV_TRUNCATED``.
+* ``AUTO`` — ``OUTER`` when it applies, else ``VMAP_JACREV_TRUNCATED``.
 
 Memory: a chunk of b examples holds b·K·P Jacobian entries (P = Σ_ℓ m_ℓ n_ℓ) plus the reverse-pass
 intermediates of b·K cotangents; :func:`chunk_size_for_budget` chooses b from a user budget.
@@ -50,6 +66,8 @@ class JacobianMethod(StrEnum):
     AUTOGRAD_LOOP = "autograd_loop"
     VMAP_JACREV = "vmap_jacrev"
     VMAP_JACREV_TRUNCATED = "vmap_jacrev_truncated"
+    OUTER = "outer"
+    AUTO = "auto"
 
     @classmethod
     def parse(cls, value: str | JacobianMethod) -> JacobianMethod:
@@ -64,13 +82,67 @@ class JacobianMethod(StrEnum):
 
 
 @dataclass(frozen=True)
+class TokenFactors:
+    r"""Per-token factors of one adapted matrix's Jacobians: G_i[k] = Σ_{t: ex_t = i} Δ[k,t] X[t]ᵀ.
+
+    Attributes:
+        ex: (T,) int64 example index of every kept token (tokens of all towers, in order).
+        X: (T, n) the input x_t of the linear layer at that token.
+        Delta: (K, T, m) δ_{k,t} = ∂f_k/∂y_t at that token.
+    """
+
+    ex: Tensor
+    X: Tensor
+    Delta: Tensor
+
+    @property
+    def T(self) -> int:
+        return int(self.X.shape[0])
+
+    def dense(self, N: int) -> Tensor:
+        """G of every example: (N, K, m, n) (Σ over each example's tokens of δ ⊗ x).
+
+        Tokens are scattered into per-example padded slots (zeros contribute nothing), so the
+        sum is one batched matmul per example — never a (T, K, m, n) intermediate."""
+        K, T, m = self.Delta.shape
+        n = self.X.shape[1]
+        order = torch.argsort(self.ex, stable=True)
+        ex = self.ex[order]
+        counts = torch.bincount(ex, minlength=N)
+        width = int(counts.max()) if T else 0
+        pos = torch.arange(T, device=ex.device) - (torch.cumsum(counts, 0) - counts)[ex]
+        Xp = self.X.new_zeros(N, width, n)
+        Xp[ex, pos] = self.X[order]
+        Dp = self.Delta.new_zeros(K, N, width, m)
+        Dp[:, ex, pos] = self.Delta[:, order]
+        return torch.einsum("kitm,itn->ikmn", Dp, Xp)
+
+    def to(self, dtype: torch.dtype | None = None,
+           device: torch.device | str | None = None) -> TokenFactors:
+        return TokenFactors(self.ex.to(device=device), self.X.to(device=device, dtype=dtype),
+                            self.Delta.to(device=device, dtype=dtype))
+
+
+def concat_factors(parts: Sequence[TokenFactors]) -> TokenFactors:
+    """Token-wise concatenation (``ex`` must already be global example indices)."""
+    return TokenFactors(torch.cat([p.ex for p in parts]), torch.cat([p.X for p in parts]),
+                        torch.cat([p.Delta for p in parts], dim=1))
+
+
+@dataclass(frozen=True)
 class JacobianChunk:
-    """Jacobians of examples ``[start, stop)``: ``G[name]`` (b, K, m, n) and ``f0`` (b, K)."""
+    """Jacobians of examples ``[start, stop)``: ``G[name]`` (b, K, m, n) and ``f0`` (b, K);
+    ``factors[name]`` (example indices relative to ``start``) when the method yields them."""
 
     start: int
     stop: int
     G: dict[str, Tensor]
     f0: Tensor
+    factors: dict[str, TokenFactors] | None = None
+
+
+class OuterNotApplicable(LorankError):
+    """The OUTER method cannot split this classifier's Jacobians into per-example outer products."""
 
 
 def batch_size_of(inputs: Mapping[str, Any]) -> int:
@@ -156,11 +228,85 @@ def _loop_jacobian(clf: nn.Module, params: dict[str, Tensor],
     return {n: torch.stack([r[n] for r in rows]) for n in leaves}, torch.stack(outs)
 
 
+def _linear_modules(clf: nn.Module, params: Mapping[str, Tensor]) -> dict[str, nn.Module]:
+    mods = {}
+    for name in params:
+        mod = clf.get_submodule(name.rsplit(".", 1)[0]) if "." in name else None
+        if not isinstance(mod, nn.Linear):
+            raise OuterNotApplicable(f"adapted parameter {name!r} is not the weight of an "
+                                     "nn.Linear; use the vmap_jacrev_truncated method")
+        mods[name] = mod
+    return mods
+
+
+def _outer_jacobian(clf: nn.Module, params: Mapping[str, Tensor], batch: Mapping[str, Any],
+                    start: int) -> tuple[dict[str, Tensor], Tensor, dict[str, TokenFactors]]:
+    """OUTER method on one chunk: hooks record x_t, zero leaves z_t give δ_{k,t} (module doc)."""
+    mods = _linear_modules(clf, params)
+    calls: dict[str, list[tuple[Tensor, Tensor]]] = {n: [] for n in params}
+
+    def recorder(name: str) -> Any:
+        def hook(_mod: nn.Module, args: tuple[Any, ...], out: Tensor) -> Tensor:
+            z = torch.zeros_like(out, requires_grad=True)
+            calls[name].append((args[0].detach(), z))
+            return out + z
+        return hook
+
+    b = batch_size_of(batch)
+    with torch.no_grad():
+        state = clf.lower(batch, start)
+    handles = [m.register_forward_hook(recorder(n)) for n, m in mods.items()]
+    try:
+        with torch.enable_grad():
+            out = clf.upper(state, start)
+            towers = len(getattr(clf, "towers", ("",)))
+            for name, seen in calls.items():
+                if len(seen) != towers or any(x.dim() != 3 or x.shape[0] != b for x, _ in seen):
+                    raise OuterNotApplicable(
+                        f"{name!r} is not applied once per tower to per-example inputs "
+                        "(e.g. DeBERTa's shared relative-position projections); use "
+                        "vmap_jacrev_truncated")
+            zs = [z for seen in calls.values() for _, z in seen]
+            K = out.shape[1]
+            deltas = [torch.autograd.grad(out[:, k].sum(), zs, retain_graph=k < K - 1,
+                                          allow_unused=True) for k in range(K)]
+    finally:
+        for h in handles:
+            h.remove()
+    G, factors, j = {}, {}, 0
+    for name, seen in calls.items():
+        parts = []
+        for x, z in seen:
+            d = torch.stack([dk[j] if dk[j] is not None else torch.zeros_like(z)
+                             for dk in deltas])  # (K, b, T, m)
+            j += 1
+            G[name] = G.get(name, 0) + torch.einsum("kbtm,btn->bkmn", d, x)
+            keep = d.ne(0).any(dim=3).any(dim=0)  # (b, T): tokens with a nonzero δ
+            ex = torch.arange(b, device=x.device)[:, None].expand_as(keep)[keep]
+            parts.append(TokenFactors(ex, x[keep], d[:, keep]))
+        factors[name] = concat_factors(parts)
+    return G, out.detach(), factors
+
+
 def lowest_layer(layers: Sequence[int]) -> int:
     """The first adapted layer s: everything below it is frozen and can run without gradients."""
     if not layers:
         raise LorankError("no adapted matrices selected")
     return min(int(x) for x in layers)
+
+
+def _one_chunk(clf: nn.Module, W0: dict[str, Tensor], batch: dict[str, Any],
+               method: JacobianMethod, start: int
+               ) -> tuple[dict[str, Tensor], Tensor, dict[str, TokenFactors] | None]:
+    if method is JacobianMethod.OUTER:
+        return _outer_jacobian(clf, W0, batch, start)
+    if method is JacobianMethod.AUTOGRAD_LOOP:
+        return (*_loop_jacobian(clf, W0, batch), None)
+    if method is JacobianMethod.VMAP_JACREV:
+        return (*_vmap_jacobian(clf, "", W0, batch), None)
+    with torch.no_grad():
+        state = clf.lower(batch, start)
+    return (*_vmap_jacobian(_UpperCall(clf, start), "clf.", W0, state), None)
 
 
 def jacobian_chunks(
@@ -169,7 +315,7 @@ def jacobian_chunks(
     params: Mapping[str, Tensor],
     *,
     start_layer: int = 0,
-    method: JacobianMethod | str = JacobianMethod.VMAP_JACREV_TRUNCATED,
+    method: JacobianMethod | str = JacobianMethod.AUTO,
     chunk_size: int = 16,
 ) -> Iterator[JacobianChunk]:
     """Yield Jacobians G[name] = ∂f_k(x; W0)/∂W_name, chunk by chunk, with f0 = f(x; W0).
@@ -195,12 +341,13 @@ def jacobian_chunks(
     for lo in range(0, N, chunk_size):
         hi = min(N, lo + chunk_size)
         batch = _to_device(slice_inputs(inputs, lo, hi), device)
-        if method is JacobianMethod.AUTOGRAD_LOOP:
-            G, f0 = _loop_jacobian(clf, W0, batch)
-        elif method is JacobianMethod.VMAP_JACREV:
-            G, f0 = _vmap_jacobian(clf, "", W0, batch)
+        if method is JacobianMethod.AUTO:
+            try:
+                G, f0, factors = _outer_jacobian(clf, W0, batch, start_layer)
+                method = JacobianMethod.OUTER
+            except OuterNotApplicable:
+                method = JacobianMethod.VMAP_JACREV_TRUNCATED
+                G, f0, factors = _one_chunk(clf, W0, batch, method, start_layer)
         else:
-            with torch.no_grad():
-                state = clf.lower(batch, start_layer)
-            G, f0 = _vmap_jacobian(_UpperCall(clf, start_layer), "clf.", W0, state)
-        yield JacobianChunk(lo, hi, {k: v.detach() for k, v in G.items()}, f0.detach())
+            G, f0, factors = _one_chunk(clf, W0, batch, method, start_layer)
+        yield JacobianChunk(lo, hi, {k: v.detach() for k, v in G.items()}, f0.detach(), factors)

@@ -20,7 +20,7 @@ def split_features(
     targets: Sequence[str] | None = ("query", "value"),
     layers: str | Sequence[int] | None = "last",
     max_length: int = 128,
-    method: JacobianMethod | str = JacobianMethod.VMAP_JACREV_TRUNCATED,
+    method: JacobianMethod | str = JacobianMethod.AUTO,
     memory_budget_mb: float = 1024.0,
     k: int | None = None,
     seed: int | None = None,

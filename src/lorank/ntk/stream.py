@@ -46,7 +46,7 @@ def stream_linearized_logits(
     blocks: Sequence[Block],
     deltas: Tensor,
     *,
-    method: JacobianMethod | str = JacobianMethod.VMAP_JACREV_TRUNCATED,
+    method: JacobianMethod | str = JacobianMethod.AUTO,
     memory_budget_mb: float = 1024.0,
     overhead: float = DEFAULT_OVERHEAD,
     progress: Callable[[int], None] | None = None,
@@ -166,7 +166,7 @@ def linearized_logits(
     deltas: Tensor,
     *,
     predictor: str = "auto",
-    method: JacobianMethod | str = JacobianMethod.VMAP_JACREV_TRUNCATED,
+    method: JacobianMethod | str = JacobianMethod.AUTO,
     memory_budget_mb: float = 1024.0,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[Tensor, Tensor]:
