@@ -54,6 +54,11 @@ def solve_method(config, ctx):
     return {"metrics": {"x0": float(np.linalg.solve(A, np.ones(8))[0])}}
 
 
+@register_method("test_runner_group")
+def group_method(config, ctx):
+    return {"metrics": {"group": len(ctx.group), "in_group": config in ctx.group}}
+
+
 def sweep(method, ranks=(1, 2, 4), tasks=("sst2", "mnli"), seeds=(13,), **base):
     return parse_spec({"name": "t", "base": {"model": "minilm", **base},
                        "grid": {"method": [method], "task": list(tasks), "rank": list(ranks),
@@ -164,6 +169,19 @@ def test_runner_argument_errors():
         make_runner("dask")
     with pytest.raises(LorankError, match="needs --backend ray"):
         make_runner("local", address="auto")
+
+
+def test_ray_task_runs_a_whole_group_in_one_context():
+    """A Ray task is a features group, like a pool chunk: the method sees the whole group
+    (the linearized method then trains all its ranks in one vectorised call)."""
+    from lorank.experiments.runners import _ray_execute
+
+    runs = sweep("test_runner_group", ranks=(1, 4, 12), tasks=("sst2",))
+    (group,) = group_runs(runs)
+    outcomes = _ray_execute(group, {"cache_dir": None, "data_dir": None, "device": "cpu"})
+    assert [o.run_id for o in outcomes] == [c.run_id for c in group]
+    assert all(o.error is None for o in outcomes), [o.error for o in outcomes]
+    assert all(o.result.metrics == {"group": 3, "in_group": True} for o in outcomes)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")

@@ -446,13 +446,16 @@ class LocalRunner(Runner):
 _RAY_CTX: dict[str, RunContext] = {}
 
 
-def _ray_execute(config: RunConfig, ctx_args: dict[str, Any]) -> RunOutcome:
-    """Body of the Ray task: one run, with a per-worker-process RunContext (feature cache)."""
+def _ray_execute(configs: list[RunConfig], ctx_args: dict[str, Any]) -> list[RunOutcome]:
+    """Body of a Ray task: one features group (or a chunk of one), like a pool worker's chunk,
+    with a per-worker-process RunContext (feature cache). ``ctx.group`` lets a method share work
+    across the chunk (the linearized method trains all its ranks in one vectorised call)."""
     slot = repr(sorted(ctx_args.items()))
     ctx = _RAY_CTX.get(slot)
     if ctx is None:
         ctx = _RAY_CTX[slot] = RunContext(**ctx_args, cache=FeatureCache())
-    return execute_run(config, ctx)
+    ctx.group = tuple(configs)
+    return [execute_run(config, ctx) for config in configs]
 
 
 def import_ray() -> Any:
@@ -485,13 +488,18 @@ def _restore_sigterm(handler: Any) -> None:
 
 
 class RayRunner(Runner):
-    """Runs each config as a Ray task with its ``num_cpus``/``num_gpus``.
+    """Runs each features group as a Ray task with the largest ``num_cpus``/``num_gpus`` of its
+    runs (groups are split, like the pool's, while there are fewer of them than task slots).
 
     ``address=None`` starts a local Ray instance (``num_cpus`` of this machine, or the given
     count) and shuts it down afterwards; an address (``"auto"``, ``"ray://host:10001"``,
-    ``"host:6379"``) joins an existing cluster. Tasks are submitted in features-group order with
-    at most ``max_in_flight`` outstanding; a worker process keeps its prepared features, so a
-    group's features are built at most once per worker process.
+    ``"host:6379"``) joins an existing cluster. Tasks are submitted in group order with at most
+    ``max_in_flight`` outstanding; a worker process keeps its prepared features, and the runs of
+    a group share one task, so a group's features are built once and the linearized method
+    trains all ranks of a group in one vectorised call (one task per run measured 3.8× slower
+    on the quick spec's SST-2 part: every rank re-trained and re-streamed the test split).
+    A task's outcomes are stored when the task finishes; an interrupted sweep re-runs the
+    groups that were in flight.
     """
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None,
@@ -538,29 +546,32 @@ class RayRunner(Runner):
         ctx_args = {"cache_dir": self.cache_dir, "data_dir": self.data_dir,
                     "device": self.device}
         limit = self.max_in_flight or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        todo = [c for g in groups for c in g]
-        refs: dict[Any, RunConfig] = {}
+        todo = split_groups(groups, limit)
+        refs: dict[Any, list[RunConfig]] = {}
         try:
             while todo or refs:
                 while todo and len(refs) < limit:
-                    config = todo.pop(0)
-                    if tracker.claim(config, retry_failed):
-                        args = dict(ctx_args, device="cuda" if config.num_gpus > 0
-                                    else self.device)
-                        ref = task.options(num_cpus=config.num_cpus,
-                                           num_gpus=config.num_gpus).remote(config, args)
-                        refs[ref] = config
+                    chunk = [c for c in todo.pop(0) if tracker.claim(c, retry_failed)]
+                    if not chunk:
+                        continue
+                    gpus = max(c.num_gpus for c in chunk)
+                    args = dict(ctx_args, device="cuda" if gpus > 0 else self.device)
+                    ref = task.options(num_cpus=max(c.num_cpus for c in chunk),
+                                       num_gpus=gpus).remote(chunk, args)
+                    refs[ref] = chunk
                 if not refs:
                     continue
                 ready, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
                 for ref in ready:
-                    config = refs.pop(ref)
+                    chunk = refs.pop(ref)
                     try:
-                        tracker.record(ray.get(ref))
+                        outcomes = ray.get(ref)
                     except Exception as exc:  # the task's process died (OOM, node loss)
-                        tracker.record(RunOutcome(config.run_id, None,
-                                                  f"ray task lost: {_one_line(exc)}",
-                                                  tb.format_exc(), {}, {}, hostname()))
+                        error, trace = f"ray task lost: {_one_line(exc)}", tb.format_exc()
+                        outcomes = [RunOutcome(c.run_id, None, error, trace, {}, {},
+                                               hostname()) for c in chunk]
+                    for outcome in outcomes:
+                        tracker.record(outcome)
         except KeyboardInterrupt:
             for ref in refs:
                 ray.cancel(ref, force=True)
