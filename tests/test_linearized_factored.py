@@ -12,6 +12,7 @@ from lorank.linearized import RunSpec, TrainSettings, train_linearized
 from lorank.linearized.factored import step_costs
 from lorank.ntk import Block, Features
 from lorank.ntk.jacobian import TokenFactors
+from train_cases import RUNS, SETTINGS
 
 torch.set_num_threads(1)
 BLOCKS = [Block("a", 0, "query", 6, 5), Block("b", 1, "value", 4, 7)]
@@ -33,16 +34,7 @@ def factored(N=10, K=2, seed=0, tokens=3, blocks=BLOCKS, with_factors=True):
     return Features(J, f0, y, list(blocks), {}, factors if with_factors else None)
 
 
-RUNS = [RunSpec(r, s, lr, g) for g in (0, 1) for r in (1, 3) for s in (5, 6)
-        for lr in (0.02, 0.1)]
-
-
-@pytest.mark.parametrize("cfg", [
-    dict(steps=40, eval_every=10, weight_decay=0.01),
-    dict(steps=30, eval_every=7, optimizer="sgd", batch_size=4, loss="mse"),
-    dict(steps=30, eval_every=10, optimizer="adam", scaling="rslora", alpha=2.0),
-    dict(steps=30, eval_every=10, loss="mse", mse_target="pm1", scaling="lora", alpha=3.0),
-])
+@pytest.mark.parametrize("cfg", SETTINGS)
 @pytest.mark.parametrize("dev_factors", [True, False])
 def test_factored_engine_equals_dense_engine(cfg, dev_factors):
     train = [factored(seed=0), factored(seed=1)]

@@ -20,6 +20,7 @@ from lorank.linearized import (
 )
 from lorank.linearized.losses import loss_and_grad
 from lorank.ntk import Block, Features
+from train_cases import RUNS, SETTINGS
 
 torch.set_num_threads(1)
 BLOCKS = [Block("a", 0, "query", 6, 5), Block("b", 1, "value", 4, 7)]
@@ -34,17 +35,9 @@ def synthetic(N=10, K=2, seed=0, dtype=torch.float64, blocks=BLOCKS):
     return Features(J, f0, y, list(blocks))
 
 
-RUNS = [RunSpec(r, s, lr, g) for g in (0, 1) for r in (1, 3) for s in (5, 6)
-        for lr in (0.02, 0.1)]
-
-
-@pytest.mark.parametrize("settings", [
-    TrainSettings(steps=40, eval_every=10, weight_decay=0.01),
-    TrainSettings(steps=30, eval_every=7, optimizer="sgd", batch_size=4, loss="mse"),
-    TrainSettings(steps=30, eval_every=10, optimizer="adam", scaling="rslora", alpha=2.0),
-    TrainSettings(steps=30, eval_every=10, loss="mse", mse_target="pm1", scaling="lora"),
-])
-def test_batched_equals_one_by_one(settings):
+@pytest.mark.parametrize("cfg", SETTINGS)
+def test_batched_equals_one_by_one(cfg):
+    settings = TrainSettings(**cfg)
     train, dev = [synthetic(seed=0), synthetic(seed=1)], [synthetic(seed=2), synthetic(seed=3)]
     batched = train_linearized(train, RUNS, settings, dev)
     for c, run in enumerate(RUNS):
