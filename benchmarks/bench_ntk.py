@@ -194,6 +194,7 @@ def main() -> None:
     jac = result["jacobians"]
     print(json.dumps({"bench": "ntk", "threads": args.threads, "n": args.n, "loop_n": args.loop_n,
                       "seq": args.seq, "ratio_outer_vs_loop": jac["ratio_outer_vs_loop"],
+                      "ratio_outer_vs_naive_loop": jac["ratio_outer_vs_naive_loop"],
                       "ratio_fast_vs_loop": jac["ratio_fast_vs_loop"],
                       "ratio_truncated_vs_full": jac["ratio_truncated_vs_full"],
                       "per_example_s": {k: v["per_example_s"] for k, v in jac.items()
