@@ -50,6 +50,15 @@ class Block:
         return self.m * self.n
 
 
+def block_offsets(blocks: Sequence[Block]) -> list[tuple[int, int]]:
+    """[start, stop) of every block along J's last axis (blocks concatenated in order)."""
+    out, pos = [], 0
+    for b in blocks:
+        out.append((pos, pos + b.size))
+        pos += b.size
+    return out
+
+
 def blocks_of(clf: nn.Module, targets: Sequence[str] | None,
               layers: str | Sequence[int] | None) -> list[Block]:
     """The adapted matrices of a classifier as :class:`Block` s (names of ``clf`` parameters)."""
@@ -111,11 +120,7 @@ class Features:
 
     def offsets(self) -> list[tuple[int, int]]:
         """[start, stop) of every block along J's last axis."""
-        out, pos = [], 0
-        for b in self.blocks:
-            out.append((pos, pos + b.size))
-            pos += b.size
-        return out
+        return block_offsets(self.blocks)
 
     @property
     def G(self) -> dict[str, Tensor]:
@@ -196,13 +201,14 @@ def compute_features(
         if part.factors is None:
             parts = None
         elif parts is not None:
-            used = JacobianMethod.OUTER
             for b in blocks:
                 fac = part.factors[b.name]
                 parts[b.name].append(TokenFactors(fac.ex + part.start, fac.X, fac.Delta))
-    if parts is None and used is JacobianMethod.AUTO:
-        used = JacobianMethod.VMAP_JACREV_TRUNCATED
     factors = None if parts is None else {k: concat_factors(v) for k, v in parts.items()}
+    used = JacobianMethod.parse(method)
+    if used is JacobianMethod.AUTO:  # what auto resolved to: only OUTER yields factors
+        used = JacobianMethod.OUTER if factors is not None else \
+            JacobianMethod.VMAP_JACREV_TRUNCATED
     info = dict(meta or {})
     info.update(method=used.value, chunk_size=chunk,
                 seconds=time.perf_counter() - t0, dtype=str(ref.dtype).replace("torch.", ""),

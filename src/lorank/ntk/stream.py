@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from lorank.errors import LorankError
-from lorank.ntk.features import Block
+from lorank.ntk.features import Block, block_offsets
 from lorank.ntk.jacobian import (
     DEFAULT_OVERHEAD,
     JacobianMethod,
@@ -119,11 +119,9 @@ def jvp_linearized_logits(
     if D.shape[0] != P:
         raise LorankError(f"updates have {D.shape[0]} rows, the adapted matrices P = {P}")
     D = D.to(device=primals[0].device, dtype=primals[0].dtype)
-    offsets = [0]
-    for b in blocks:
-        offsets.append(offsets[-1] + b.size)
-    tangents = [tuple(D[offsets[i]:offsets[i + 1], c].reshape(b.m, b.n)
-                      for i, b in enumerate(blocks)) for c in range(D.shape[1])]
+    tangents = [tuple(D[lo:hi, c].reshape(b.m, b.n)
+                      for b, (lo, hi) in zip(blocks, block_offsets(blocks), strict=True))
+                for c in range(D.shape[1])]
     names = [b.name for b in blocks]
     start = lowest_layer([b.layer for b in blocks])
     N, K = batch_size_of(inputs), int(clf.K)
