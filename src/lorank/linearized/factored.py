@@ -180,8 +180,8 @@ def step_costs(feats: Sequence[Features], ranks_per_group: dict[int, list[int]],
                contrast: bool = False) -> tuple[float, float]:
     """Multiply-adds of one training step: (dense, factored), summed over groups.
 
-    dense = Σ_g (2·N·K·P·C_g + 3·P·Σ_c r_c);  factored = Σ_g Σ_ℓ 2·(Σ_c r_c)·T_ℓ·(n_ℓ + K'·m_ℓ)
-    ·2 with K' = K − 1 under ``contrast`` (factored is inf when a group has no factors).
+    dense = Σ_g (2·N·K·P·C_g + 3·P·Σ_c r_c);  factored = Σ_g Σ_ℓ 4·(Σ_c r_c)·T_ℓ·(n_ℓ + K'·m_ℓ),
+    K' = K − 1 under ``contrast``, else K (factored is inf when a group has no factors).
     """
     dense = fact = 0.0
     for g, ranks in ranks_per_group.items():
