@@ -340,8 +340,7 @@ def train_linearized(
     trajs = [Trajectory(r.rank, r.seed, r.lr, r.group, scale(settings.scaling, settings.alpha,
                                                                r.rank)) for r in runs]
     state = _State(runs, _buckets(runs, blocks, settings, dtype, device), train[0],
-                   _choose_engine(train, runs, settings))
-    state.contrast = settings.loss == "ce"
+                   _choose_engine(train, runs, settings), contrast=settings.loss == "ce")
     t0 = time.perf_counter()
     for t in range(T + 1):
         _step(t, train, dev, state, blocks, settings, trajs)
@@ -395,7 +394,7 @@ class _State:
     ``ranges[g] = (lo, hi)``, bucket b owns rows ``b.lo:b.hi``."""
 
     def __init__(self, runs: Sequence[RunSpec], buckets: list[_Bucket], ref: Features,
-                 factored: bool = False) -> None:
+                 factored: bool = False, contrast: bool = False) -> None:
         device = ref.J.device
         self.buckets = buckets
         self.factored = factored
@@ -414,7 +413,7 @@ class _State:
                         } if factored else {}
         self.saved: dict[int, list[tuple[Tensor, Tensor]]] = {}
         self.prepared: dict[tuple[int, int], list] = {}  # (id(features), group) -> Prepared
-        self.contrast = False  # set by train_linearized: CE is shift-invariant (factored.py)
+        self.contrast = contrast  # CE is shift-invariant: K - 1 contrasts (factored.py)
         self.alive = torch.ones(C, dtype=torch.bool, device=device)
         self.best_dev = [-math.inf] * C
         self.gens = [torch.Generator().manual_seed(runs[c].seed * 1_000_003 + runs[c].rank)
