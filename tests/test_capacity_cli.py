@@ -47,6 +47,9 @@ def _fail(capsys, argv):
         (["--budgets", "100"], "--budgets needs --plot"),
         (["--plot", "x.png", "--budgets", "1.5,3"], "--budgets must be positive integers"),
         (["--m", "0"], "m must be a positive integer"),
+        (["--backend", "cuda"], "backend must be one of auto, torch, numba"),
+        (["--backend", "numba", "--solver", "lm"], "step_rule 'hessian' only"),
+        (["--backend", "numba", "--step-rule", "bound"], "step_rule 'hessian' only"),
     ],
 )
 def test_bad_input(capsys, argv, msg):
@@ -65,6 +68,15 @@ def test_json_output_lm(capsys):
     assert out["solver"] == "lm" and out["d"] == 11 and out["count"] == "manifold"
     assert out["curve"]["KN"] == [14, 11, 7]
     assert len(out["curve"]["rates"]) == 3
+
+
+def test_json_records_the_backend(capsys):
+    main(["cstar", *FAST, "--steps", "50", "--backend", "torch", "--json"])
+    assert json.loads(capsys.readouterr().out)["backend"] == "torch"
+    main(["cstar", *FAST, "--steps", "50", "--json"])
+    assert json.loads(capsys.readouterr().out)["backend"] in ("numba", "torch")
+    main(["cstar", *FAST, "--steps", "50"])
+    assert "backend=" in capsys.readouterr().out
 
 
 def test_text_output_with_features_and_sard(capsys, tmp_path):

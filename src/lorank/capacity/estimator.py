@@ -53,6 +53,7 @@ from lorank.capacity.solvers import (
     check_solver,
     check_tol,
     n_chunks,
+    resolve_backend,
     solve,
 )
 from lorank.errors import LorankError
@@ -116,6 +117,7 @@ class CStarResult:
     bracketed: bool
     curve: SuccessCurve
     wall_s: float
+    backend: str = "torch"
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (the curve's rates included; NaN, e.g. an unbracketed C50, → None)."""
@@ -267,6 +269,7 @@ def estimate_c_star(
     chunk: int = DEFAULT_CHUNK,
     progress: Callable[[int], None] | None = None,
     workers: int = 1,
+    backend: str = "auto",
 ) -> CStarResult:
     """Measure the 50 % success transition C50 of count/(KN) for one solver setting.
 
@@ -289,6 +292,9 @@ def estimate_c_star(
             ``workers > 1`` the ticks of a grid point arrive when the point is done).
         workers: processes solving grid points in parallel (1: in this process). The result
             does not depend on it.
+        backend: solver implementation, ``"auto"``, ``"torch"`` or ``"numba"``
+            (:func:`lorank.capacity.solvers.resolve_backend`; recorded resolved). The numba
+            backend runs ``torch.get_num_threads()`` threads.
 
     Returns:
         A :class:`CStarResult` with C50, its CI and the success curve.
@@ -315,7 +321,8 @@ def estimate_c_star(
             raise LorankError(f"features pool has P={features.shape[0]} rows but the sweep needs "
                               f"KN up to {KNs[0]}; use fewer constraints (larger ratios)")
     workers = check_positive_int("workers", workers)
-    kwargs = {"step_rule": step_rule} if solver == "gd" else {}
+    backend = resolve_backend(backend, solver, step_rule if solver == "gd" else "hessian")
+    kwargs = {"step_rule": step_rule, "backend": backend} if solver == "gd" else {}
     point = dict(r=r, m=m, n=n, instances=instances, seed=seed, targets=targets,
                  features=features, solver=solver, chunk=chunk, loss=loss, steps=steps, tol=tol,
                  kwargs=kwargs)
@@ -330,7 +337,7 @@ def estimate_c_star(
     lo, hi = bootstrap_ci(curve, n_boot, ci_level, seed) if bracketed else (math.nan, math.nan)
     return CStarResult(r, m, n, solver, steps, tol, loss, count, d_count, instances, seed,
                        step_rule if solver == "gd" else "lm", features_name, c50, lo, hi,
-                       ci_level, slope, bracketed, curve, time.perf_counter() - t0)
+                       ci_level, slope, bracketed, curve, time.perf_counter() - t0, backend)
 
 
 def _solve_point(KN: int, *, r: int, m: int, n: int, instances: int, seed: int, targets: str,

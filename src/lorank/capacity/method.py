@@ -3,8 +3,8 @@
 The run's ``rank`` is r, its ``seed`` seeds the instances and its ``steps`` is the solver's
 budget T; everything else comes from ``options``: ``m``, ``n`` (default 24), ``solver``
 (gd|lm), ``tol``, ``loss`` (mse|ce), ``count`` (manifold|sard), ``instances`` (default 100),
-``ratios``, ``step_rule``, ``n_boot``. The task/model fields of the config are labels only
-(Gaussian features need neither).
+``ratios``, ``step_rule``, ``n_boot``, ``backend`` (auto|torch|numba). The task/model fields of
+the config are labels only (Gaussian features need neither).
 
 Stored metrics: ``c50`` with ``ci_low``/``ci_high``, ``slope``, ``bracketed``, ``d``, ``wall_s``;
 curves: ``ratios``, ``success`` (rates), ``KN``, ``counts`` — what :mod:`lorank.report` draws.
@@ -19,7 +19,7 @@ from lorank.experiments.config import RunConfig
 from lorank.experiments.registry import RunContext, register_method
 
 _OPTIONS = ("m", "n", "solver", "tol", "loss", "count", "instances", "ratios",
-            "step_rule", "n_boot")
+            "step_rule", "n_boot", "backend")
 
 
 def estimator_kwargs(config: RunConfig) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
                "slope": res.slope, "bracketed": res.bracketed, "d": res.d, "m": res.m,
                "n": res.n, "solver": res.solver, "steps": res.steps, "tol": res.tol,
                "loss": res.loss, "count": res.count, "instances": res.instances,
-               "wall_s": res.wall_s}
+               "wall_s": res.wall_s, "backend": res.backend}
     curves = {"ratios": list(curve.ratios), "success": list(curve.rates),
               "KN": list(curve.KN), "counts": list(curve.counts)}
     return {"metrics": metrics, "curves": curves}

@@ -42,7 +42,8 @@ def _summary(res) -> str:
         c50 = "C50 not bracketed by the ratio grid (success rate never crosses 1/2)"
     return (f"{c50}  in units of {unit}; solver={res.solver} ({res.step_rule}), T={res.steps}, "
             f"tol={res.tol:g}, loss={res.loss}, r={res.r}, m={res.m}, n={res.n}, "
-            f"{res.instances} instances/point, seed={res.seed}, {res.wall_s:.1f} s")
+            f"{res.instances} instances/point, seed={res.seed}, backend={res.backend}, "
+            f"{res.wall_s:.1f} s")
 
 
 @click.command(name="cstar")
@@ -65,13 +66,17 @@ def _summary(res) -> str:
               help="GD step: hessian (1/|lambda_max| by power iteration) or bound.")
 @click.option("--features", default=None, help=".npy feature pool (P, m, n) or (P, m*n).")
 @click.option("--boot", default=500, type=int, show_default=True, help="Bootstrap replicates.")
-@click.option("--threads", default=None, type=int, help="torch threads (default: torch's).")
+@click.option("--threads", default=None, type=int,
+              help="torch threads, also the numba backend's threads (default: torch's).")
+@click.option("--backend", default="auto", show_default=True,
+              help="Solver implementation: auto (numba for GD with the hessian step), torch, "
+                   "numba.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result record(s) as JSON.")
 @click.option("--plot", default=None, help="Write success curves to this .png/.pdf/.svg.")
 @click.option("--budgets", default=None, help="Step budgets for --plot, e.g. 300,1000,3000.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(r, m, n, solver, steps, tol, loss, count, instances, ratios, seed, step_rule,
-            features, boot, threads, as_json, plot, budgets, quiet) -> None:
+            features, boot, threads, backend, as_json, plot, budgets, quiet) -> None:
     """Estimate C*: the 50% success ratio d/(KN) of rank-r fitting of random targets."""
     from lorank.capacity.estimator import (
         COUNTS,
@@ -82,7 +87,7 @@ def command(r, m, n, solver, steps, tol, loss, count, instances, ratios, seed, s
     from lorank.capacity.losses import check_loss
     from lorank.capacity.plot import check_plot_path, plot_success_curves
     from lorank.capacity.problems import check_problem, load_features
-    from lorank.capacity.solvers import STEP_RULES, check_solver
+    from lorank.capacity.solvers import STEP_RULES, check_solver, resolve_backend
 
     check_problem(r, m, n)
     check_solver(solver)
@@ -91,6 +96,7 @@ def command(r, m, n, solver, steps, tol, loss, count, instances, ratios, seed, s
         raise LorankError(f"--count must be one of {', '.join(COUNTS)}, got {count!r}")
     if step_rule not in STEP_RULES:
         raise LorankError(f"--step-rule must be one of {', '.join(STEP_RULES)}, got {step_rule!r}")
+    resolve_backend(backend, solver, step_rule)
     if steps is not None and steps <= 0:
         raise LorankError(f"--steps must be a positive integer, got {steps}")
     if tol is not None and not (0 < tol < 1):
@@ -121,7 +127,8 @@ def command(r, m, n, solver, steps, tol, loss, count, instances, ratios, seed, s
             results.append(estimate_c_star(
                 r, m, n, solver=solver, steps=budget, tol=tol, loss=loss, count=count,
                 ratios=grid, instances=instances, seed=seed, features=pool,
-                features_name=features, step_rule=step_rule, n_boot=boot, progress=bar.update))
+                features_name=features, step_rule=step_rule, n_boot=boot, progress=bar.update,
+                backend=backend))
     if plot_path is not None:
         plot_success_curves(results, plot_path)
     if as_json:
