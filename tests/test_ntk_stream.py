@@ -57,6 +57,25 @@ def test_jvp_predictor_equals_materialised(clf, layers, predictor):
     torch.testing.assert_close(out, feats.f0[:, :, None] + feats.J @ D)
 
 
+def test_auto_predictor_choice(clf, monkeypatch):
+    from lorank.ntk import stream
+    from lorank.ntk.stream import linearized_logits, prefers_jvp
+
+    assert not prefers_jvp(1, 2) and not prefers_jvp(1, 2, "outer")
+    assert prefers_jvp(4, 2, "vmap_jacrev_truncated") and not prefers_jvp(5, 2, "vmap_jacrev")
+    inputs = clf.encode(TEXTS[:3], max_length=16)
+    feats = compute_features(clf, inputs, [0] * 3, layers="last")
+    used = []
+    for name in ("jvp_linearized_logits", "stream_linearized_logits"):
+        real = getattr(stream, name)
+        monkeypatch.setattr(stream, name, lambda *a, _r=real, _n=name, **k: (
+            used.append(_n.split("_")[0]), _r(*a, **k))[1])
+    D = torch.zeros(feats.P, 1, dtype=torch.float64)
+    linearized_logits(clf, inputs, feats.blocks, D)
+    linearized_logits(clf, inputs, feats.blocks, D, method="vmap_jacrev_truncated")
+    assert used == ["stream", "jvp"]
+
+
 def test_unknown_predictor(clf):
     from lorank.ntk.stream import linearized_logits
 
