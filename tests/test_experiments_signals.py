@@ -3,7 +3,8 @@
 The subprocess sweeps start with SIGINT *ignored*, as a background job of a non-interactive
 shell does (``lorank sweep ... &``), in a session of their own. They run the real ``cstar``
 method on tiny Gaussian problems (8×8, 4 instances, 200-300 GD steps: ~0.1-0.25 s a run), so
-a signal sent once a run is stored lands mid-sweep. After the stop: exit 130 (SIGINT) or 143
+a signal sent once a run is stored lands mid-sweep (the torch backend: the compiled one would
+finish these runs in milliseconds). After the stop: exit 130 (SIGINT) or 143
 (SIGTERM), one "interrupted" line and no traceback, an intact store with no run left
 ``running``; the rerun executes exactly the runs that were not done.
 """
@@ -92,12 +93,43 @@ def test_no_signal_no_change_and_outside_main_thread_nothing_installed():
 
 
 # -- `lorank sweep` in a subprocess -------------------------------------------------------------
+def test_sigterm_while_ray_starts_takes_the_clean_stop():
+    """``ray.init`` installs ``sys.exit(signum)`` as the SIGTERM handler before it returns; a
+    SIGTERM in that window must still reach the caller's clean stop, and a half-started Ray is
+    shut down. The stand-in below does what ray.init does with signals, then gets a real one."""
+    from lorank.experiments.runners import RayRunner
+
+    class StartingRay:
+        up = shut = False
+
+        def is_initialized(self) -> bool:
+            return self.up
+
+        def init(self, **kwargs) -> None:
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # Ray's
+            self.up = True
+            os.kill(os.getpid(), signal.SIGTERM)
+            _wait_for_signal()
+
+        def shutdown(self) -> None:
+            self.up, self.shut = False, True
+
+    ray = StartingRay()
+    with stop_on_signals() as request:
+        ours = signal.getsignal(signal.SIGTERM)
+        with pytest.raises(KeyboardInterrupt):
+            RayRunner()._start(ray)
+        assert signal.getsignal(signal.SIGTERM) is ours
+    assert request.name == "SIGTERM" and request.exit_code == 143
+    assert ray.shut and not ray.up
+
+
 def write_spec(tmp_path: Path, n_runs: int = N_RUNS) -> Path:
     spec = {
         "name": "signals", "store": str(tmp_path / "s.sqlite"),
         "base": {"method": "cstar", "task": "gaussian", "model": "gaussian",
                  "options": {"m": 8, "n": 8, "solver": "gd", "instances": 4, "n_boot": 20,
-                             "ratios": [1.0, 1.4, 2.0]}},
+                             "ratios": [1.0, 1.4, 2.0], "backend": "torch"}},
         "grid": {"rank": [1], "seed": list(range(1, n_runs // 2 + 1)), "steps": [200, 300]},
     }
     path = tmp_path / "signals.yaml"

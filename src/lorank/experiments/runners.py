@@ -20,6 +20,7 @@ return :class:`RunOutcome` s.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 import traceback as tb
@@ -524,6 +525,13 @@ class RayRunner(Runner):
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise LorankError(f"cannot start or reach Ray at {self.address or 'local'}: "
                               f"{_one_line(exc)}") from None
+        except SystemExit as exc:  # Ray's own handler: a SIGTERM while ray.init ran
+            if exc.code != signal.SIGTERM or not callable(sigterm):
+                raise
+            if ray.is_initialized():
+                ray.shutdown()
+            sigterm(signal.SIGTERM, None)  # the caller's clean stop (raises KeyboardInterrupt)
+            raise
         finally:
             _restore_sigterm(sigterm)
         return True
