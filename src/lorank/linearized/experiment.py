@@ -429,6 +429,7 @@ def _split_metrics(seeds: list[_Seed], cols: dict, names: list[str]) -> dict:
 def _test_metrics(cfg: SweepConfig, seeds: list[_Seed], blocks: list, cols: dict,
                   names: list[str], progress: Progress | None) -> dict:
     """Stream each distinct (classifier, test split) once with every column of its seeds."""
+    from lorank.models.lower_cache import reuse_lower_states
     from lorank.ntk.cache import split_fingerprint
     from lorank.ntk.stream import linearized_logits
 
@@ -438,20 +439,22 @@ def _test_metrics(cfg: SweepConfig, seeds: list[_Seed], blocks: list, cols: dict
             continue
         groups.setdefault((id(s.clf), split_fingerprint(s.data.test)), []).append(g)
     out: dict[tuple[str, int, int], dict[str, float]] = {}
-    for members in groups.values():
-        s0 = seeds[members[0]]
-        keys = [k for k in cols if k[1] in members]
-        inputs = s0.clf.encode(s0.data.test, max_length=cfg.max_length)
-        D = torch.stack([cols[k] for k in keys], dim=1) if keys else torch.zeros(
-            sum(b.size for b in blocks), 1)
-        cb = progress("test", len(s0.data.test)) if progress else None
-        f0, lin = linearized_logits(s0.clf, inputs, blocks, D, predictor=cfg.predictor,
-                                    method=cfg.method, memory_budget_mb=cfg.memory_budget_mb,
-                                    progress=cb)
-        labels = torch.as_tensor(np.array(s0.data.test.labels, dtype=np.int64), device=f0.device)
-        zero = _metrics_of(f0[:, :, None], labels, names)[0]
-        for g in members:
-            out[("zero", g, 0)] = zero
-        for k, v in zip(keys, _metrics_of(lin, labels, names), strict=True):
-            out[k] = v
+    with reuse_lower_states():  # the frozen bottom of the encoder, once per test split
+        for members in groups.values():
+            s0 = seeds[members[0]]
+            keys = [k for k in cols if k[1] in members]
+            inputs = s0.clf.encode(s0.data.test, max_length=cfg.max_length)
+            D = torch.stack([cols[k] for k in keys], dim=1) if keys else torch.zeros(
+                sum(b.size for b in blocks), 1)
+            cb = progress("test", len(s0.data.test)) if progress else None
+            f0, lin = linearized_logits(s0.clf, inputs, blocks, D, predictor=cfg.predictor,
+                                        method=cfg.method, memory_budget_mb=cfg.memory_budget_mb,
+                                        progress=cb)
+            labels = torch.as_tensor(np.array(s0.data.test.labels, dtype=np.int64),
+                                     device=f0.device)
+            zero = _metrics_of(f0[:, :, None], labels, names)[0]
+            for g in members:
+                out[("zero", g, 0)] = zero
+            for k, v in zip(keys, _metrics_of(lin, labels, names), strict=True):
+                out[k] = v
     return out

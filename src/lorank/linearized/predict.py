@@ -317,6 +317,7 @@ def _test_metrics(seeds: list[Any], solutions: dict[tuple[int, int], Factors],
                   blocks: list[Any], names: list[str], cfg: PredictConfig
                   ) -> dict[tuple[int, int], dict[str, float]]:
     """Stream each distinct (classifier, test split) once with every solution of its seeds."""
+    from lorank.models.lower_cache import reuse_lower_states
     from lorank.ntk.cache import split_fingerprint
     from lorank.ntk.stream import linearized_logits
 
@@ -326,18 +327,19 @@ def _test_metrics(seeds: list[Any], solutions: dict[tuple[int, int], Factors],
             raise LorankError(f"task {cfg.task} has no test split to validate on")
         groups.setdefault((id(s.clf), split_fingerprint(s.data.test)), []).append(s)
     out: dict[tuple[int, int], dict[str, float]] = {}
-    for members in groups.values():
-        s0 = members[0]
-        keys = [k for k in solutions if k[1] in {s.seed for s in members}]
-        if not keys:
-            continue
-        D = torch.stack([solutions[k].delta() for k in keys], dim=1)
-        inputs = s0.clf.encode(s0.data.test, max_length=cfg.max_length)
-        _, lin = linearized_logits(s0.clf, inputs, blocks, D)
-        labels = torch.as_tensor(np.array(s0.data.test.labels, dtype=np.int64),
-                                 device=lin.device)
-        for k, v in zip(keys, metrics_dict(names, lin, labels), strict=True):
-            out[k] = v
+    with reuse_lower_states():  # the frozen bottom of the encoder, once per test split
+        for members in groups.values():
+            s0 = members[0]
+            keys = [k for k in solutions if k[1] in {s.seed for s in members}]
+            if not keys:
+                continue
+            D = torch.stack([solutions[k].delta() for k in keys], dim=1)
+            inputs = s0.clf.encode(s0.data.test, max_length=cfg.max_length)
+            _, lin = linearized_logits(s0.clf, inputs, blocks, D)
+            labels = torch.as_tensor(np.array(s0.data.test.labels, dtype=np.int64),
+                                     device=lin.device)
+            for k, v in zip(keys, metrics_dict(names, lin, labels), strict=True):
+                out[k] = v
     return out
 
 

@@ -29,6 +29,7 @@ from lorank.errors import LorankError
 from lorank.models.arch import AdaptedMatrix, adapted_matrices
 from lorank.models.backbone import Backbone, mean_pool, normalize
 from lorank.models.encoder import Encoder
+from lorank.models.lower_cache import cached_lower
 
 TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 Texts = Sequence[str]
@@ -138,10 +139,16 @@ class Classifier(nn.Module):
         return out
 
     def lower(self, inputs: dict[str, torch.Tensor], start: int) -> dict[str, torch.Tensor]:
-        """Embeddings + blocks [0, start), without autograd: the frozen bottom of the network."""
+        """Embeddings + blocks [0, start), without autograd: the frozen bottom of the network.
+        Reused across classifiers of the same encoder inside
+        :func:`lorank.models.lower_cache.reuse_lower_states`."""
         start = self._check_start(start)
-        with torch.no_grad():
-            return self.run_layers(self.embed(inputs), 0, start)
+
+        def compute() -> dict[str, torch.Tensor]:
+            with torch.no_grad():
+                return self.run_layers(self.embed(inputs), 0, start)
+
+        return cached_lower(self.backbone.model, tuple(self.towers), inputs, start, compute)
 
     def upper(self, state: dict[str, torch.Tensor], start: int) -> torch.Tensor:
         """Blocks [start, L) + pooling + head: (B, K) logits."""
