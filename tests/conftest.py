@@ -27,3 +27,11 @@ def data_dir() -> Path:
     if not value or not Path(value).is_dir():
         pytest.skip("LORANK_DATA_DIR not set (point it at ../shared/data)")
     return Path(value)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> str:
+    """A tiny random-init BERT saved to disk (its path), shared by the CLI tests."""
+    from lorank.models.tiny import build_tiny_model
+
+    return str(build_tiny_model("bert", tmp_path_factory.mktemp("tiny") / "bert"))

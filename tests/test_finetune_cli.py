@@ -9,12 +9,6 @@ import pytest
 import lorank.cli.train as train_cli
 from lorank.cli.main import main
 from lorank.cli.train_lora import RUNNERS as LORA_RUNNERS
-from lorank.models.tiny import build_tiny_model
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return str(build_tiny_model("bert", tmp_path_factory.mktemp("cli") / "tiny-bert"))
 
 
 @pytest.fixture()

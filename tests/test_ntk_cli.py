@@ -10,13 +10,6 @@ from cli_helpers import one_line_error as _error
 from lorank.cli.main import main
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from lorank.models.tiny import build_tiny_model
-
-    return str(build_tiny_model("bert", tmp_path_factory.mktemp("tiny") / "bert"))
-
-
 @pytest.mark.parametrize("argv, match", [
     (["train", "--task", "sst2", "--ranks", "1,x"], "ranks"),
     (["train", "--task", "sst2", "--lrs", "0.1,-1"], "learning rates"),

@@ -25,22 +25,15 @@ from lorank.cli.main import main
 from lorank.errors import LorankError
 from lorank.linearized.losses import loss_and_grad
 from lorank.linearized.train import RunSpec, TrainSettings, train_linearized
-from lorank.ntk.features import Block, Features
+from lorank.ntk.features import Features
+from synthetic_features import BLOCKS, synthetic_features
 
 torch.set_num_threads(1)
-BLOCKS = [Block("q", 0, "query", 6, 5), Block("v", 0, "value", 4, 7)]
 
 
 def synthetic(N=8, K=2, seed=0, tied=False):
     """Random features (N, K, P); ``tied``: J[:, 1] = -J[:, 0] (rank N of NK rows, K = 2)."""
-    g = torch.Generator().manual_seed(seed)
-    P = sum(b.size for b in BLOCKS)
-    J = torch.randn(N, K, P, generator=g, dtype=torch.float64)
-    if tied:
-        J[:, 1] = -J[:, 0]
-    f0 = 0.1 * torch.randn(N, K, generator=g, dtype=torch.float64)
-    y = torch.arange(N) % K
-    return Features(J, f0, y, list(BLOCKS))
+    return synthetic_features(N, K, seed, tied=tied)
 
 
 def test_squared_loss_inf_is_zero_for_full_row_rank():
@@ -162,13 +155,6 @@ def test_config_validation(kwargs, match):
 ])
 def test_cli_bad_input_is_one_line_exit_2(capsys, argv, match):
     assert match in _error(capsys, argv)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from lorank.models.tiny import build_tiny_model
-
-    return str(build_tiny_model("bert", tmp_path_factory.mktemp("tiny") / "bert"))
 
 
 def test_cli_on_tiny_model_with_real_sst2(tiny, data_dir, tmp_path, monkeypatch, capsys):

@@ -28,17 +28,13 @@ from lorank.linearized.predict import (
 )
 from lorank.ntk.features import Block, Features
 from lorank.theory.rademacher import feature_norm, rademacher_bound
+from synthetic_features import BLOCKS, synthetic_features
 
 torch.set_num_threads(1)
-BLOCKS = [Block("q", 0, "query", 6, 5), Block("v", 0, "value", 4, 7)]
 
 
 def synthetic(N=12, K=2, seed=0, blocks=BLOCKS):
-    g = torch.Generator().manual_seed(seed)
-    P = sum(b.size for b in blocks)
-    J = torch.randn(N, K, P, generator=g, dtype=torch.float64)
-    f0 = 0.3 * torch.randn(N, K, generator=g, dtype=torch.float64)
-    return Features(J, f0, torch.arange(N) % K, list(blocks))
+    return synthetic_features(N, K, seed, blocks, f0_scale=0.3)
 
 
 def test_argmin_rank_ties_to_smaller_rank():
@@ -167,13 +163,6 @@ def test_config_validation(kwargs, match):
 ])
 def test_cli_bad_input_is_one_line_exit_2(capsys, argv, match):
     assert match in _error(capsys, argv)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from lorank.models.tiny import build_tiny_model
-
-    return str(build_tiny_model("bert", tmp_path_factory.mktemp("tiny") / "bert"))
 
 
 def test_cli_on_tiny_model_with_real_sst2(tiny, data_dir, tmp_path, monkeypatch, capsys):

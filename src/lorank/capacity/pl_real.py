@@ -45,7 +45,13 @@ import torch
 
 from lorank.capacity.pl import pl_ratios
 from lorank.errors import LorankError
-from lorank.linearized.experiment import TaskGrid, check_grid
+from lorank.linearized.experiment import (
+    TaskGrid,
+    check_grid,
+    check_lr_grids,
+    check_positive_ints,
+    finite_json,
+)
 from lorank.linearized.losses import check_loss, targets
 from lorank.linearized.train import RunSpec, TrainSettings, Trajectory, train_linearized
 from lorank.ntk.features import Features
@@ -193,16 +199,14 @@ def best_run(runs: Sequence[PLRun]) -> PLRun:
 
 
 @dataclass(frozen=True)
-class PLConfig(TaskGrid):
-    """A PL experiment on one task (JSON-able)."""
+class TrainedGrid(TaskGrid):
+    """A task grid plus the linearized training both the PL measurement and the rank predictor
+    run: the loss, the learning-rate grid (absolute, or ``None`` for the auto grid
+    ``lr_mults``·η0), the K-shot data and its encoding. Validated on construction."""
 
-    ranks: tuple[int, ...] = (1, 12)
     loss: str = "ce"
-    mse_target: str = "onehot"
-    steps: int = 1000
     lrs: tuple[float, ...] | None = None
     lr_mults: tuple[float, ...] = AUTO_LR_MULTS
-    threshold: float = 1e-2
     k: int = 16
     max_length: int = 128
     dtype: str = "float32"
@@ -212,12 +216,21 @@ class PLConfig(TaskGrid):
     def __post_init__(self) -> None:
         check_loss(self.loss)
         check_grid(self.ranks, self.seeds)
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise LorankError(f"steps must be a positive integer, got {self.steps!r}")
-        for name, grid in (("learning rates", self.lrs), ("lr multipliers", self.lr_mults)):
-            if grid is not None and (not grid or any(not math.isfinite(v) or v <= 0
-                                                     for v in grid)):
-                raise LorankError(f"{name} must be positive numbers, got {grid}")
+        check_lr_grids(self.lrs, self.lr_mults)
+
+
+@dataclass(frozen=True)
+class PLConfig(TrainedGrid):
+    """A PL experiment on one task (JSON-able)."""
+
+    ranks: tuple[int, ...] = (1, 12)
+    mse_target: str = "onehot"
+    steps: int = 1000
+    threshold: float = 1e-2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive_ints(steps=self.steps)
         if not math.isfinite(self.threshold) or self.threshold <= 0:
             raise LorankError(f"threshold must be > 0, got {self.threshold!r}")
 
@@ -265,7 +278,7 @@ class PLResult:
 
     def to_json(self) -> str:
         """Strict JSON (NaN/inf become null)."""
-        return json.dumps(_finite(self.to_dict()), indent=1)
+        return json.dumps(finite_json(self.to_dict()), indent=1)
 
 
 def _stat(values: Sequence[float]) -> tuple[float, float]:
@@ -276,16 +289,6 @@ def _stat(values: Sequence[float]) -> tuple[float, float]:
 def _nanmin(values: Sequence[float]) -> float:
     vals = [v for v in values if math.isfinite(v)]
     return float(min(vals)) if vals else math.nan
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def pl_on_features(train: Sequence[Features], seeds: Sequence[int], cfg: PLConfig,

@@ -39,3 +39,35 @@ def experiment_options(ranks: str = "1,2,4,8,12,16") -> Callable[[Any], Any]:
         return f
 
     return decorate
+
+
+def set_threads(threads: int | None) -> None:
+    """``--threads``: torch CPU threads (LorankError if < 1; None keeps torch's default)."""
+    from lorank.errors import LorankError
+
+    if threads is None:
+        return
+    if threads < 1:
+        raise LorankError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def grid_kwargs(task: str, ranks: str, seeds: str, targets: str, layers: str, lrs: str,
+                lr_mults: str) -> dict[str, Any]:
+    """Parsed task/grid/learning-rate options as config keyword arguments (``lrs="auto"`` → None).
+    An unknown task is a one-line error here, before any model is loaded."""
+    from lorank.cli.ntk import parse_ints, parse_layers, parse_list
+    from lorank.cli.train import parse_floats
+    from lorank.data.tasks import get_task
+
+    get_task(task)
+    layer_sel = parse_layers(layers)
+    return dict(task=task, ranks=tuple(parse_ints(ranks, "ranks")),
+                seeds=tuple(parse_ints(seeds, "seeds")),
+                targets=tuple(parse_list(targets, "targets")),
+                layers=layer_sel if isinstance(layer_sel, str) else tuple(layer_sel),
+                lrs=None if str(lrs).strip() == "auto" else tuple(
+                    parse_floats(lrs, "learning rates")),
+                lr_mults=tuple(parse_floats(lr_mults, "lr multipliers")))

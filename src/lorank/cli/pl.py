@@ -13,15 +13,7 @@ from typing import Any
 
 import click
 
-from lorank.cli.ntk import parse_ints, parse_layers, parse_list
-from lorank.cli.options_run import experiment_options
-from lorank.cli.train import parse_floats
-from lorank.errors import LorankError
-
-
-def parse_lr_grid(text: str) -> tuple[float, ...] | None:
-    """``auto`` -> None (relative grid × η0), else positive comma-separated numbers."""
-    return None if str(text).strip() == "auto" else tuple(parse_floats(text, "learning rates"))
+from lorank.cli.options_run import experiment_options, grid_kwargs, set_threads
 
 
 def _num(x: float, fmt: str = ".3g") -> str:
@@ -67,22 +59,8 @@ def command(task: str, ranks: str, seeds: str, targets: str, layers: str, lrs: s
     """Measure PL ratios and loss convergence of linearized LoRA per rank on a real task."""
     from lorank.capacity.pl_real import PLConfig, run_pl
 
-    if threads is not None:
-        if threads < 1:
-            raise LorankError(f"--threads must be >= 1, got {threads}")
-        import torch
-
-        torch.set_num_threads(threads)
-    from lorank.data.tasks import get_task
-
-    get_task(task)  # unknown task: one-line error before any model is loaded
-    layer_sel = parse_layers(layers)
-    cfg = PLConfig(task=task, ranks=tuple(parse_ints(ranks, "ranks")),
-                   seeds=tuple(parse_ints(seeds, "seeds")),
-                   targets=tuple(parse_list(targets, "targets")),
-                   layers=layer_sel if isinstance(layer_sel, str) else tuple(layer_sel),
-                   lrs=parse_lr_grid(lrs),
-                   lr_mults=tuple(parse_floats(lr_mults, "lr multipliers")), **opts)
+    set_threads(threads)
+    cfg = PLConfig(**grid_kwargs(task, ranks, seeds, targets, layers, lrs, lr_mults), **opts)
     result = run_pl(cfg)
     if as_json:
         click.echo(result.to_json())

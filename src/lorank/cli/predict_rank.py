@@ -14,10 +14,7 @@ from typing import Any
 
 import click
 
-from lorank.cli.ntk import parse_ints, parse_layers, parse_list
-from lorank.cli.options_run import experiment_options
-from lorank.cli.pl import parse_lr_grid
-from lorank.cli.train import parse_floats
+from lorank.cli.options_run import experiment_options, grid_kwargs, set_threads
 from lorank.errors import LorankError
 
 
@@ -81,24 +78,10 @@ def command(task: str, ranks: str, seeds: str, targets: str, layers: str, lrs: s
     """Predict the best LoRA rank from a Rademacher bound of trained linearized solutions."""
     from lorank.linearized.predict import PredictConfig, run_predict
 
-    if threads is not None:
-        if threads < 1:
-            raise LorankError(f"--threads must be >= 1, got {threads}")
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(threads)
     if opts["test_max"] < 1:
         raise LorankError(f"--test-max must be >= 1, got {opts['test_max']}")
-    from lorank.data.tasks import get_task
-
-    get_task(task)  # unknown task: one-line error before any model is loaded
-    layer_sel = parse_layers(layers)
-    cfg = PredictConfig(task=task, ranks=tuple(parse_ints(ranks, "ranks")),
-                        seeds=tuple(parse_ints(seeds, "seeds")),
-                        targets=tuple(parse_list(targets, "targets")),
-                        layers=layer_sel if isinstance(layer_sel, str) else tuple(layer_sel),
-                        lrs=parse_lr_grid(lrs),
-                        lr_mults=tuple(parse_floats(lr_mults, "lr multipliers")),
+    cfg = PredictConfig(**grid_kwargs(task, ranks, seeds, targets, layers, lrs, lr_mults),
                         delta=delta_conf, **opts)
     result = run_predict(cfg)
     if as_json:

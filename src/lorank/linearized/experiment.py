@@ -55,6 +55,21 @@ def check_grid(ranks: Sequence[int], seeds: Sequence[int]) -> None:
                           f"got {list(seeds)}")
 
 
+def check_lr_grids(lrs: Sequence[float] | None, lr_mults: Sequence[float]) -> None:
+    """Absolute learning rates (None = auto) and the auto grid's multipliers of η0: non-empty,
+    finite, positive (LorankError otherwise). Shared by the PL and rank-prediction configs."""
+    for name, grid in (("learning rates", lrs), ("lr multipliers", lr_mults)):
+        if grid is not None and (not grid or any(not math.isfinite(v) or v <= 0 for v in grid)):
+            raise LorankError(f"{name} must be positive numbers, got {grid}")
+
+
+def check_positive_ints(**values: object) -> None:
+    """Every keyword is a positive int (not a bool): LorankError naming the first that is not."""
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise LorankError(f"{name} must be a positive integer, got {v!r}")
+
+
 @dataclass(frozen=True)
 class TaskGrid:
     """What every experiment on one task shares: the classifier (model, head, adapted targets
@@ -189,7 +204,7 @@ class SweepResult:
 
     def to_json(self) -> str:
         """Strict JSON: NaN/inf become null."""
-        return json.dumps(_finite(self.to_dict()), indent=1, default=_json_default)
+        return json.dumps(finite_json(self.to_dict()), indent=1, default=_json_default)
 
 
 def _stat(values: list[float | None]) -> tuple[float, float]:
@@ -200,13 +215,15 @@ def _stat(values: list[float | None]) -> tuple[float, float]:
     return float(np.mean(vals)), float(np.std(vals))
 
 
-def _finite(obj: Any) -> Any:
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None and dict keys made strings, so that
+    ``json.dumps`` writes strict JSON (NaN/inf become null). Shared by the result records."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k if isinstance(k, str) else str(k): _finite(v) for k, v in obj.items()}
+        return {str(k): finite_json(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
+        return [finite_json(v) for v in obj]
     return obj
 
 

@@ -36,10 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from lorank.capacity.pl_real import AUTO_LR_MULTS, kernel_step
+from lorank.capacity.pl_real import TrainedGrid, kernel_step
 from lorank.errors import LorankError
-from lorank.linearized.experiment import TaskGrid, check_grid
-from lorank.linearized.losses import check_loss, metrics_dict
+from lorank.linearized.experiment import (
+    check_positive_ints,
+    finite_json,
+)
+from lorank.linearized.losses import metrics_dict
 from lorank.linearized.selection import select_checkpoint
 from lorank.linearized.train import Factors, RunSpec, TrainResult, TrainSettings, train_linearized
 from lorank.ntk.features import Features
@@ -131,33 +134,21 @@ def argmin_rank(values: Mapping[int, float], rtol: float = 1e-12) -> int:
 
 
 @dataclass(frozen=True)
-class PredictConfig(TaskGrid):
+class PredictConfig(TrainedGrid):
     """A rank-prediction experiment on one task (JSON-able)."""
 
     steps: int = 400
     eval_every: int = 50
-    loss: str = "ce"
-    lrs: tuple[float, ...] | None = None
-    lr_mults: tuple[float, ...] = AUTO_LR_MULTS
     norm: str = "nuclear"
     rho: float | None = None
     delta: float = 0.05
     checkpoint: str = "selected"
     validate: bool = False
     test_max: int | None = 1000
-    k: int = 16
-    max_length: int = 128
-    dtype: str = "float32"
-    data_dir: str | None = None
-    use_cache: bool = True
 
     def __post_init__(self) -> None:
-        check_loss(self.loss)
-        check_grid(self.ranks, self.seeds)
-        for name in ("steps", "eval_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise LorankError(f"{name} must be a positive integer, got {v!r}")
+        super().__post_init__()
+        check_positive_ints(steps=self.steps, eval_every=self.eval_every)
         if self.norm not in NORMS:
             raise LorankError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
         if self.rho is not None and (not math.isfinite(self.rho) or self.rho <= 0):
@@ -167,10 +158,6 @@ class PredictConfig(TaskGrid):
         if self.checkpoint not in CHECKPOINTS:
             raise LorankError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, "
                               f"got {self.checkpoint!r}")
-        for name, grid in (("learning rates", self.lrs), ("lr multipliers", self.lr_mults)):
-            if grid is not None and (not grid or any(not math.isfinite(v) or v <= 0
-                                                     for v in grid)):
-                raise LorankError(f"{name} must be positive numbers, got {grid}")
 
 
 @dataclass
@@ -236,17 +223,7 @@ class PredictResult:
 
     def to_json(self) -> str:
         """Strict JSON (NaN/inf become null)."""
-        return json.dumps(_finite(self.to_dict()), indent=1)
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
+        return json.dumps(finite_json(self.to_dict()), indent=1)
 
 
 def train_and_select(train: Sequence[Features], dev: Sequence[Features], seeds: Sequence[int],
