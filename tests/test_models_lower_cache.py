@@ -23,13 +23,6 @@ B = ["someone plays", "the sun shines", "a cat is asleep", "stay here"]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from lorank.models.tiny import build_tiny_model
-
-    return str(build_tiny_model("bert", tmp_path_factory.mktemp("tiny") / "bert"))
-
-
-@pytest.fixture(scope="module")
 def encoder(tiny):
     return load_encoder(tiny, dtype=torch.float64)
 
