@@ -96,3 +96,10 @@ def test_plot_several_budgets(capsys, tmp_path):
     assert path.stat().st_size > 1000
     assert out[0]["c50"] is None or out[0]["c50"] > 0  # NaN is written as null
     assert not [p for p in tmp_path.iterdir() if p.name != "curves.png"]  # no temp file left
+
+
+def test_json_carries_provenance(capsys):
+    main(["cstar", *FAST, "--steps", "30", "--json"])
+    prov = json.loads(capsys.readouterr().out)["provenance"]
+    assert set(prov) == {"versions", "git_commit", "git_dirty", "host", "created_at"}
+    assert prov["versions"]["numba"] and prov["versions"]["torch"]

@@ -28,6 +28,7 @@ def test_lora_mode_json(tiny, data_dir, registered, capsys):
     main(args(tiny, data_dir, "lora", "--json"))
     out = json.loads(capsys.readouterr().out)
     assert out["mode"] == "lora" and out["metric"] == "accuracy"
+    assert out["provenance"]["versions"]["transformers"] and "created_at" in out["provenance"]
     assert [row["rank"] for row in out["table"]] == [1, 2]
     cell = out["cells"][0]
     assert len(cell["runs"]) == 2 and [r["train"]["lr"] for r in cell["runs"]] == [0.01, 0.1]
@@ -51,6 +52,8 @@ def test_both_mode(tiny, data_dir, registered, capsys):
     row = out["table"][0]
     assert row["rank"] == 1 and "selected" in row and "lora_selected" in row
     assert "lora_gap_relative" in row and out["linearized"]["mode"] == "linearized"
+    for part in (out, out["linearized"], out["lora"]):  # what travels with every result
+        assert part["provenance"]["versions"]["torch"] and "git_commit" in part["provenance"]
 
 
 def test_both_render(tiny, data_dir, capsys):

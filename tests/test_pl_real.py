@@ -123,6 +123,7 @@ def test_pl_on_features_rank_one_ce_reaches_threshold():
     assert row["below_threshold"] == 1.0 and row["final_loss"][0] < 1e-2
     data = json.loads(result.to_json())
     assert data["loss_inf"]["13"]["L_inf"] == 0.0 and len(data["table"]) == 2
+    assert data["provenance"]["versions"]["torch"] and "host" in data["provenance"]
 
 
 def test_best_run_prefers_finite_smallest_loss():

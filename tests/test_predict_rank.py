@@ -127,6 +127,7 @@ def test_predict_on_features_end_to_end():
         assert b.frob_norm == pytest.approx(float(sols[(b.rank, b.seed)].delta().norm()))
     data = json.loads(res.to_json())
     assert data["predicted_rank"] == res.predicted_rank and data["measured_best_rank"] is None
+    assert data["provenance"]["versions"]["numpy"] and "git_dirty" in data["provenance"]
     fixed = predict_on_features(train, dev, [13, 21], PredictConfig(
         ranks=(1, 2), seeds=(13, 21), steps=20, eval_every=10, rho=0.7, lr_mults=(1.0,)))[0]
     assert {b.rho for b in fixed.bounds} == {0.7}

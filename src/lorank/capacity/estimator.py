@@ -57,6 +57,7 @@ from lorank.capacity.solvers import (
     solve,
 )
 from lorank.errors import LorankError
+from lorank.provenance import provenance
 from lorank.theory.thresholds import check_positive_int, manifold_dim
 
 Count = Literal["manifold", "sard"]
@@ -120,9 +121,11 @@ class CStarResult:
     backend: str = "torch"
 
     def to_dict(self) -> dict:
-        """A JSON-ready dict (the curve's rates included; NaN, e.g. an unbracketed C50, → None)."""
+        """A JSON-ready dict (the curve's rates and the provenance — versions, git commit, host,
+        time — included; NaN, e.g. an unbracketed C50, → None)."""
         out = asdict(self)
         out["curve"]["rates"] = list(self.curve.rates)
+        out["provenance"] = provenance()
         for key, value in out.items():
             if isinstance(value, float) and math.isnan(value):
                 out[key] = None

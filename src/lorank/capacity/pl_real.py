@@ -55,6 +55,7 @@ from lorank.linearized.experiment import (
 from lorank.linearized.losses import check_loss, targets
 from lorank.linearized.train import RunSpec, TrainSettings, Trajectory, train_linearized
 from lorank.ntk.features import Features
+from lorank.provenance import provenance
 
 #: Default relative learning-rate grid (multiples of the kernel step η0).
 AUTO_LR_MULTS: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0)
@@ -274,7 +275,8 @@ class PLResult:
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config, "table": self.table(), "loss_inf": self.loss_inf,
                 "chosen": [asdict(c) for c in self.chosen],
-                "runs": [asdict(c) for c in self.runs], "seconds": self.seconds}
+                "runs": [asdict(c) for c in self.runs], "seconds": self.seconds,
+                "provenance": provenance()}
 
     def to_json(self) -> str:
         """Strict JSON (NaN/inf become null)."""

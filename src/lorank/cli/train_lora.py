@@ -76,8 +76,11 @@ class LoraSweepResult:
         return rows
 
     def to_dict(self) -> dict[str, Any]:
+        from lorank.provenance import provenance
+
         return {"mode": "lora", "config": self.config, "metric": self.metric,
-                "table": self.table(), "cells": [c.to_dict() for c in self.cells]}
+                "table": self.table(), "cells": [c.to_dict() for c in self.cells],
+                "provenance": provenance()}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, default=_json_default)
@@ -183,8 +186,10 @@ class BothResult:
         console.print(table)
 
     def to_dict(self) -> dict[str, Any]:
+        from lorank.provenance import provenance
+
         return {"mode": "both", "table": self.table(), "linearized": self.linearized.to_dict(),
-                "lora": self.lora.to_dict()}
+                "lora": self.lora.to_dict(), "provenance": provenance()}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, default=_json_default)

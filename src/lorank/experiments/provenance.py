@@ -1,55 +1,19 @@
-"""Where and with what a run was computed: package versions, git state, host, process identity."""
+"""Process identity for the results store (claims by live processes), on top of
+:mod:`lorank.provenance` (versions, git state, host, time — re-exported here)."""
 
 from __future__ import annotations
 
-import functools
-import importlib.metadata as metadata
 import os
-import socket
-import subprocess
-from datetime import UTC, datetime
 from pathlib import Path
 
-PACKAGES = ("torch", "transformers", "peft", "numpy", "lorank")
-
-
-@functools.cache
-def package_versions() -> dict[str, str | None]:
-    """Installed versions of the packages that decide a run's numbers (None if missing)."""
-    out: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-@functools.cache
-def git_state(path: str | None = None) -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the git checkout holding ``path`` (default: lorank's source), else
-    (None, None). Dirty means tracked files differ from the commit (untracked files ignored)."""
-    where = Path(path) if path else Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
-                                text=True, timeout=10)
-        if commit.returncode != 0:
-            return None, None
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                cwd=where, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None, None
-    dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
-    return commit.stdout.strip() or None, dirty
-
-
-def hostname() -> str:
-    return socket.gethostname()
-
-
-def now() -> str:
-    """UTC timestamp, ISO 8601 with microseconds."""
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+from lorank.provenance import (  # noqa: F401  (re-exported for the store and runners)
+    PACKAGES,
+    git_state,
+    hostname,
+    now,
+    package_versions,
+    provenance,
+)
 
 
 def _start_time(pid: int) -> str | None:

@@ -198,9 +198,12 @@ class SweepResult:
         return rows
 
     def to_dict(self) -> dict[str, Any]:
+        from lorank.provenance import provenance
+
         return {"mode": "linearized", "config": self.config, "metric": self.metric,
                 "table": self.table(), "records": [r.to_dict() for r in self.records],
-                "features": self.features, "timings": self.timings}
+                "features": self.features, "timings": self.timings,
+                "provenance": provenance()}
 
     def to_json(self) -> str:
         """Strict JSON: NaN/inf become null."""

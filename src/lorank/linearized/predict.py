@@ -46,6 +46,7 @@ from lorank.linearized.losses import metrics_dict
 from lorank.linearized.selection import select_checkpoint
 from lorank.linearized.train import Factors, RunSpec, TrainResult, TrainSettings, train_linearized
 from lorank.ntk.features import Features
+from lorank.provenance import provenance
 from lorank.theory.rademacher import NORMS, margins_from_logits, rademacher_bound
 
 RHO_HALF_WIDTH = 6
@@ -219,7 +220,7 @@ class PredictResult:
                 "measured_best_rank": self.measured_best_rank, "metric": self.metric,
                 "table": self.table(), "bounds": [asdict(b) for b in self.bounds],
                 "test": [{"rank": r, "seed": s, **v} for (r, s), v in sorted(self.test.items())],
-                "seconds": self.seconds}
+                "seconds": self.seconds, "provenance": provenance()}
 
     def to_json(self) -> str:
         """Strict JSON (NaN/inf become null)."""
