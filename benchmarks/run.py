@@ -112,7 +112,7 @@ def summary_row(res: dict) -> str:
     if d is None:
         return f"| {name} | failed: {res['error']} | {TARGETS[name]} | {res['wall_s']:.0f} s |"
     what = {
-        "capacity": lambda: (f"{_f(d['ratio'])}× CPU per instance-point (compiled vs loop); "
+        "capacity": lambda: (f"{_f(d['ratio'])}× CPU, compiled vs a loop over single instances; "
                              f"{_f(d['compiled_threads_wall_s'], '.0f')} s wall on "
                              f"{d['threads_wall']} threads, {_f(d['compiled_wall_s'], '.0f')} s "
                              f"on 1, for {d['instances']} instances × {d['grid_points']} points"),

@@ -28,7 +28,6 @@ reductions) but keeps NaN/Inf semantics, so divergence is still detected.
 
 from __future__ import annotations
 
-import itertools
 import math
 from concurrent.futures import ThreadPoolExecutor
 
@@ -263,9 +262,9 @@ def gd_hessian(G: np.ndarray, y: np.ndarray, B0: np.ndarray, A0: np.ndarray, ce:
     threads = max(1, min(threads, I))
     if threads == 1:
         _gd_batch(*args, 0, I)
-    else:  # contiguous ranges of (exchangeable) instances, one per thread
+    else:  # one instance per task: a thread takes the next as soon as it is free, so instances
+        # that stop early (successes) and late (failures, all T steps) balance out
         with ThreadPoolExecutor(threads) as pool:
-            bounds = np.linspace(0, I, threads + 1).astype(int).tolist()
-            list(pool.map(lambda lh: _gd_batch(*args, *lh), itertools.pairwise(bounds)))
+            list(pool.map(lambda i: _gd_batch(*args, i, i + 1), range(I)))
     return (rel, success, stop, diverged, B.astype(np.float64), A.astype(np.float64),
             tl if trace else None, tg if trace else None)
