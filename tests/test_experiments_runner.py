@@ -137,6 +137,10 @@ def test_grouping_and_chunking():
     groups = group_runs(list(reversed(runs)))
     assert len(groups) == 4 and all(len(g) == 3 for g in groups)
     assert all(len({c.features_key for c in g}) == 1 for g in groups)
+    # seed-major input (task cycles fastest): one task's groups come out adjacent, seeds in order
+    seed_major = sorted(runs, key=lambda c: (c.seed, c.task))
+    assert [(g[0].task, g[0].seed) for g in group_runs(seed_major)] == [
+        ("rte", 1), ("rte", 2), ("sst2", 1), ("sst2", 2)]
     chunks = split_groups(groups[:1], 2)
     assert [len(c) for c in chunks] == [2, 1]
     assert split_groups(groups, 2) == groups

@@ -143,11 +143,19 @@ def execute_run(config: RunConfig, ctx: RunContext) -> RunOutcome:
 
 
 def group_runs(configs: Sequence[RunConfig]) -> list[list[RunConfig]]:
-    """Runs grouped by (method, features key), groups in order of first appearance."""
+    """Runs grouped by (method, features key); the groups of one (method, task, model, head)
+    next to each other (a stable sort: otherwise in order of first appearance), so that a worker
+    running them back to back reuses what does not depend on the seed — the frozen lower
+    layers of the test split (:mod:`lorank.models.lower_cache`), whose LRU a seed-major order
+    cycling through all tasks would thrash."""
     groups: dict[tuple[str, str], list[RunConfig]] = {}
     for config in configs:
         groups.setdefault((config.method, config.features_key.digest), []).append(config)
-    return list(groups.values())
+    first: dict[tuple[str, str, str, str], int] = {}
+    for g in groups.values():
+        first.setdefault((g[0].method, g[0].task, g[0].model, g[0].head), len(first))
+    return sorted(groups.values(),
+                  key=lambda g: first[(g[0].method, g[0].task, g[0].model, g[0].head)])
 
 
 def validate_configs(configs: Sequence[RunConfig]) -> None:
