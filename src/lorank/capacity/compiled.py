@@ -10,8 +10,9 @@ instances large enough to amortise the ~0.3 ms of Python/dispatch per step no lo
 so its two passes over G per step run at memory speed (~60 µs per instance-step at KN = 70,
 m = n = 32), while a small chunk pays the dispatch. Here each instance runs its T steps inside
 one compiled loop, so its G (KN·m·n floats, 280 KB at KN = 70 in float32) stays in L2 for all of
-them and there is no per-step dispatch at all; instances run in parallel over threads
-(``numba.prange``), each thread on its own instance. A step is exactly the torch step:
+them and there is no per-step dispatch at all; the kernel releases the GIL and a thread pool
+hands out one instance at a time (successes stop early, failures run all T steps, so dynamic
+hand-out balances the threads). A step is exactly the torch step:
 
 1. :math:`X = BA`, :math:`dX = UA + BV`; one pass over G gives :math:`z_i = \langle G_i, X\rangle`
    and :math:`dz_i = \langle G_i, dX\rangle`;
@@ -224,7 +225,8 @@ def _gd_one(G, y, B, A, ce, steps, tol, c, trace_loss, trace_grad, i):
 @_njit(nogil=True)
 def _gd_batch(G, y, B, A, ce, steps, tol, c, rel, success, stop, diverged, trace_loss,
               trace_grad, lo, hi):
-    """:func:`_gd_one` for instances lo..hi−1 (GIL released: threads run disjoint ranges)."""
+    """:func:`_gd_one` for instances lo..hi−1, in place on the outputs (GIL released, so
+    threads can run disjoint ranges at once)."""
     for i in range(lo, hi):
         rel[i], success[i], stop[i], diverged[i] = _gd_one(
             G[i], y[i], B[i], A[i], ce, steps, tol, c, trace_loss, trace_grad, i)

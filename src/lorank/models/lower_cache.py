@@ -33,9 +33,11 @@ State = dict[str, torch.Tensor]
 DEFAULT_MAX_MB = 512.0
 
 
-def _tensor_bytes(t: torch.Tensor) -> bytes:
-    t = t.detach().cpu().contiguous()
-    return t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+def _tensor_bytes(t: torch.Tensor) -> memoryview:
+    """The raw bytes of a tensor (C order), without a copy when it is contiguous on the CPU
+    (as :func:`lorank.ntk.cache.tensor_sha256` reads them)."""
+    t = t.detach().contiguous().cpu()
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
 
 
 def _digest(items: Iterator[tuple[str, torch.Tensor]]) -> str:
