@@ -88,6 +88,7 @@ def command(r, m, n, solver, steps, tol, loss, count, instances, ratios, seed, s
     from lorank.capacity.plot import check_plot_path, plot_success_curves
     from lorank.capacity.problems import check_problem, load_features
     from lorank.capacity.solvers import STEP_RULES, check_solver, resolve_backend
+    from lorank.cli.options_run import set_threads
 
     check_problem(r, m, n)
     check_solver(solver)
@@ -105,19 +106,13 @@ def command(r, m, n, solver, steps, tol, loss, count, instances, ratios, seed, s
         raise LorankError(f"--instances must be a positive integer, got {instances}")
     if boot <= 0:
         raise LorankError(f"--boot must be a positive integer, got {boot}")
-    if threads is not None and threads <= 0:
-        raise LorankError(f"--threads must be a positive integer, got {threads}")
+    set_threads(threads)
     if budgets is not None and plot is None:
         raise LorankError("--budgets needs --plot")
     grid = parse_floats(ratios, "--ratios") if ratios else list(DEFAULT_RATIOS)
     plot_path = check_plot_path(plot) if plot else None
     budget_list = parse_budgets(budgets) if budgets else [steps]
     pool = load_features(features, m, n) if features else None
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-
     from tqdm import tqdm
 
     total = progress_total(r, m, n, grid, instances) * len(budget_list)

@@ -309,7 +309,6 @@ def _worker_init(queue: Any, modules: list[str], ctx_args: dict[str, Any]) -> No
     by SIGKILL): no orphans."""
     import importlib
     import multiprocessing as mp
-    import signal
     import threading
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -479,7 +478,6 @@ def import_ray() -> Any:
 
 def _sigterm_handler() -> Any:
     """The Python SIGTERM handler in place (None outside the main thread)."""
-    import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -490,8 +488,6 @@ def _sigterm_handler() -> Any:
 def _restore_sigterm(handler: Any) -> None:
     """Put back a caller's Python SIGTERM handler (e.g. the CLI's clean stop) that
     ``ray.init`` replaced with its own ``sys.exit``; SIG_DFL/SIG_IGN are left to Ray."""
-    import signal
-
     if callable(handler):
         signal.signal(signal.SIGTERM, handler)
 

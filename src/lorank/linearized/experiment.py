@@ -64,7 +64,9 @@ def check_lr_grids(lrs: Sequence[float] | None, lr_mults: Sequence[float]) -> No
 
 
 def check_positive_ints(**values: object) -> None:
-    """Every keyword is a positive int (not a bool): LorankError naming the first that is not."""
+    """Every keyword is a positive Python int (not a bool): LorankError naming the first that is
+    not. Stricter than :func:`lorank.theory.thresholds.check_positive_int` (which accepts numpy
+    integers): the configs checked here are dumped to JSON as they are."""
     for name, v in values.items():
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise LorankError(f"{name} must be a positive integer, got {v!r}")
