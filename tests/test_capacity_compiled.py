@@ -135,3 +135,21 @@ def test_estimator_records_backend_and_agrees():
     assert diff.max() <= 1  # float32 rounding may flip an instance that ends right at tol
     bound = estimate_c_star(step_rule="bound", **kw)
     assert bound.backend == "torch"
+
+
+@pytest.mark.parametrize("options,msg", [
+    ({"backend": "cuda"}, "backend must be one of"),
+    ({"backend": "numba", "solver": "lm"}, "step_rule 'hessian' only"),
+])
+def test_sweep_spec_with_a_bad_backend_fails_at_validation(tmp_path, options, msg):
+    from lorank.experiments.runners import LocalRunner
+    from lorank.experiments.spec import parse_spec
+    from lorank.experiments.store import ResultStore
+
+    runs = parse_spec({"name": "t", "base": {
+        "method": "cstar", "task": "gaussian", "model": "gaussian", "rank": 1, "seed": 0,
+        "steps": 10, "options": {"m": 4, "n": 4, "instances": 2, **options}}}).runs
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        with pytest.raises(LorankError, match=msg):
+            LocalRunner(progress=False).run(runs, store)
+        assert store.query() == []  # nothing queued for a sweep that cannot start

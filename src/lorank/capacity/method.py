@@ -36,9 +36,12 @@ def estimator_kwargs(config: RunConfig) -> dict[str, Any]:
 
 def _validate(config: RunConfig) -> None:
     from lorank.capacity.problems import check_problem
+    from lorank.capacity.solvers import resolve_backend
 
     kw = estimator_kwargs(config)
     check_problem(kw["r"], kw.get("m", 24), kw.get("n", 24))
+    resolve_backend(kw.get("backend", "auto"), kw.get("solver", "gd"),
+                    kw.get("step_rule", "hessian"))
 
 
 @register_method("cstar", validate=_validate)
