@@ -208,3 +208,34 @@ def test_in_process_resume_skips_done_runs(tmp_path):
         first = LocalRunner(progress=False).run(runs()[:10], store)
         second = LocalRunner(progress=False).run(runs(), store)
     assert (first.done, second.skipped, second.done) == (10, 10, N_RUNS - 10)
+
+
+class StopAfterClaim(ResultStore):
+    """A store whose ``n``-th claim commits and then meets a stop (a signal arriving right
+    after the claim's COMMIT, before the runner has noted the run as in flight)."""
+
+    def __init__(self, path: Path, n: int) -> None:
+        super().__init__(path)
+        self.left = n
+
+    def claim(self, run_id: str, retry_failed: bool = False) -> bool:
+        claimed = super().claim(run_id, retry_failed)
+        self.left -= 1
+        if self.left == 0:
+            raise KeyboardInterrupt
+        return claimed
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_stop_right_after_a_claim_commits_leaves_nothing_running(tmp_path, workers):
+    """The window CI once hit: without noting the run before claiming it, the run stayed
+    ``running`` under a live-looking owner after a clean stop."""
+    path = tmp_path / "r.sqlite"
+    with StopAfterClaim(path, n=3) as store, pytest.raises(SweepInterrupted) as stop:
+        LocalRunner(workers=workers, progress=False).run(runs()[:6], store)
+    after = statuses(path)
+    assert "running" not in after.values(), after
+    assert list(after.values()).count("interrupted") == stop.value.summary.interrupted >= 1
+    with ResultStore(path) as store:
+        summary = LocalRunner(progress=False).run(runs()[:6], store)
+    assert summary.done + summary.skipped == 6 and summary.busy == 0

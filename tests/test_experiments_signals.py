@@ -215,7 +215,10 @@ def test_signal_stops_sweep_cleanly_then_rerun_finishes(tmp_path, signum, args, 
     done = {rid: row for rid, row in before.items() if row[0] == "done"}
     assert 1 <= len(done) < n
     interrupted = [rid for rid, row in before.items() if row[0] == "interrupted"]
-    assert 1 <= len(interrupted) <= in_flight
+    # a sequential sweep can be stopped between two runs (after one is stored, before the
+    # next is claimed): then nothing was in flight. Pool chunks are claimed ahead: >= 1.
+    assert (1 if in_flight > 1 else 0) <= len(interrupted) <= in_flight
+    assert f" {len(interrupted)} interrupted in " in err  # the summary counts what it released
 
     rerun = start(spec, *([] if args == RAY else args))  # the store is backend-neutral;
     # resuming a Ray sweep locally saves a second Ray start (~6 s) and keeps the test < 20 s

@@ -192,9 +192,13 @@ class _Tracker:
         self.bar.refresh()
 
     def claim(self, config: RunConfig, retry_failed: bool) -> bool:
+        # in_flight first: a stop that lands after the store commits the claim, before this
+        # method returns, must still find the run to release (release only touches rows this
+        # process holds ``running``, so listing one that was not claimed is harmless).
+        self.in_flight.add(config.run_id)
         if self.store.claim(config.run_id, retry_failed):
-            self.in_flight.add(config.run_id)
             return True
+        self.in_flight.discard(config.run_id)
         self.summary.busy += 1
         self.bar.total -= 1
         self.refresh()
