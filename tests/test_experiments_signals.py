@@ -230,3 +230,72 @@ def test_signal_stops_sweep_cleanly_then_rerun_finishes(tmp_path, signum, args, 
     assert all(after[rid] == row for rid, row in done.items())  # not run again
     assert all(after[rid][1] == 2 for rid in interrupted)
     assert all(row[1] == 1 for rid, row in after.items() if rid not in interrupted)
+
+
+class StoppedRay:
+    """Stands in for ``ray`` around a stop: every task is submitted, then ``ray.wait`` meets the
+    KeyboardInterrupt. ``joined``: Ray already initialised by the caller (not the runner's)."""
+
+    def __init__(self, joined: bool, store: Path) -> None:
+        self.up, self.store, self.calls = joined, store, []
+
+    def is_initialized(self) -> bool:
+        return self.up
+
+    def init(self, **kwargs) -> None:
+        self.up = True
+
+    def shutdown(self) -> None:
+        self.up = False
+        self.calls.append("shutdown")
+
+    def cluster_resources(self) -> dict[str, float]:
+        return {"CPU": 2.0}
+
+    def remote(self, fn):
+        ray = self
+
+        class Task:
+            def options(self, **kwargs):
+                return self
+
+            def remote(self, chunk, args):
+                ray.calls.append(("submit", len(chunk)))
+                return object()
+        return Task()
+
+    def wait(self, refs, num_returns, timeout):
+        raise KeyboardInterrupt
+
+    def cancel(self, ref, force):
+        self.calls.append(("cancel", sorted(set(s for s, _, _ in rows(self.store).values()))))
+
+
+@pytest.mark.parametrize("joined", [False, True],
+                         ids=["started-by-runner", "initialised-by-caller"])
+def test_ray_stop_releases_runs_first_and_cancels_only_the_callers_ray(
+        tmp_path, monkeypatch, joined):
+    """``ray.cancel`` racing a task's completion can abort the driver inside Ray
+    (ray-project/ray#54846): a Ray connection the runner opened is only shut down (which ends
+    its tasks); in a Ray the caller initialised, the tasks are cancelled, after the store
+    released them."""
+    from lorank.experiments import ResultStore, SweepInterrupted, runners
+    from lorank.experiments.config import RunConfig
+
+    path = tmp_path / "s.sqlite"
+    ray = StoppedRay(joined, path)
+    monkeypatch.setattr(runners, "import_ray", lambda: ray)
+    configs = [RunConfig(sweep="stop", method="prescribe", task="sst2", model="minilm",
+                         rank=r, seed=s) for s in (13, 42) for r in (1, 2)]
+    with ResultStore(path) as store, pytest.raises(SweepInterrupted) as stop:
+        runners.RayRunner(progress=False).run(configs, store)
+    assert stop.value.summary.interrupted == 4
+    assert {s for s, _, _ in rows(path).values()} == {"interrupted"}
+    submitted = sum(c[1] for c in ray.calls if c[0] == "submit")
+    cancels = [c for c in ray.calls if c[0] == "cancel"]
+    assert submitted == 4
+    if joined:
+        assert len(cancels) == 2 and all(c[1] == ["interrupted"] for c in cancels)
+        assert "shutdown" not in ray.calls  # not ours to stop
+    else:
+        assert cancels == [] and ray.calls[-1] == "shutdown"

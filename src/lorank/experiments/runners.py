@@ -551,13 +551,23 @@ class RayRunner(Runner):
             return
         started = self._start(ray)
         try:
-            self._submit_all(ray, groups, tracker, retry_failed)
+            self._submit_all(ray, groups, tracker, retry_failed, cancel_on_stop=not started)
         finally:
             if started:
                 ray.shutdown()
 
     def _submit_all(self, ray: Any, groups: list[list[RunConfig]], tracker: _Tracker,
-                    retry_failed: bool) -> None:
+                    retry_failed: bool, cancel_on_stop: bool = True) -> None:
+        """Submit the groups, ``max_in_flight`` at a time, and record outcomes as tasks finish.
+
+        On a stop the claimed runs are released first; outstanding tasks are cancelled only
+        when the caller had initialised Ray (``cancel_on_stop``). A connection this runner
+        opened is shut down instead (a local instance with its workers; on a cluster, Ray ends
+        a leaving driver's tasks), since ``ray.cancel`` racing a task's completion aborts the
+        driver inside Ray
+        (``Check failed: it != submissible_tasks_.end()``, ray-project/ray#54846; seen in about
+        one stop in seven here).
+        """
         task = ray.remote(_ray_execute)
         ctx_args = {"cache_dir": self.cache_dir, "data_dir": self.data_dir,
                     "device": self.device}
@@ -589,8 +599,10 @@ class RayRunner(Runner):
                     for outcome in outcomes:
                         tracker.record(outcome)
         except KeyboardInterrupt:
-            for ref in refs:
-                ray.cancel(ref, force=True)
+            tracker.interrupt()  # the store first: whatever Ray does next, nothing stays running
+            if cancel_on_stop:
+                for ref in refs:
+                    ray.cancel(ref, force=True)
             raise
 
 
