@@ -564,9 +564,9 @@ class RayRunner(Runner):
         when the caller had initialised Ray (``cancel_on_stop``). A connection this runner
         opened is shut down instead (a local instance with its workers; on a cluster, Ray ends
         a leaving driver's tasks), since ``ray.cancel`` racing a task's completion aborts the
-        driver inside Ray
-        (``Check failed: it != submissible_tasks_.end()``, ray-project/ray#54846; seen in about
-        one stop in seven here).
+        driver inside Ray (``Check failed: it != submissible_tasks_.end()``,
+        ray-project/ray#54846; seen in about one stop in seven here). ``Runner.run`` releases
+        again afterwards, a no-op by then.
         """
         task = ray.remote(_ray_execute)
         ctx_args = {"cache_dir": self.cache_dir, "data_dir": self.data_dir,
