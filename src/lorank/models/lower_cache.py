@@ -33,18 +33,17 @@ State = dict[str, torch.Tensor]
 DEFAULT_MAX_MB = 512.0
 
 
-def _tensor_bytes(t: torch.Tensor) -> memoryview:
-    """The raw bytes of a tensor (C order), without a copy when it is contiguous on the CPU
-    (as :func:`lorank.ntk.cache.tensor_sha256` reads them)."""
-    t = t.detach().contiguous().cpu()
-    return memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
+def tensor_bytes(t: torch.Tensor) -> memoryview:
+    """The raw bytes of a tensor (C order; empty for an empty tensor), without a copy when it is
+    contiguous on the CPU. Also what :func:`lorank.ntk.cache.tensor_sha256` hashes."""
+    return memoryview(t.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy())
 
 
 def _digest(items: Iterator[tuple[str, torch.Tensor]]) -> str:
     h = hashlib.blake2b(digest_size=16)
     for name, t in items:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(_tensor_bytes(t))
+        h.update(tensor_bytes(t))
     return h.hexdigest()
 
 

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from lorank.errors import LorankError
+from lorank.models.lower_cache import tensor_bytes
 from lorank.ntk.features import FEATURE_CODE_VERSION, Block, Features
 from lorank.ntk.jacobian import TokenFactors
 
@@ -45,8 +46,7 @@ def _sha(obj: Any) -> str:
 
 def tensor_sha256(t: Tensor) -> str:
     """sha256 of a tensor's raw bytes (C order)."""
-    raw = t.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy()
-    return hashlib.sha256(memoryview(raw)).hexdigest()
+    return hashlib.sha256(tensor_bytes(t)).hexdigest()
 
 
 def model_fingerprint(model: Any) -> dict[str, Any]:
