@@ -103,6 +103,13 @@ class TaskSpec:
         return len(self.labels)
 
     @property
+    def primary_metric(self) -> str:
+        """The metric the task's benchmark reports first: binary F1 of label index 1 when the
+        task reports F1 (MRPC and QQP in GLUE / LM-BFF), else accuracy. Dev selection and the
+        report's headline use it; accuracy is always reported beside it."""
+        return "f1" if "f1" in self.metrics else "accuracy"
+
+    @property
     def is_pair(self) -> bool:
         """True for sentence-pair tasks (two text fields)."""
         return len(self.text_fields) == 2

@@ -241,8 +241,9 @@ def _json_default(obj: Any) -> Any:
 
 
 def selection_metric(task: Any) -> str:
-    """The dev metric used to select checkpoints: F1 when the task reports it, else accuracy."""
-    return "f1" if "f1" in tuple(getattr(task, "metrics", ())) else "accuracy"
+    """The dev metric used to select checkpoints: the task's primary metric (F1 when the task
+    reports it, else accuracy; :attr:`lorank.data.tasks.TaskSpec.primary_metric`)."""
+    return task.primary_metric
 
 
 @dataclass
