@@ -57,7 +57,8 @@ def run_linearized(opts: dict[str, Any]) -> Any:
         targets=tuple(opts["targets"]), layers=opts["layers"] if isinstance(
             opts["layers"], str) else tuple(opts["layers"]),
         ranks=tuple(opts["ranks"]), seeds=tuple(opts["seeds"]),
-        lrs=tuple(opts["lrs"] or DEFAULT_LRS), k=opts["k"], steps=opts["steps"],
+        lrs=tuple(opts["lrs"] or DEFAULT_LRS), lr_unit=opts.get("lr_unit", "eta0"), k=opts["k"],
+        steps=opts["steps"],
         eval_every=opts["eval_every"], loss=opts["loss"], scaling=opts["scaling"],
         alpha=opts["alpha"], weight_decay=opts["weight_decay"], optimizer=opts["optimizer"],
         batch_size=opts["batch_size"], test_max=opts["test_max"], max_length=opts["max_length"],
@@ -93,14 +94,21 @@ def render_table(rows: list[dict[str, Any]], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    for col in ("rank", "zero-shot", "kernel", "selected", "final", "selected lr",
-                "selected step"):
+    fitted = any(row.get("head_fitted") for row in rows)
+    w0 = "head at W0 (fitted on train)" if fitted else "zero-shot"
+    relative = any(c is not None for row in rows for c in row.get("selected_lr_mult") or [])
+    for col in ("rank", w0, "kernel", "selected", "final",
+                "selected lr (×η0)" if relative else "selected lr",
+                "selected step", "moved"):
         table.add_column(col, justify="right")
     for row in rows:
-        lrs = ",".join("-" if x is None else f"{x:g}" for x in row["selected_lr"])
+        mults = row.get("selected_lr_mult") or [None] * len(row["selected_lr"])
+        lrs = ",".join("-" if x is None else (f"{x:g}" if c is None else f"{c:g}")
+                       for x, c in zip(row["selected_lr"], mults, strict=True))
         steps = ",".join("-" if x is None else str(x) for x in row["selected_step"])
-        table.add_row(str(row["rank"]), _fmt(row["zero_shot"]), _fmt(row["kernel"]),
-                      _fmt(row["selected"]), _fmt(row["final"]), lrs, steps)
+        table.add_row(str(row["rank"]), _fmt(row["w0"]), _fmt(row["kernel"]),
+                      _fmt(row["selected"]), _fmt(row["final"]), lrs, steps,
+                      f"{row.get('moved', 0)}/{row['n_seeds']}")
     console = Console()
     console.width = max(console.width, 120)
     console.print(table)
@@ -110,8 +118,12 @@ def render_table(rows: list[dict[str, Any]], title: str) -> None:
 @experiment_options(ranks="1,2,4,8,12,16")
 @click.option("--mode", default="linearized", show_default=True,
               help="Training mode: " + ", ".join(RUNNERS) + ".")
-@click.option("--lrs", default=None, help="Comma-separated learning-rate grid "
-              "(default 0.01,0.03,0.1), selected on dev.")
+@click.option("--lrs", default=None, help="Comma-separated learning-rate grid, selected on "
+              "dev; in units of the kernel step η0 with --lr-unit eta0 (default 0.1,0.3,1).")
+@click.option("--lr-unit", default="eta0", show_default=True,
+              type=click.Choice(["eta0", "abs"]),
+              help="eta0: --lrs are multiples c of the kernel step η0 = 1/λ_max of the "
+                   "loss Hessian at W0 (train features); abs: absolute learning rates.")
 @click.option("--steps", default=1000, show_default=True, type=int)
 @click.option("--eval-every", default=50, show_default=True, type=int)
 @click.option("--loss", default="ce", show_default=True, type=click.Choice(["ce", "mse"]))

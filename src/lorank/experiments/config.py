@@ -106,6 +106,9 @@ class RunConfig:
         rank: LoRA rank r.
         loss: ``"ce"`` or ``"mse"``.
         lrs: learning-rate grid; the engine selects on the k-shot dev split.
+        lr_unit: ``"eta0"`` — ``lrs`` are multiples c of the kernel step η0 of the run's train
+            features (lr = c·η0, resolved per data seed; the unit that makes every head and
+            rank train, :mod:`lorank.linearized.step_size`); ``"abs"`` — absolute rates.
         steps: optimisation steps; eval_interval: steps between curve points.
         dtype: ``"float32"`` or ``"float64"``.
         init_seed: seed of the LoRA initialisation (A Gaussian, B = 0).
@@ -125,7 +128,8 @@ class RunConfig:
     layers: str | tuple[int, ...] = "last"
     k: int = 16
     loss: str = "ce"
-    lrs: tuple[float, ...] = (0.05,)
+    lrs: tuple[float, ...] = (0.3,)
+    lr_unit: str = "eta0"
     steps: int = 1000
     eval_interval: int = 100
     dtype: str = "float32"

@@ -123,6 +123,7 @@ FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "rank": lambda p, v: _int(p, v, 1),
     "loss": lambda p, v: _str(p, v, ("ce", "mse")),
     "lrs": lambda p, v: _list(p, v, lambda q, x: _float(q, x, positive=True)),
+    "lr_unit": lambda p, v: _str(p, v, ("eta0", "abs")),
     "steps": lambda p, v: _int(p, v, 1),
     "eval_interval": lambda p, v: _int(p, v, 1),
     "dtype": lambda p, v: _str(p, v, ("float32", "float64")),
