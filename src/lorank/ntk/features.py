@@ -142,6 +142,13 @@ class Features:
                         dict(self.meta), factors)
 
 
+def _by_example(fac: TokenFactors) -> TokenFactors:
+    """Tokens ordered by example (stable: each example's tokens keep their order), as if the
+    chunks had followed the examples' order."""
+    order = torch.argsort(fac.ex, stable=True)
+    return TokenFactors(fac.ex[order], fac.X[order], fac.Delta[:, order])
+
+
 def ntk_gram(features: Features) -> Tensor:
     """Empirical NTK Θ = J Jᵀ of shape (N·K, N·K); entry (iK+k, jK+l) = ⟨∂f_k(x_i), ∂f_l(x_j)⟩."""
     J = features.flat()
@@ -195,16 +202,20 @@ def compute_features(
     used = JacobianMethod.parse(method)
     for part in jacobian_chunks(clf, inputs, params, start_layer=start, method=method,
                                 chunk_size=chunk):
+        rows = part.rows
         for b, (lo, hi) in zip(blocks, offsets, strict=True):  # one copy, no torch.cat
-            J[part.start:part.stop, :, lo:hi] = part.G[b.name].flatten(2)
-        f0[part.start:part.stop] = part.f0
+            J[rows, :, lo:hi] = part.G[b.name].flatten(2)
+        f0[rows] = part.f0
         if part.factors is None:
             parts = None
         elif parts is not None:
             for b in blocks:
                 fac = part.factors[b.name]
-                parts[b.name].append(TokenFactors(fac.ex + part.start, fac.X, fac.Delta))
-    factors = None if parts is None else {k: concat_factors(v) for k, v in parts.items()}
+                ex = (fac.ex + part.start if part.index is None
+                      else part.index.to(fac.ex.device)[fac.ex])
+                parts[b.name].append(TokenFactors(ex, fac.X, fac.Delta))
+    factors = None if parts is None else {k: _by_example(concat_factors(v))
+                                          for k, v in parts.items()}
     used = JacobianMethod.parse(method)
     if used is JacobianMethod.AUTO:  # what auto resolved to: only OUTER yields factors
         used = JacobianMethod.OUTER if factors is not None else \
