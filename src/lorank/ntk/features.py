@@ -32,7 +32,8 @@ from lorank.ntk.jacobian import (
 
 #: Bump whenever the numbers a feature file holds would change (part of every cache key).
 #: 2: files also hold the per-token factors of the OUTER method.
-FEATURE_CODE_VERSION = "2"
+#: 3: chunks follow the examples' lengths and are cut to their longest row (round-off changes).
+FEATURE_CODE_VERSION = "3"
 
 
 @dataclass(frozen=True)
