@@ -133,6 +133,31 @@ class Features:
         """J reshaped to (N·K, P); row i·K + k is example i, logit k."""
         return self.J.reshape(self.N * self.K, self.P)
 
+    def subset(self, index: Sequence[int] | Tensor, labels: Tensor | None = None) -> Features:
+        """The features of examples ``index`` (in that order), optionally with other labels.
+
+        J, f0 and labels are indexed (a copy); token factors keep the tokens of the chosen
+        examples, renumbered. ``labels`` (len(index),) replaces the split's labels (e.g. a
+        teacher's, :mod:`lorank.linearized.planted`)."""
+        idx = torch.as_tensor(index, dtype=torch.int64, device=self.J.device).reshape(-1)
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.N):
+            raise LorankError(f"features subset: indices must be in 0..{self.N - 1}")
+        new = self.labels[idx] if labels is None else torch.as_tensor(labels).reshape(-1).to(
+            self.labels)
+        factors = None
+        if self.factors is not None:
+            pos = torch.full((self.N,), -1, dtype=torch.int64, device=idx.device)
+            pos[idx] = torch.arange(idx.numel(), device=idx.device)
+            factors = {}
+            for name, fac in self.factors.items():
+                where = pos[fac.ex.to(idx.device)]
+                keep = where >= 0
+                order = torch.argsort(where[keep], stable=True)
+                factors[name] = TokenFactors(where[keep][order], fac.X[keep][order],
+                                             fac.Delta[:, keep][:, order])
+        return Features(self.J[idx], self.f0[idx], new, list(self.blocks),
+                        dict(self.meta, subset=int(idx.numel())), factors)
+
     def to(self, dtype: torch.dtype | None = None,
            device: torch.device | str | None = None) -> Features:
         """A copy in another dtype / on another device (labels stay int64)."""
