@@ -12,6 +12,9 @@ Shape of a spec (every key optional unless marked)::
       lora: {steps: 40, num_cpus: 2, only: {rank: [1, 12], task: [sst2]}}
     exclude: [{task: mnli, rank: [1, 2]}]     # drop grid points matching every given field
     include: [{method: lora, task: rte, rank: 4, seed: 13}]  # extra points (on top of base)
+    # an include entry with a ``grid`` mapping expands to the product of its lists (a block of
+    # runs with settings of their own, e.g. a positive control):
+    #   - {method: linearized, task: sst2, k: 512, grid: {loss: [mse, ce], rank: [1, 2]}}
 
 The runs are the product of the grid (keys in sorted order) with base < method overrides <
 grid point < include entry precedence; a field value in ``exclude``/``only`` may be a value or
@@ -187,13 +190,26 @@ def _choices(path: str, value: Any) -> dict[str, tuple]:
     return out
 
 
-def _grid(value: Any) -> dict[str, tuple]:
+def _grid(value: Any, path: str = "grid") -> dict[str, tuple]:
     out = {}
-    for key, v in _mapping("grid", value).items():
+    for key, v in _mapping(path, value).items():
         if key not in FIELD_CHECKS:
-            raise _unknown("grid", key, list(FIELD_CHECKS))
-        out[key] = _list(f"grid.{key}", v, FIELD_CHECKS[key])
+            raise _unknown(path, key, list(FIELD_CHECKS))
+        out[key] = _list(f"{path}.{key}", v, FIELD_CHECKS[key])
     return out
+
+
+def _include(path: str, value: Any) -> list[dict[str, Any]]:
+    """One include entry: its fields, expanded over the product of its own ``grid`` if any."""
+    body = dict(_mapping(path, value))
+    grid = _grid(body.pop("grid"), f"{path}.grid") if "grid" in body else {}
+    fields_ = _fields(path, body)
+    both = sorted(set(grid) & set(fields_))
+    if both:
+        raise LorankError(f"{path}.grid.{both[0]}: also fixed in the entry; give it once")
+    keys = sorted(grid)
+    return [{**fields_, **dict(zip(keys, combo, strict=True))}
+            for combo in itertools.product(*(grid[k] for k in keys))]
 
 
 def _matches(point: Mapping[str, Any], choices: Mapping[str, tuple]) -> bool:
@@ -280,7 +296,8 @@ def parse_spec(data: Any, source: Path | None = None) -> SweepSpec:
     grid = _grid(data.get("grid", {}))
     methods = _methods(data.get("methods", {}), tuple(grid))
     exclude = [_choices(f"exclude[{i}]", e) for i, e in enumerate(_seq("exclude", data))]
-    include = [_fields(f"include[{i}]", e) for i, e in enumerate(_seq("include", data))]
+    include = [point for i, e in enumerate(_seq("include", data))
+               for point in _include(f"include[{i}]", e)]
     used = set(grid.get("method", ())) | {base.get("method")} | {e.get("method") for e in include}
     for method in methods:
         if method not in used:

@@ -16,11 +16,12 @@ says whether that head was fitted on the train split, i.e. whether it is zero-sh
 ``kernel_test_acc``, ``dev_acc``, ``train_acc``, ``train_loss``, ``test_f1*`` when the task
 reports F1 (``metric`` names the task's primary metric), ``selected_lr``, ``selected_step``,
 ``lr_mult`` (the selected learning rate in units of ``eta0``, the kernel step; null for an
-absolute grid), the movement record ``train_loss_init``, ``train_loss_selected``,
-``train_loss_drop``, ``delta_fro`` (‖ΔW‖_F of the selected checkpoint) and ``moved``
-(:func:`lorank.linearized.experiment.movement`), ``pl_min``, ``numerical_rank``,
-``nuclear_norm``, ``diverged``; curves ``train_loss``, ``pl_ratio``, ``grad_norm2``,
-``dev_metric``, ``singular_values``.
+absolute grid), ``train_loss_best_lr`` (the lowest final train loss over the lr grid: what
+the optimiser can reach, for the capacity control), the movement record ``train_loss_init``,
+``train_loss_selected``, ``train_loss_drop``, ``delta_fro`` (‖ΔW‖_F of the selected
+checkpoint) and ``moved`` (:func:`lorank.linearized.experiment.movement`), ``pl_min``,
+``numerical_rank``, ``nuclear_norm``, ``diverged``; curves ``train_loss``, ``pl_ratio``,
+``grad_norm2``, ``dev_metric``, ``singular_values``.
 
 Timing metrics (seconds): ``features_s`` — what *this run* spent loading the encoder, the split,
 the classifier and the train/dev NTK features (Jacobians, or the on-disk cache), 0 when an
@@ -146,6 +147,10 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
         "train_loss": traj["loss"][-1] if traj["loss"] else float("nan"),
         "selected_lr": rec.selected_lr, "selected_step": rec.selected_step,
         "lr_mult": rec.selected_lr_mult, "eta0": rec.eta0, **rec.movement,
+        "train_loss_best_lr": min((t["loss"][-1] for t in rec.trajectories
+                                   if t["diverged_step"] is None and t["loss"]),
+                                  default=float("nan")),
+        "control": config.option("control"),
         "selected_dev": rec.selected_dev, "kernel_lam": rec.kernel.get("lam"),
         "pl_min": min(pl) if pl else float("nan"),
         "numerical_rank": max((b["rank"] or 0) for b in spectrum) if spectrum else None,
