@@ -127,6 +127,7 @@ def test_pin_records_labels_and_sha_and_detects_edits(tmp_path):
     (dict(columns="label,label"), "--columns repeats a column name"),
     (dict(columns="y,text"), "--columns y,text has no column 'label'"),
     (dict(text_a="label"), "must name different columns"),
+    (dict(text_a=["a", "b"]), "--text-a must be one column name"),
     (dict(label_words="0:bad"), "LABEL=WORD pairs"),
     (dict(label_words="0=bad,0=worse"), "name a label twice"),
     (dict(labels="0,1", label_words="0=bad"), "no word for label(s) 1"),

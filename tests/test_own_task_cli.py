@@ -51,7 +51,7 @@ def test_train_json_carries_the_pinned_source(tiny, tmp_path, capsys):
     src = result["config"]["data"]
     assert result["metric"] == "f1" and result["config"]["task"] == "reviews"
     assert src["labels"] == ["0", "1"] and len(src["sha256"]) == 64
-    assert src["label_words"] == [["0", "terrible"], ["1", "great"]]
+    assert src["label_words"] == {"0": "terrible", "1": "great"}
     assert [row["rank"] for row in result["table"]] == [1, 2]
     assert result["records"][0]["selected_step"] is not None
 

@@ -40,12 +40,12 @@ def experiment_options(ranks: str = "1,2,4,8,12,16", own_data: bool = False
     ]
 
     def decorate(f: Any) -> Any:
-        for option in reversed(options):
-            f = option(f)
-        if own_data:
+        if own_data:  # listed after the options above in --help
             from lorank.cli.options_data import own_data_options
 
             f = own_data_options(f)
+        for option in reversed(options):
+            f = option(f)
         return f
 
     return decorate

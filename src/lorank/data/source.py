@@ -104,12 +104,13 @@ class DataSource:
         for key, flag in (("dev", "--dev-data"), ("test", "--test-data")):
             if getattr(self, key) is not None:
                 put(self, key, _path(getattr(self, key), f"{flag}"))
-        for key, flag in (("text_a", "--text-a"), ("label", "--label")):
-            (value,) = _names([getattr(self, key)] if isinstance(getattr(self, key), str)
-                              else getattr(self, key), flag)
-            put(self, key, value)
-        if self.text_b is not None:
-            put(self, "text_b", _names([self.text_b], "--text-b")[0])
+        for key, flag in (("text_a", "--text-a"), ("label", "--label"), ("text_b", "--text-b")):
+            value = getattr(self, key)
+            if value is None and key == "text_b":
+                continue
+            if not isinstance(value, str) or not value.strip():
+                raise LorankError(f"{flag} must be one column name, got {value!r}")
+            put(self, key, value.strip())
         used = [c for c in (self.text_a, self.text_b, self.label) if c is not None]
         if len(set(used)) != len(used):
             raise LorankError(f"--text-a, --text-b and --label must name different columns, "

@@ -127,6 +127,8 @@ def _data(path: str, value: Any) -> DataSource:
         return DataSource.from_dict(value, path).pin()
     except LorankError as exc:
         message = str(exc)
+        if message.endswith("file not found"):
+            message += " (data paths are relative to the current folder)"
         raise LorankError(message if message.startswith(path) else f"{path}: {message}") \
             from None
 

@@ -145,7 +145,9 @@ class SweepConfig(TaskGrid):
                              engine=self.engine)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["data"] = self.data.to_dict() if self.data is not None else None
+        return out
 
 
 @dataclass
