@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.synthetic_features import synthetic_features
 
 from lorank.errors import LorankError
 from lorank.experiments.config import RunConfig
@@ -23,7 +24,6 @@ from lorank.linearized.planted import (
 from lorank.linearized.selection import select_checkpoint
 from lorank.linearized.train import TrainSettings, early_step
 from lorank.ntk.features import Block
-from tests.synthetic_features import synthetic_features
 
 BLOCKS = [Block("q", 0, "query", 12, 10), Block("v", 0, "value", 8, 9)]
 
@@ -143,7 +143,7 @@ def test_planted_options_are_validated():
     assert options(RunConfig(**base))["teacher_rank"] == 8
     with pytest.raises(LorankError, match="unknown planted option 'teacher'"):
         options(RunConfig(**base, options={"teacher": 2}))
-    with pytest.raises(LorankError, match="exceeds options.n_pool"):
+    with pytest.raises(LorankError, match=r"exceeds options\.n_pool"):
         options(RunConfig(**base, options={"n_train": 2048}))
     with pytest.raises(LorankError, match="teacher_rank must be a positive integer"):
         options(RunConfig(**base, options={"teacher_rank": 0}))

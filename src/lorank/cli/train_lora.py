@@ -107,7 +107,7 @@ def run_lora(opts: dict[str, Any]) -> LoraSweepResult:
     """The ``lora`` mode (see module doc); ``opts`` are the ``lorank train`` options."""
     import torch
 
-    from lorank.data.load import load_task
+    from lorank.cli.train import seed_data
     from lorank.finetune.adapter import attach_lora
     from lorank.finetune.run import finetune, prepare_data
     from lorank.linearized.experiment import DEFAULT_LRS, DTYPES, selection_metric
@@ -122,8 +122,7 @@ def run_lora(opts: dict[str, Any]) -> LoraSweepResult:
     cells, shared, metric = [], None, "accuracy"
     eta0s: dict[int, float] = {}
     for seed in opts["seeds"]:
-        data = load_task(opts["task"], k=opts["k"], seed=seed, data_dir=opts["data_dir"],
-                         test_max=opts["test_max"])
+        data = seed_data(opts, seed)
         metric = selection_metric(data.task)
         if opts["head"] in FITTED_HEADS:
             clf = build_classifier(enc, data.task, opts["head"], train=data.train, dev=data.dev)
@@ -151,7 +150,9 @@ def run_lora(opts: dict[str, Any]) -> LoraSweepResult:
                 adapter.detach()
             cells.append(LoraCell(rank, seed, sel))
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.items()
-              if k not in ("progress",)}
+              if k not in ("progress", "datasets")}
+    if config.get("data") is not None:
+        config["data"] = config["data"].to_dict()
     config["lrs"] = grid
     config["eta0"] = eta0s
     return LoraSweepResult(config, metric, cells)

@@ -16,6 +16,17 @@ Shape of a spec (every key optional unless marked)::
     # runs with settings of their own, e.g. a positive control):
     #   - {method: linearized, task: sst2, k: 512, grid: {loss: [mse, ce], rank: [1, 2]}}
 
+A run on a user's own files gives ``data`` (a mapping of :class:`~lorank.data.DataSource`
+fields: ``train`` — the pool or training file —, ``dev``, ``test``, ``columns``, ``text_a``,
+``text_b``, ``label``, ``labels``, ``label_words``, ``metric``, ``data_format``,
+``empty_text``, ``name``, ``task``) instead of ``task``; the run's task is ``data.name`` (the
+file's stem by default). The files are read when the spec is (bad data fails before any
+model), and their sha256 and label set are part of the run's identity and features key::
+
+    base: {method: linearized, model: minilm,
+           data: {train: reviews.csv, columns: [label, text],
+                  label_words: {0: terrible, 1: great}}}
+
 The runs are the product of the grid (keys in sorted order) with base < method overrides <
 grid point < include entry precedence; a field value in ``exclude``/``only`` may be a value or
 a list of values. Duplicates (same run id) are dropped, first occurrence kept.
@@ -24,6 +35,7 @@ a list of values. Duplicates (same run id) are dropped, first occurrence kept.
 from __future__ import annotations
 
 import difflib
+import functools
 import itertools
 import re
 import tomllib
@@ -34,6 +46,7 @@ from typing import Any
 
 import yaml
 
+from lorank.data.source import DataSource
 from lorank.errors import LorankError
 from lorank.experiments.config import RunConfig
 
@@ -109,6 +122,20 @@ def _options(path: str, value: Any) -> dict[str, Any]:
     return dict(value)
 
 
+def _data(path: str, value: Any) -> DataSource:
+    """A ``data:`` entry (a user's own files, :class:`~lorank.data.DataSource` fields), pinned:
+    the label set read from the file when not declared and the files' sha256 recorded, so both
+    are part of the run's identity (an edited file is a new run)."""
+    try:
+        return DataSource.from_dict(value, path).pin()
+    except LorankError as exc:
+        message = str(exc)
+        if message.endswith("file not found"):
+            message += " (data paths are relative to the current folder)"
+        raise LorankError(message if message.startswith(path) else f"{path}: {message}") \
+            from None
+
+
 def _optional(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
     return lambda path, value: None if value is None else check(path, value)
 
@@ -136,6 +163,7 @@ FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "options": _options,
     "num_cpus": lambda p, v: _float(p, v, minimum=0.0),
     "num_gpus": lambda p, v: _float(p, v, minimum=0.0),
+    "data": _data,
 }
 assert set(FIELD_CHECKS) == {f.name for f in fields(RunConfig)} - {"sweep"}
 
@@ -249,11 +277,33 @@ def _methods(value: Any, grid_keys: tuple[str, ...]) -> dict[str, MethodOverride
 
 
 def _resolve(sweep: str, point: dict[str, Any], path: str) -> RunConfig:
+    data = point.get("data")
+    if data is not None and point.setdefault("task", data.name) != data.name:
+        raise LorankError(f"{path}: task {point['task']!r} differs from the name of its "
+                          f"data ({data.name!r}); a run on your own data is named by "
+                          "data.name (drop task, or set data.name)")
     missing = [key for key in REQUIRED if key not in point]
     if missing:
         raise LorankError(f"{path}: missing required field {missing[0]!r} (set it in base, "
                           "grid or the entry)")
-    return RunConfig(sweep=sweep, **point)
+    config = RunConfig(sweep=sweep, **point)
+    if data is not None:
+        _check_data(data, config.k if data.sampled else None, config.seed, config.test_cap,
+                    path)
+    return config
+
+
+@functools.lru_cache(maxsize=64)
+def _check_data(data: DataSource, k: int | None, seed: int, test_cap: int | None,
+                path: str) -> None:
+    """Load a run's own data once per (data, k, seed, test cap): every file and option is
+    checked when the spec is read, before any model is loaded."""
+    from lorank.data.source import load_source
+
+    try:
+        load_source(data, k=k, seed=seed, test_max=test_cap)
+    except LorankError as exc:
+        raise LorankError(f"{path}: data: {exc}") from None
 
 
 def _expand(name: str, base: dict, grid: dict[str, tuple], methods: dict[str, MethodOverride],

@@ -74,6 +74,7 @@ def _group(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     import torch
 
     from lorank.data.load import load_task
+    from lorank.data.source import load_source
     from lorank.linearized.experiment import DTYPES, selection_metric
     from lorank.models import build_classifier, load_encoder
     from lorank.models.factory import FITTED_HEADS
@@ -82,9 +83,13 @@ def _group(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     if "clf" not in memo:
         torch.manual_seed(0)
         enc = load_encoder(config.model, dtype=DTYPES[config.dtype], device=ctx.device)
-        data = load_task(config.task, k=config.k, seed=config.seed,
-                         data_dir=str(ctx.data_dir) if ctx.data_dir else None,
-                         test_max=config.test_cap)
+        if config.data is not None:  # a user's own files
+            data = load_source(config.data, k=config.k if config.data.sampled else None,
+                               seed=config.seed, test_max=config.test_cap)
+        else:
+            data = load_task(config.task, k=config.k, seed=config.seed,
+                             data_dir=str(ctx.data_dir) if ctx.data_dir else None,
+                             test_max=config.test_cap)
         fitted = config.head in FITTED_HEADS
         memo.update(data=data, metric=selection_metric(data.task), clf=build_classifier(
             enc, data.task, config.head, train=data.train if fitted else None,

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lorank.data.source import DataSource
 from lorank.errors import LorankError
 from lorank.linearized.kernel import KERNEL_LAMS, select_kernel
 from lorank.linearized.losses import check_loss, metrics_dict
@@ -123,6 +124,7 @@ class SweepConfig(TaskGrid):
     method: str = JacobianMethod.AUTO.value
     predictor: str = "auto"
     engine: str = "auto"
+    data: DataSource | None = None  # a user's own files (then ``task`` is their name)
 
     def __post_init__(self) -> None:
         check_loss(self.loss)
@@ -156,7 +158,9 @@ class SweepConfig(TaskGrid):
                              engine=self.engine)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["data"] = self.data.to_dict() if self.data is not None else None
+        return out
 
 
 @dataclass
@@ -290,6 +294,7 @@ Progress = Callable[[str, int], Callable[[int], None]]
 def _load_seeds(cfg: SweepConfig, progress: Progress | None,
                 load_data: Callable[[int], Any] | None = None) -> list[_Seed]:
     from lorank.data.load import load_task
+    from lorank.data.source import load_source
     from lorank.models import build_classifier, load_encoder
     from lorank.models.factory import FITTED_HEADS
     from lorank.ntk.pipeline import split_features
@@ -299,9 +304,14 @@ def _load_seeds(cfg: SweepConfig, progress: Progress | None,
     tick = progress("features", len(cfg.seeds)) if progress is not None else None
     layers = cfg.layers if isinstance(cfg.layers, str) else list(cfg.layers)
     for seed in cfg.seeds:
-        data = (load_data(seed) if load_data is not None else
-                load_task(cfg.task, k=cfg.k, seed=seed, data_dir=cfg.data_dir,
-                          test_max=cfg.test_max))
+        if load_data is not None:
+            data = load_data(seed)
+        elif cfg.data is not None:
+            data = load_source(cfg.data, k=cfg.k if cfg.data.sampled else None, seed=seed,
+                               test_max=cfg.test_max)
+        else:
+            data = load_task(cfg.task, k=cfg.k, seed=seed, data_dir=cfg.data_dir,
+                             test_max=cfg.test_max)
         if cfg.head in FITTED_HEADS:
             clf = build_classifier(enc, data.task, cfg.head, train=data.train, dev=data.dev)
         else:
@@ -341,7 +351,8 @@ def run_linearized_sweep(cfg: SweepConfig, progress: Progress | None = None,
     """Run the sweep described by ``cfg`` (see module doc) and return all records.
 
     ``load_data(seed) -> FewShotData`` replaces the default loader
-    (:func:`lorank.data.load.load_task` with cfg.task, k, data_dir, test_max); ``seeds``
+    (:func:`lorank.data.source.load_source` of ``cfg.data`` when set, else
+    :func:`lorank.data.load.load_task` with cfg.task, k, data_dir, test_max); ``seeds``
     (from :func:`load_seeds` with the same data/model fields) skips loading altogether.
     ``progress(stage, total)`` returns a callback taking the number of finished units; stages
     are ``"features"``, ``"train"`` (steps) and ``"test"`` (examples).

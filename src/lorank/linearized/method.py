@@ -75,7 +75,7 @@ def sweep_config(config: RunConfig, ctx: RunContext | None = None) -> SweepConfi
         device=ctx.device if ctx is not None else "cpu",
         data_dir=str(ctx.data_dir) if ctx is not None and ctx.data_dir else None,
         cache_root=str(ctx.cache_dir) if ctx is not None and ctx.cache_dir else None,
-        **{k: options[k] for k in _OPTIONS if k in options})
+        data=config.data, **{k: options[k] for k in _OPTIONS if k in options})
 
 
 def _validate(config: RunConfig) -> None:

@@ -76,10 +76,19 @@ def runs_frame(store_path: str | Path, sweep: str | None = None,
     return pd.DataFrame(rows), records
 
 
-def _task_K(task: str) -> int:
+def _task_K(task: str, df: pd.DataFrame | None = None) -> int:
+    """K of a registered task, or of a user's own data (its pinned label set, stored with the
+    run as ``data.labels``)."""
     from lorank.data import get_task
+    from lorank.data.tasks import REGISTRY
 
-    return get_task(task).K
+    if task in REGISTRY or df is None or "data.labels" not in df:
+        return get_task(task).K
+    labels = df.loc[df["task"] == task, "data.labels"].dropna()
+    if labels.empty:
+        return get_task(task).K
+    value = labels.iloc[0]
+    return len(json.loads(value) if isinstance(value, str) else value)
 
 
 def prescriptions_vs_best(df: pd.DataFrame) -> list[dict]:
@@ -91,8 +100,10 @@ def prescriptions_vs_best(df: pd.DataFrame) -> list[dict]:
     out = []
     for _, best in best_ranks(df).iterrows():
         first = df[(df["task"] == best.task) & (df["model"] == best.model)].iloc[0]
-        K = _task_K(best.task)
-        N = int(first.get("k", 16)) * K
+        K = _task_K(best.task, df)
+        stored_N = first.get("N")  # the engine's count (a user's explicit files need it)
+        N = (int(stored_N) if stored_N is not None and stored_N == stored_N
+             else int(first.get("k", 16)) * K)
         targets = json.loads(first["targets"]) if isinstance(first.get("targets"), str) \
             else first.get("targets")
         layers = first.get("layers", "all")
@@ -172,7 +183,8 @@ def build_report(store_path: str | Path, out_dir: str | Path, sweep: str | None 
 
 
 def _write(engine: pd.DataFrame, records: list, out: Path, title: str, store) -> ReportPaths:
-    K_of = {t: _task_K(t) for t in engine["task"].unique()} if not engine.empty else {}
+    K_of = ({t: _task_K(t, engine) for t in engine["task"].unique()} if not engine.empty
+            else {})
     tables: list[Table] = []
     items = []
     if not engine.empty:
