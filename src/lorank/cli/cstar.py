@@ -43,7 +43,9 @@ def _summary(res) -> str:
     return (f"{c50}  in units of {unit}; solver={res.solver} ({res.step_rule}), T={res.steps}, "
             f"tol={res.tol:g}, loss={res.loss}, r={res.r}, m={res.m}, n={res.n}, "
             f"{res.instances} instances/point, seed={res.seed}, backend={res.backend}, "
-            f"{res.wall_s:.1f} s")
+            f"{res.wall_s:.1f} s"
+            + (f"; {res.failed} instances failed numerically (counted as unsuccessful): "
+               f"{res.failures[0]}" if res.failed else ""))
 
 
 @click.command(name="cstar")
