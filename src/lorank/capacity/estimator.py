@@ -324,6 +324,8 @@ def estimate_c_star(
     if tol <= 0:
         raise LorankError(f"tol must be > 0, got {tol!r}")
     instances = check_positive_int("instances", instances)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise LorankError(f"seed must be an integer from 0 to 2**32-1, got {seed!r}")
     n_boot = check_positive_int("n_boot", n_boot)
     if not 0 < ci_level < 1:
         raise LorankError(f"ci_level must be in (0, 1), got {ci_level!r}")

@@ -90,8 +90,10 @@ def command(r, m, n, solver, steps, tol, loss, count, instances, ratios, seed, s
     from lorank.capacity.plot import check_plot_path, plot_success_curves
     from lorank.capacity.problems import check_problem, load_features
     from lorank.capacity.solvers import STEP_RULES, check_solver, resolve_backend
+    from lorank.cli.checks import check_seeds
     from lorank.cli.options_run import set_threads
 
+    check_seeds([seed], "--seed")
     check_problem(r, m, n)
     check_solver(solver)
     check_loss(loss)

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from lorank.cli.checks import check_train_options
 from lorank.cli.ntk import parse_ints, parse_layers, parse_list
 from lorank.cli.options_run import experiment_options
 from lorank.errors import LorankError
@@ -144,6 +145,7 @@ def command(mode: str, ranks: str, seeds: str, lrs: str | None, targets: str, la
                 lrs=parse_floats(lrs, "learning rates") if lrs else None,
                 targets=parse_list(targets, "targets"), layers=parse_layers(layers),
                 progress=not no_progress)
+    check_train_options(opts)  # before any model loads: task, seeds, ranks, cache folder
     result = RUNNERS[mode](opts)
     if as_json:
         click.echo(result.to_json())

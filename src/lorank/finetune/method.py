@@ -60,6 +60,9 @@ def settings(config: RunConfig, metric: str = "accuracy") -> tuple[Any, Any]:
 
 
 def _validate(config: RunConfig) -> None:
+    from lorank.data.tasks import get_task
+
+    get_task(config.task)  # an unknown task fails here, before the sweep, not at run time
     settings(config)
 
 
