@@ -117,7 +117,7 @@ CASES = [
     ("train-cache-under-a-file", ["train", "--task", "sst2", "--seeds", "13"],
      {"LORANK_CACHE_DIR": "{ws}/afile/cache"}, "feature cache folder"),
     ("train-rank-above-min-mn", ["train", "--task", "sst2", "--ranks", "100000", "--no-cache"],
-     {}, "rank 100000 exceeds min(m, n) = 384"),
+     {}, "rank r=100000 exceeds min(m, n)=384 of the 384x384 matrix"),
     ("train-rank-zero", ["train", "--task", "sst2", "--ranks", "0"], {},
      "--ranks must be positive integers"),
     ("train-unknown-task", ["train", "--task", "foo"], {}, "unknown task 'foo'"),

@@ -173,3 +173,19 @@ def test_no_solver_crashes(problem, seed, instances, solver, loss, dtype, steps)
     ok = ~(res.diverged | res.failed)
     assert np.all(np.isfinite(res.rel_loss[ok]))
     assert set(res.reasons) == set(np.flatnonzero(res.failed).tolist())
+
+
+def test_estimator_counts_and_reports_failed_instances(monkeypatch):
+    # the estimator's own generator, with instance 1 of every grid point given the overflowing
+    # init: those instances fail, are counted per point and listed with their reason
+    from lorank.capacity import estimator
+
+    real = estimator.gaussian_batch
+    monkeypatch.setattr(estimator, "gaussian_batch",
+                        lambda *a, **k: _with_extreme_init(real(*a, **k), 1))
+    res = estimate_c_star(1, 5, 5, solver="lm", steps=40, instances=4, n_boot=20,
+                          ratios=(0.8, 1.0, 1.5, 2.0))
+    assert res.curve.failed == (1, 1, 1, 1) and res.failed == 4
+    assert all(s <= 3 for s in res.curve.successes)
+    assert len(res.failures) == 4 and res.failures[0].startswith("KN=11 instance 1: LM step 0")
+    assert res.to_dict()["failed"] == 4

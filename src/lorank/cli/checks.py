@@ -26,19 +26,19 @@ def check_seeds(seeds: Sequence[int], what: str = "--seeds") -> list[int]:
 
 
 def max_rank(model: str, targets: Sequence[str] | None, layers: str | Sequence[int]
-             ) -> tuple[int, tuple[int, int]]:
+             ) -> tuple[int, Any]:
     """The largest LoRA rank every adapted matrix can hold, min over matrices of min(m, n), and
-    the shape that sets it — from the model's config alone (no weights are loaded)."""
+    the :class:`~lorank.models.arch.AdaptedMatrix` that sets it — from the model's config alone
+    (no weights are loaded)."""
     from lorank.models.arch import adapted_matrices
     from lorank.models.bundled import load_config
 
-    shapes = [tuple(m.shape) for m in adapted_matrices(load_config(model), list(targets or ()),
-                                                       layers)]
-    if not shapes:
+    mats = adapted_matrices(load_config(model), list(targets or ()), layers)
+    if not mats:
         raise LorankError(f"no matrix to adapt in {model!r} for targets {list(targets or ())} "
                           f"and layers {layers!r}")
-    shape = min(shapes, key=min)
-    return min(shape), shape
+    mat = min(mats, key=lambda x: min(x.m, x.n))
+    return min(mat.m, mat.n), mat
 
 
 def check_ranks(ranks: Sequence[int], model: str, targets: Sequence[str] | None,
@@ -47,12 +47,11 @@ def check_ranks(ranks: Sequence[int], model: str, targets: Sequence[str] | None,
     bad = [r for r in ranks if r < 1]
     if bad:
         raise LorankError(f"{what} must be positive integers, got {bad[0]}")
-    limit, shape = max_rank(model, targets, layers)
+    limit, mat = max_rank(model, targets, layers)
     over = [r for r in ranks if r > limit]
-    if over:
-        raise LorankError(f"rank {over[0]} exceeds min(m, n) = {limit} of the adapted "
-                          f"{shape[0]}x{shape[1]} matrices of {model!r}; use ranks up to "
-                          f"{limit}")
+    if over:  # the message of the adapter's own check (lorank.finetune.adapter), said earlier
+        raise LorankError(f"rank r={over[0]} exceeds min(m, n)={limit} of the {mat.m}x{mat.n} "
+                          f"matrix {mat.path}")
     return list(ranks)
 
 
