@@ -151,3 +151,30 @@ def test_normalize_result():
         normalize_result({"metrics": {"a": object()}})
     with pytest.raises(TypeError, match="mapping"):
         normalize_result([1])
+
+
+def test_readonly_store_reads_without_writing_anything(tmp_path):
+    path = tmp_path / "r.sqlite"
+    cfg = RunConfig(sweep="s", method="prescribe", task="sst2", model="minilm", rank=1, seed=13)
+    with ResultStore(path) as st:
+        st.add([cfg])
+    before = sorted(p.name for p in tmp_path.iterdir())
+    mtime = path.stat().st_mtime_ns
+    with ResultStore(path, readonly=True) as ro:  # no writer: opened immutable
+        assert [r.run_id for r in ro.query()] == [cfg.run_id]
+        with pytest.raises(LorankError, match="opened read-only"):
+            ro.add([cfg])
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no -wal/-shm left behind
+    assert path.stat().st_mtime_ns == mtime
+    with ResultStore(path) as writer:  # a live writer: the reader sees its committed rows
+        other = RunConfig(sweep="s", method="prescribe", task="rte", model="minilm", rank=1,
+                          seed=13)
+        writer.add([other])
+        with ResultStore(path, readonly=True) as ro:
+            assert len(ro.query()) == 2
+    with pytest.raises(LorankError, match="results store not found"):
+        ResultStore(tmp_path / "missing.sqlite", readonly=True)
+    assert not (tmp_path / "missing.sqlite").exists()
+    (tmp_path / "text.sqlite").write_text("not sqlite\n")
+    with pytest.raises(LorankError, match="is not a lorank results store"):
+        ResultStore(tmp_path / "text.sqlite", readonly=True)

@@ -12,6 +12,8 @@ Procedure (:func:`estimate_c_star`):
    (:func:`lorank.theory.manifold_dim`);
 2. for each KN, solve ``instances`` random instances in one batch
    (:mod:`lorank.capacity.solvers`) and count successes (relative loss < tol within T steps);
+   an instance that diverged or whose solver failed numerically is an unsuccessful one (the
+   failures are counted in ``curve.failed`` and listed with their reasons in ``failures``);
 3. fit :math:`P(\text{success}\mid x) = \sigma(s\,(x - C_{50}))` by maximum likelihood in the
    reported ratio :math:`x = \mathrm{count}/KN`, where count is the manifold dimension d
    (``count="manifold"``) or the symmetric Sard count r(r+1)/2 (``count="sard"``, Jang et al.
@@ -80,12 +82,15 @@ def count_dim(r: int, m: int, n: int, count: str = "manifold") -> int:
 
 @dataclass(frozen=True)
 class SuccessCurve:
-    """Success counts per grid point, ratio = count/KN (increasing)."""
+    """Success counts per grid point, ratio = count/KN (increasing); ``failed``: instances per
+    point whose solver failed numerically (:attr:`lorank.capacity.solvers.SolveResult.failed`),
+    counted among the unsuccessful ones (empty: none recorded)."""
 
     ratios: tuple[float, ...]
     KN: tuple[int, ...]
     successes: tuple[int, ...]
     counts: tuple[int, ...]
+    failed: tuple[int, ...] = ()
 
     @property
     def rates(self) -> tuple[float, ...]:
@@ -119,12 +124,20 @@ class CStarResult:
     curve: SuccessCurve
     wall_s: float
     backend: str = "torch"
+    failures: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> int:
+        """Instances whose solver failed numerically (counted as unsuccessful); ``failures``
+        says why, one line each."""
+        return int(sum(self.curve.failed))
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (the curve's rates and the provenance — versions, git commit, host,
         time — included; NaN, e.g. an unbracketed C50, → None)."""
         out = asdict(self)
         out["curve"]["rates"] = list(self.curve.rates)
+        out["failed"] = self.failed
         out["provenance"] = provenance()
         for key, value in out.items():
             if isinstance(value, float) and math.isnan(value):
@@ -311,6 +324,8 @@ def estimate_c_star(
     if tol <= 0:
         raise LorankError(f"tol must be > 0, got {tol!r}")
     instances = check_positive_int("instances", instances)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise LorankError(f"seed must be an integer from 0 to 2**32-1, got {seed!r}")
     n_boot = check_positive_int("n_boot", n_boot)
     if not 0 < ci_level < 1:
         raise LorankError(f"ci_level must be in (0, 1), got {ci_level!r}")
@@ -330,24 +345,29 @@ def estimate_c_star(
                  features=features, solver=solver, chunk=chunk, loss=loss, steps=steps, tol=tol,
                  kwargs=kwargs)
     if workers == 1 or len(KNs) == 1:
-        succ = [_solve_point(KN, progress=progress, **point) for KN in KNs]
+        points = [_solve_point(KN, progress=progress, **point) for KN in KNs]
     else:
-        succ = _solve_points_parallel(KNs, point, min(workers, len(KNs)), progress,
-                                      n_chunks(instances, chunk))
+        points = _solve_points_parallel(KNs, point, min(workers, len(KNs)), progress,
+                                        n_chunks(instances, chunk))
+    succ = [p[0] for p in points]
+    failures = tuple(f"KN={KN} instance {i}: {why}" for KN, p in zip(KNs, points, strict=True)
+                     for i, why in sorted(p[1].items()))
     curve = SuccessCurve(tuple(d_count / KN for KN in KNs), tuple(KNs), tuple(succ),
-                         tuple([instances] * len(KNs)))
+                         tuple([instances] * len(KNs)), tuple(len(p[1]) for p in points))
     c50, slope, bracketed = fit_transition(curve.ratios, curve.successes, curve.counts)
     lo, hi = bootstrap_ci(curve, n_boot, ci_level, seed) if bracketed else (math.nan, math.nan)
     return CStarResult(r, m, n, solver, steps, tol, loss, count, d_count, instances, seed,
                        step_rule if solver == "gd" else "lm", features_name, c50, lo, hi,
-                       ci_level, slope, bracketed, curve, time.perf_counter() - t0, backend)
+                       ci_level, slope, bracketed, curve, time.perf_counter() - t0, backend,
+                       failures)
 
 
 def _solve_point(KN: int, *, r: int, m: int, n: int, instances: int, seed: int, targets: str,
                  features: np.ndarray | None, solver: str, chunk: int, loss: str, steps: int,
                  tol: float, kwargs: dict, progress: Callable[[int], None] | None = None,
-                 threads: int | None = None) -> int:
-    """Successes among the ``instances`` instances of one grid point (KN constraints)."""
+                 threads: int | None = None) -> tuple[int, dict[int, str]]:
+    """Successes among the ``instances`` instances of one grid point (KN constraints), and the
+    instances whose solver failed numerically (index → reason)."""
     if threads is not None:
         torch.set_num_threads(threads)
     if features is None:
@@ -356,11 +376,12 @@ def _solve_point(KN: int, *, r: int, m: int, n: int, instances: int, seed: int, 
         batch = feature_batch(features, r, KN, instances, seed, targets)
     res = solve(batch, solver, chunk=chunk, progress=progress, loss=loss, steps=steps, tol=tol,
                 **kwargs)
-    return int(res.success.sum())
+    return int(res.success.sum()), dict(res.reasons)
 
 
 def _solve_points_parallel(KNs: list[int], point: dict, workers: int,
-                           progress: Callable[[int], None] | None, ticks: int) -> list[int]:
+                           progress: Callable[[int], None] | None, ticks: int
+                           ) -> list[tuple[int, dict[int, str]]]:
     """:func:`_solve_point` for every KN in ``workers`` spawned processes (1 torch thread each);
     results in KN order. The largest KN (slowest, mostly failing) are submitted first."""
     ctx = multiprocessing.get_context("spawn")

@@ -6,7 +6,8 @@ budget T; everything else comes from ``options``: ``m``, ``n`` (default 24), ``s
 ``ratios``, ``step_rule``, ``n_boot``, ``backend`` (auto|torch|numba). The task/model fields of
 the config are labels only (Gaussian features need neither).
 
-Stored metrics: ``c50`` with ``ci_low``/``ci_high``, ``slope``, ``bracketed``, ``d``, ``wall_s``;
+Stored metrics: ``c50`` with ``ci_low``/``ci_high``, ``slope``, ``bracketed``, ``d``, ``wall_s``,
+``failed_instances`` (instances whose solver failed numerically, counted as unsuccessful);
 curves: ``ratios``, ``success`` (rates), ``KN``, ``counts`` — what :mod:`lorank.report` draws.
 """
 
@@ -55,7 +56,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
                "slope": res.slope, "bracketed": res.bracketed, "d": res.d, "m": res.m,
                "n": res.n, "solver": res.solver, "steps": res.steps, "tol": res.tol,
                "loss": res.loss, "count": res.count, "instances": res.instances,
-               "wall_s": res.wall_s, "backend": res.backend}
+               "wall_s": res.wall_s, "backend": res.backend, "failed_instances": res.failed}
     curves = {"ratios": list(curve.ratios), "success": list(curve.rates),
               "KN": list(curve.KN), "counts": list(curve.counts)}
     return {"metrics": metrics, "curves": curves}

@@ -45,6 +45,7 @@ import torch
 
 from lorank.capacity.pl import pl_ratios
 from lorank.errors import LorankError
+from lorank.linalg import require_finite
 from lorank.linearized.experiment import (
     TaskGrid,
     check_grid,
@@ -63,7 +64,7 @@ AUTO_LR_MULTS: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0)
 
 def _gram(features: Features) -> torch.Tensor:
     """Θ = ΦΦᵀ in float64: (NK, NK)."""
-    phi = features.flat().to(torch.float64)
+    phi = require_finite(features.flat().to(torch.float64), "the features")
     return phi @ phi.T
 
 
@@ -129,7 +130,7 @@ def ce_separable(features: Features) -> bool:
             if k != int(features.labels[i])]
     if not rows:
         return True
-    D = torch.stack(rows)
+    D = require_finite(torch.stack(rows), "the margin features")
     return _numerical_rank(torch.linalg.eigvalsh(D @ D.T)) == D.shape[0]
 
 

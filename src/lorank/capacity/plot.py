@@ -13,12 +13,16 @@ from lorank.theory.thresholds import manifold_dim
 
 
 def check_plot_path(path: str | os.PathLike[str]) -> Path:
-    """Validate an output image path: its folder exists and the suffix is png, pdf or svg."""
+    """Validate an output image path: its folder exists and is writable, the path is not a
+    folder, and the suffix is png, pdf or svg."""
+    from lorank.atomic import check_out_file
+
     p = Path(path)
     if p.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise LorankError(f"plot file must end in .png, .pdf or .svg, got {p.name!r}")
     if not p.parent.is_dir():
         raise LorankError(f"folder of the plot file does not exist: {p.parent}")
+    check_out_file(p, "plot file")
     return p
 
 
@@ -60,7 +64,11 @@ def plot_success_curves(
     ax.set_title(title or "C* sweep: fraction of instances fitted")
     ax.legend(fontsize=7, loc="center right")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(suffix=p.suffix, dir=p.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(suffix=p.suffix, dir=p.parent)
+    except OSError as exc:
+        plt.close(fig)
+        raise LorankError(f"cannot write plot file {p}: {exc.strerror}") from None
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=120)

@@ -36,7 +36,15 @@ Two solvers (science notes §3):
   D = diag(ℓ'') and gradient-of-loss g = ℓ', the step is
   :math:`\delta = -(J^\top D J + \mu I)^{-1} J^\top g = -J^\top (D J J^\top + \mu I)^{-1} g`
   (the second, KN×KN form is used when KN ≤ r(m+n)); μ is divided by 3 after an accepted step
-  (loss decreased) and doubled after a rejected one.
+  (loss decreased) and doubled after a rejected one, never below the floor
+  :math:`\mu \ge \epsilon_\mu\,\mathrm{tr}(S)/\dim S` (S = JᵀDJ or DJJᵀ, same trace;
+  :data:`MU_FLOOR`). The floor is needed: the factorisation has an r²-dimensional gauge
+  ((BG, G⁻¹A) gives the same BA for every invertible G), so JᵀDJ is singular by construction
+  (and DJJᵀ too once KN > d = r(m+n) − r²); without a floor μ underflows below the rounding
+  error of S after ~25 accepted steps on an unsolvable instance and the LU factorisation meets a
+  zero pivot. The systems are solved by :func:`lorank.linalg.solve_batched` (LU, with a
+  per-instance pseudo-inverse fallback), so one bad instance never takes down its batch; an
+  instance whose system stays non-finite stops there, ``failed`` with its reason.
 
 Implementations (``backend``, as neural-tangents selects Jacobian implementations by an enum):
 ``"torch"`` — the batched tensor code of this module (both step rules, both solvers);
@@ -48,7 +56,8 @@ Both give the same result up to floating-point rounding (tested in float64).
 
 Success: relative loss :math:`L_t / L_0 <` tol at some step t ≤ T (T = ``steps``), with
 :math:`L_0` the loss at X = 0 (½‖y‖² for squared loss). An instance stops at its first success; an
-instance whose loss becomes non-finite is recorded as diverged (a failure), never an exception.
+instance whose loss becomes non-finite is recorded as diverged, one whose LM system cannot be
+solved as failed (both count as unsuccessful), never an exception.
 """
 
 from __future__ import annotations
@@ -63,12 +72,16 @@ import torch
 from lorank.capacity.losses import check_loss, initial_loss, loss_terms
 from lorank.capacity.problems import SensingBatch
 from lorank.errors import LorankError
+from lorank.linalg import solve_batched
 from lorank.theory.thresholds import check_positive_int
 
 Solver = Literal["gd", "lm"]
 SOLVERS: tuple[str, ...] = ("gd", "lm")
 #: default step budgets T per solver (LM needs far fewer, more expensive, iterations).
 DEFAULT_STEPS: dict[str, int] = {"gd": 1000, "lm": 200}
+#: LM damping floor relative to the system's scale tr(S)/dim S, per dtype: far below any
+#: curvature that matters for convergence, far above the rounding error of S (dim·eps·scale).
+MU_FLOOR: dict[torch.dtype, float] = {torch.float64: 1e-10, torch.float32: 1e-4}
 Progress = Callable[[int], None]
 
 
@@ -85,6 +98,9 @@ class SolveResult:
         trace_loss: L_t before each step t = 0..T−1, shape (T, I), NaN after the instance
             stopped (only if traced).
         trace_grad_sq: ‖∇_(B,A) L_t‖² at the same steps, same shape (only if traced).
+        failed: the instance's linear system (LM) had no finite solution, shape (I,); it
+            stopped there, unsuccessful (all False for GD).
+        reasons: instance index → why it failed, for the ``failed`` ones.
     """
 
     rel_loss: np.ndarray
@@ -95,6 +111,14 @@ class SolveResult:
     A: np.ndarray
     trace_loss: np.ndarray | None = None
     trace_grad_sq: np.ndarray | None = None
+    failed: np.ndarray | None = None
+    reasons: dict[int, str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.failed is None:
+            object.__setattr__(self, "failed", np.zeros(len(self.rel_loss), bool))
+        if self.reasons is None:
+            object.__setattr__(self, "reasons", {})
 
 
 def check_solver(solver: str) -> str:
@@ -149,6 +173,8 @@ class _Book:
         self.rel = np.full(I, np.nan)
         self.success = np.zeros(I, bool)
         self.diverged = np.zeros(I, bool)
+        self.failed = np.zeros(I, bool)
+        self.reasons: dict[int, str] = {}
         self.stop = np.full(I, steps, dtype=np.int64)
         self.B = np.zeros((I, m, r))
         self.A = np.zeros((I, r, n))
@@ -172,6 +198,21 @@ class _Book:
             self.A[g] = A[sel].double().numpy()
         return frozen | new
 
+    def fail(self, t, idx, frozen, bad, L, L0, B, A, reason: str) -> torch.Tensor:
+        """Stop the live instances in ``bad`` at step t as failed (not successful) with
+        ``reason``; return the new frozen mask."""
+        new = bad & ~frozen
+        if new.any():
+            sel = new.nonzero().squeeze(-1)
+            g = idx[sel].numpy()
+            self.rel[g] = (L[sel] / L0[sel]).double().numpy()
+            self.failed[g] = True
+            self.stop[g] = t
+            self.B[g] = B[sel].double().numpy()
+            self.A[g] = A[sel].double().numpy()
+            self.reasons.update({int(i): reason.format(t=t) for i in g})
+        return frozen | new
+
     def trace(self, t, idx, frozen, L, grad_sq) -> None:
         if self.trace_loss is not None:
             live = (~frozen).nonzero().squeeze(-1)
@@ -181,7 +222,7 @@ class _Book:
 
     def result(self) -> SolveResult:
         return SolveResult(self.rel, self.success, self.stop, self.diverged, self.B, self.A,
-                           self.trace_loss, self.trace_grad)
+                           self.trace_loss, self.trace_grad, self.failed, self.reasons)
 
 
 def _compact(frozen: torch.Tensor, tensors: list[torch.Tensor]) -> tuple[torch.Tensor, list]:
@@ -217,7 +258,12 @@ def _top_eig(S: torch.Tensor) -> torch.Tensor:
     """Largest eigenvalue of a batch of small symmetric PSD matrices (I, k, k) -> (I,)."""
     if S.shape[-1] == 1:
         return S[..., 0, 0]
-    return torch.linalg.eigvalsh(S)[..., -1]
+    ok = torch.isfinite(S).flatten(1).all(-1)
+    if ok.all():
+        return torch.linalg.eigvalsh(S)[..., -1]
+    # a diverged (already frozen) instance: its value is never used, but eigvalsh would raise
+    top = torch.linalg.eigvalsh(torch.where(ok[:, None, None], S, 0.0))[..., -1]
+    return torch.where(ok, top, torch.nan)
 
 
 StepRule = Literal["hessian", "bound"]
@@ -367,6 +413,7 @@ def solve_lm(
     frozen = torch.zeros(I, dtype=torch.bool)
     L, g, h = loss_terms(loss, _forward(G, B, A), y)
     mu = torch.full((I,), float("nan"), dtype=G.dtype)  # damping, set at the first iteration
+    floor, tiny = MU_FLOOR[G.dtype], torch.finfo(G.dtype).tiny
     for t in range(steps + 1):
         frozen = book.record(t, idx, frozen, L, L0, B, A)
         if frozen.all():
@@ -378,14 +425,19 @@ def solve_lm(
         book.trace(t, idx, frozen, L, (Jg * Jg).sum(-1))
         dual = p >= KN  # solve in the smaller of the KN- and r(m+n)-dimensional spaces
         S = h.unsqueeze(-1) * (J @ J.mT) if dual else J.mT @ (h.unsqueeze(-1) * J)
-        mu = torch.where(torch.isnan(mu), 1e-3 * S.diagonal(dim1=1, dim2=2).mean(-1) + 1e-12, mu)
+        scale = S.diagonal(dim1=1, dim2=2).mean(-1)  # tr(S)/dim: the same trace in both forms
+        mu = torch.where(torch.isnan(mu), 1e-3 * scale + 1e-12, mu)
+        mu = torch.maximum(mu, floor * scale.abs() + tiny)
         eye = torch.eye(S.shape[-1], dtype=S.dtype)
         S = S + mu[:, None, None] * eye
         if dual:
-            u = torch.linalg.solve(S, g.unsqueeze(-1))
+            u, bad = solve_batched(S, g.unsqueeze(-1))
             delta = -(J.mT @ u).squeeze(-1)
         else:
-            delta = -torch.linalg.solve(S, Jg.unsqueeze(-1)).squeeze(-1)
+            x, bad = solve_batched(S, Jg.unsqueeze(-1))
+            delta = -x.squeeze(-1)
+        if bad.any():
+            frozen = book.fail(t, idx, frozen, bad, L, L0, B, A, _LM_FAILURE)
         delta = torch.nan_to_num(delta, nan=0.0, posinf=0.0, neginf=0.0)
         Bt = B + delta[:, : m * r].reshape(-1, m, r)
         At = A + delta[:, m * r:].reshape(-1, r, n)
@@ -402,6 +454,9 @@ def solve_lm(
     return book.result()
 
 
+_LM_FAILURE = ("LM step {t}: the damped Gauss-Newton system had no finite solution (non-finite "
+               "Jacobian or curvature); stopped, counted as unsuccessful")
+
 #: instances solved together; ~32 keeps a chunk's G in cache (measured: 2.5x faster per instance
 #: than one batch of 200 at m = n = 32 on a 2-core Xeon), while still amortising Python overhead.
 DEFAULT_CHUNK = 32
@@ -412,8 +467,13 @@ def _concat(results: list[SolveResult]) -> SolveResult:
         parts = [getattr(x, name) for x in results]
         return None if parts[0] is None else np.concatenate(parts, axis=axis)
 
+    reasons, offset = {}, 0
+    for x in results:
+        reasons.update({offset + i: why for i, why in x.reasons.items()})
+        offset += len(x.rel_loss)
     return SolveResult(cat("rel_loss"), cat("success"), cat("steps"), cat("diverged"), cat("B"),
-                       cat("A"), cat("trace_loss", 1), cat("trace_grad_sq", 1))
+                       cat("A"), cat("trace_loss", 1), cat("trace_grad_sq", 1), cat("failed"),
+                       reasons)
 
 
 def solve(

@@ -43,7 +43,9 @@ def _summary(res) -> str:
     return (f"{c50}  in units of {unit}; solver={res.solver} ({res.step_rule}), T={res.steps}, "
             f"tol={res.tol:g}, loss={res.loss}, r={res.r}, m={res.m}, n={res.n}, "
             f"{res.instances} instances/point, seed={res.seed}, backend={res.backend}, "
-            f"{res.wall_s:.1f} s")
+            f"{res.wall_s:.1f} s"
+            + (f"; {res.failed} instances failed numerically (counted as unsuccessful): "
+               f"{res.failures[0]}" if res.failed else ""))
 
 
 @click.command(name="cstar")
@@ -88,8 +90,10 @@ def command(r, m, n, solver, steps, tol, loss, count, instances, ratios, seed, s
     from lorank.capacity.plot import check_plot_path, plot_success_curves
     from lorank.capacity.problems import check_problem, load_features
     from lorank.capacity.solvers import STEP_RULES, check_solver, resolve_backend
+    from lorank.cli.checks import check_seeds
     from lorank.cli.options_run import set_threads
 
+    check_seeds([seed], "--seed")
     check_problem(r, m, n)
     check_solver(solver)
     check_loss(loss)

@@ -96,7 +96,8 @@ _TASK_OPTIONS = (
     click.option("--k", "--shots", "shots", type=int, default=None, metavar="K",
                  help=f"Examples per class in train and dev (default {DEFAULT_SHOTS}; with "
                       "--dev-data: the files' own)."),
-    click.option("--seed", "seed", type=int, default=DEFAULT_SEED, show_default=True,
+    click.option("--seed", "seed", type=click.IntRange(0, 2**32 - 1), default=DEFAULT_SEED,
+                 show_default=True,
                  help="LM-BFF split seed (13, 21, 42, 87, 100)."),
     click.option("--source", "source", type=click.Choice(SOURCES), default="auto",
                  show_default=True,

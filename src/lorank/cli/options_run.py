@@ -68,6 +68,7 @@ def grid_kwargs(task: str, ranks: str, seeds: str, targets: str, layers: str, lr
                 lr_mults: str) -> dict[str, Any]:
     """Parsed task/grid/learning-rate options as config keyword arguments (``lrs="auto"`` → None).
     An unknown task is a one-line error here, before any model is loaded."""
+    from lorank.cli.checks import check_seeds
     from lorank.cli.ntk import parse_ints, parse_layers, parse_list
     from lorank.cli.train import parse_floats
     from lorank.data.tasks import get_task
@@ -75,7 +76,7 @@ def grid_kwargs(task: str, ranks: str, seeds: str, targets: str, layers: str, lr
     get_task(task)
     layer_sel = parse_layers(layers)
     return dict(task=task, ranks=tuple(parse_ints(ranks, "ranks")),
-                seeds=tuple(parse_ints(seeds, "seeds")),
+                seeds=tuple(check_seeds(parse_ints(seeds, "seeds"))),
                 targets=tuple(parse_list(targets, "targets")),
                 layers=layer_sel if isinstance(layer_sel, str) else tuple(layer_sel),
                 lrs=None if str(lrs).strip() == "auto" else tuple(

@@ -13,6 +13,7 @@ import re
 
 import click
 
+from lorank.cli.checks import INT_LIKE
 from lorank.cli.options_data import own_data_options, source_from_options
 from lorank.data.source import DataSource
 from lorank.errors import LorankError
@@ -75,6 +76,8 @@ def render_table(p: Prescription, setup: str) -> None:
     for row in p.rows():
         r = "none <= min(m,n)" if row.r is None else str(row.r)
         params = "-" if row.lora_params is None else f"{row.lora_params:,}"
+        if row.r is not None and row.r > p.r_max:  # a rank no adapted matrix can hold
+            r, params = f"{row.r} (unreachable: > {p.r_max})", "-"
         table.add_row(row.rule, r, row.condition, params, row.source)
     console = Console()
     console.width = max(console.width, 120)
@@ -82,12 +85,15 @@ def render_table(p: Prescription, setup: str) -> None:
     rec = p.recommended
     why = ("cross-entropy: the PL inequality removes the threshold" if p.loss == "ce"
            else "squared loss: total manifold count")
+    if not p.sard_reachable:
+        console.print(f"note: the Sard rank {p.sard_exact} exceeds min(m, n) = {p.r_max} of the "
+                      "adapted matrices: unreachable, no LoRA of them meets r(r+1)/2 > KN")
     console.print(f"recommended rank ({why}): {'none' if rec is None else rec}")
 
 
 @click.command("prescribe")
-@click.option("--K", "K", type=int, help="Number of output logits trained.")
-@click.option("--N", "N", type=int, help="Number of training examples.")
+@click.option("--K", "K", type=INT_LIKE, help="Number of output logits trained.")
+@click.option("--N", "N", type=INT_LIKE, help="Number of training examples (1e5 allowed).")
 @click.option("--shape", "shapes", multiple=True, metavar="MxN",
               help="An adapted matrix shape (repeatable), e.g. --shape 768x768.")
 @click.option("--model", help="Hub id, local folder or bundled name (minilm, mpnet).")

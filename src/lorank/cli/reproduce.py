@@ -4,7 +4,13 @@
    printed and saved as ``OUT/prescriptions.json``;
 2. the sweep (``quick`` by default, ``--full`` for the paper-scale grid), stored in
    ``OUT/results.sqlite`` — re-running resumes it (finished runs are skipped);
-3. the report (:mod:`lorank.report`) into ``OUT/report/``, whose path is printed last.
+3. the report (:mod:`lorank.report`) into ``OUT/report/``; the last line is a one-line summary.
+
+Everything is validated first (spec, methods, data, the output folders), so bad input exits 2
+having written nothing. ``OUT`` must be new, empty or an earlier ``reproduce`` output (lorank's
+marker, :mod:`lorank.atomic`); ``OUT/report`` is replaced only when lorank wrote it. A run that
+fails is stored ``failed`` and the rest go on; the report lists it in "Runs that did not
+finish", and the exit status is 1 unless every run of the spec is done in the store (0).
 
 Ctrl-C/SIGINT (exit 130) and SIGTERM (exit 143) stop the sweep cleanly (finished runs stored,
 in-flight runs marked interrupted; :mod:`lorank.experiments.signals`); run it again to resume.
@@ -96,15 +102,18 @@ def _preflight(spec, data_dir: str | None) -> None:
               help="Local process-pool size.")
 @click.option("--ray-address", help="Ray cluster address (backend ray; default: local Ray).")
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--retry-failed", is_flag=True, help="Run again the runs stored as failed.")
 @click.option("--no-progress", is_flag=True)
 def command(out_dir, data_dir, full, spec_path, backend, workers, ray_address, device,
-            no_progress) -> None:
+            retry_failed, no_progress) -> None:
     """Prescriptions, the quick (or --full) sweep, C*, and the report — resumable."""
+    from lorank.atomic import check_out_dir, ensure_owned_dir
     from lorank.experiments import load_spec
-    from lorank.experiments.runners import SweepInterrupted
+    from lorank.experiments.runners import SweepInterrupted, validate_configs
     from lorank.experiments.signals import stop_on_signals
     from lorank.experiments.sweep import run_sweep
     from lorank.report.build import build_report
+    from lorank.report.failures import unfinished_runs
 
     if workers < 1:
         raise LorankError(f"--workers must be >= 1, got {workers}")
@@ -113,30 +122,44 @@ def command(out_dir, data_dir, full, spec_path, backend, workers, ray_address, d
     spec = load_spec(spec_path or SPECS / ("paper.yaml" if full else "quick.yaml"))
     if data_dir and not Path(data_dir).is_dir():
         raise LorankError(f"data directory {data_dir!r} does not exist")
-    _preflight(spec, data_dir)
+    validate_configs(spec.runs)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    store = out / "results.sqlite"
+    check_out_dir(out, "reproduce", what="--out folder")
+    check_out_dir(out / "report", "report", protect=[store], what="report folder")
+    _preflight(spec, data_dir)
     rows = prescriptions(spec)
+    ensure_owned_dir(out, "reproduce")
     _print_prescriptions(rows)
     _write_json(out / "prescriptions.json", rows)
-    store = out / "results.sqlite"
     click.echo(f"sweep {spec.name!r}: {len(spec.runs)} runs -> {store} (re-run to resume)")
     with stop_on_signals() as stop:
         try:
             summary = run_sweep(spec, backend=backend, workers=workers, store=store,
                                 data_dir=data_dir, address=ray_address,
-                                progress=not no_progress, device=device)
+                                retry_failed=retry_failed, progress=not no_progress,
+                                device=device)
         except KeyboardInterrupt as exc:  # SweepInterrupted, or before any run started
             line = exc.summary.line() if isinstance(exc, SweepInterrupted) else "no run started"
             click.echo(f"interrupted ({stop.name}): {line}; finished runs are stored; run the "
                        "same command to resume", err=True)
             sys.exit(stop.exit_code)
     click.echo(summary.line())
-    paths = build_report(store, out / "report", sweep=spec.name,
-                         title=f"lorank reproduce — {spec.name}",
-                         run_ids=[c.run_id for c in spec.runs])
-    click.echo(f"report: {paths.html}")
-    if getattr(summary, "failed", 0):
-        click.echo(f"{summary.failed} runs failed: `lorank runs --store {store} --status "
-                   "failed` shows why; re-run with --retry-failed via `lorank sweep`", err=True)
+    run_ids = [c.run_id for c in spec.runs]
+    try:
+        paths = build_report(store, out / "report", sweep=spec.name,
+                             title=f"lorank reproduce — {spec.name}", run_ids=run_ids)
+        report = f"report: {paths.html}"
+    except LorankError as exc:  # e.g. no run finished: nothing to tabulate
+        report = f"no report ({exc})"
+    click.echo(report)
+    left = unfinished_runs(store, spec.name, run_ids)
+    if left:
+        failed = sum(r.status == "failed" for r in left)
+        click.echo(f"reproduce: {len(spec.runs) - len(left)} of {len(spec.runs)} runs done, "
+                   f"{len(left)} did not finish ({failed} failed; listed in the report's \"Runs "
+                   f"that did not finish\"; `lorank runs --store {store} --status failed` "
+                   "shows why; the same command with --retry-failed reruns them)", err=True)
         sys.exit(1)
+    click.echo(f"reproduce: all {len(spec.runs)} runs done in {summary.elapsed_s:.0f} s; "
+               f"{report}")

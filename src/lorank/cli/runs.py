@@ -60,7 +60,11 @@ def command(store: str | None, sweep: str | None, status: str | None, method: st
         raise LorankError(f"results store not found: {store}")
     if export and Path(export).suffix.lower() not in (".csv", ".parquet"):
         raise LorankError(f"--export file must end in .csv or .parquet, got {export!r}")
-    with ResultStore(store) as results:
+    if export:
+        from lorank.atomic import check_out_file
+
+        check_out_file(export, "--export file")
+    with ResultStore(store, readonly=True) as results:
         records = results.query(sweep=sweep, method=method, status=status,
                                 where=parse_where(where))
     if export:

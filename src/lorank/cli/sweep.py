@@ -55,6 +55,7 @@ def command(spec: str, backend: str, workers: int, retry_failed: bool, store: st
     if dry_run:
         click.echo(f"{sweep.name}: {len(sweep.runs)} runs in {len(group_runs(sweep.runs))} "
                    f"feature groups; store: {store or sweep.store}")
+        blocked = []
         for method in sorted({c.method for c in sweep.runs}):
             runs = [c for c in sweep.runs if c.method == method]
             try:
@@ -62,7 +63,11 @@ def command(spec: str, backend: str, workers: int, retry_failed: bool, store: st
                 state = "ready"
             except LorankError as exc:
                 state = f"not runnable: {exc}"
+                blocked.append(f"{method}: {exc}")
             click.echo(f"  {method}: {len(runs)} runs, {len(group_runs(runs))} groups; {state}")
+        if blocked:
+            raise LorankError(f"{len(blocked)} method(s) of {sweep.name!r} cannot run "
+                              f"({blocked[0]}); fix the spec before running it")
         return 0
     with stop_on_signals() as stop:
         try:
@@ -78,11 +83,11 @@ def command(spec: str, backend: str, workers: int, retry_failed: bool, store: st
             click.echo(f"interrupted ({stop.name}) before any run started; rerun the same "
                        "command to resume", err=True)
             return stop.exit_code
-    click.echo(summary.line())
     for run_id, error in summary.failures[:10]:
         click.echo(f"failed {run_id[:12]}: {error}", err=True)
-    if summary.failed:
-        click.echo(f"{summary.failed} runs failed; see `lorank runs --status failed`, rerun "
-                   "with --retry-failed", err=True)
+    click.echo(summary.line())
+    if summary.not_done:
+        click.echo(f"{summary.not_done} of {summary.total} runs did not finish; see `lorank runs "
+                   "--status failed`, rerun with --retry-failed", err=True)
         return 1
     return 0

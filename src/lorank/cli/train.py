@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from lorank.cli.checks import check_seeds, check_train_options
 from lorank.cli.ntk import parse_ints, parse_layers, parse_list
 from lorank.cli.options_data import (
     echo_notes,
@@ -181,6 +182,9 @@ def command(mode: str, ranks: str, seeds: str, lrs: str | None, targets: str, la
                 lrs=parse_floats(lrs, "learning rates") if lrs else None,
                 targets=parse_list(targets, "targets"), layers=parse_layers(layers),
                 progress=not no_progress)
+    # before any model loads: seeds, every seed's data (bad files fail here), then the task,
+    # the ranks against the model's config (config.json only) and the feature cache folder
+    check_seeds(opts["seeds"])
     datasets = load_datasets(opts["task"], source, seeds=opts["seeds"],
                              shots=opts["k"] if given("k") else None, data_dir=opts["data_dir"],
                              test_max=opts["test_max"])
@@ -190,6 +194,7 @@ def command(mode: str, ranks: str, seeds: str, lrs: str | None, targets: str, la
                     k=first.k or opts["k"])
         echo_notes(source, first)
     opts["datasets"] = datasets
+    check_train_options({**opts, "task": None if source is not None else opts["task"]})
     result = RUNNERS[mode](opts)
     if as_json:
         click.echo(result.to_json())

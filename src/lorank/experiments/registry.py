@@ -102,8 +102,8 @@ def get_method(name: str) -> Method:
                 f"method {name!r} is not available: its engine module {module} is not "
                 "installed yet") from None
     if name not in _REGISTRY:
-        known = ", ".join(available_methods()) or "none"
-        raise LorankError(f"unknown method {name!r}; registered methods: {known}")
+        known = ", ".join(sorted(set(available_methods()) | set(METHOD_PROVIDERS)))
+        raise LorankError(f"unknown method {name!r}; available methods: {known}")
     return _REGISTRY[name]
 
 

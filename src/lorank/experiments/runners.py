@@ -62,7 +62,8 @@ class SweepSummary:
     ``done``/``failed``: runs finished by this call; ``skipped``: already done (or failed,
     without retry) before; ``busy``: running in, or taken by, another live sweep;
     ``interrupted``: released by Ctrl-C; ``feature_builds``: ``prepare`` calls (in every
-    process) for the runs recorded.
+    process) for the runs recorded; ``not_done``: runs of the call not ``done`` in the store
+    when it returned (this call's failures, and failed runs skipped without ``retry_failed``).
     """
 
     total: int = 0
@@ -74,16 +75,20 @@ class SweepSummary:
     elapsed_s: float = 0.0
     feature_builds: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    not_done: int = 0
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0 and self.interrupted == 0
+        """Every run of the call is ``done`` in the store."""
+        return self.failed == 0 and self.interrupted == 0 and self.not_done == 0
 
     def line(self) -> str:
         """One-line human summary."""
+        earlier = self.not_done - self.failed - self.interrupted - self.busy
         return (f"{self.total} runs: {self.done} done, {self.failed} failed, {self.skipped} "
                 f"skipped (already stored), {self.busy} busy elsewhere, {self.interrupted} "
-                f"interrupted in {self.elapsed_s:.1f} s")
+                f"interrupted in {self.elapsed_s:.1f} s"
+                + (f"; {earlier} failed earlier (not retried)" if earlier > 0 else ""))
 
 
 @dataclass(frozen=True)
@@ -269,6 +274,8 @@ class Runner(ABC):
         finally:
             tracker.close()
         summary.elapsed_s = time.perf_counter() - start
+        final = store.statuses([c.run_id for c in configs])
+        summary.not_done = sum(1 for c in configs if final.get(c.run_id, ("",))[0] != "done")
         return summary
 
     def context(self, progress: Callable[..., None] | None = None) -> RunContext:

@@ -24,9 +24,7 @@ atomically, and a row is never duplicated (``INSERT … ON CONFLICT DO NOTHING``
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -121,13 +119,23 @@ class ResultStore:
     """A SQLite results store at ``path`` (created with its folder if missing).
 
     Use one instance per process (the coordinator); it is a context manager that closes the
-    connection.
+    connection. ``readonly=True`` (readers: ``lorank runs``, ``lorank report``) never creates
+    or changes a file: with no ``-wal`` file beside the store (no writer has it open) it is
+    opened ``immutable`` — SQLite then reads the file without creating the WAL's ``-wal`` and
+    ``-shm`` companions, which a plain read-only connection would create and leave behind, and
+    without needing a writable folder; while a writer (a running sweep) holds it, read-only
+    through the writer's WAL, so the reader sees its committed runs.
     """
 
-    def __init__(self, path: str | Path, timeout_s: float = 60.0) -> None:
+    def __init__(self, path: str | Path, timeout_s: float = 60.0, readonly: bool = False) -> None:
         self.path = Path(path)
         if self.path.is_dir():
             raise LorankError(f"store path {self.path} is a folder; give a .sqlite file")
+        self.readonly = readonly
+        if readonly:
+            self._open_readonly()
+            self.token = process_token()
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None,
@@ -147,10 +155,42 @@ class ResultStore:
             raise LorankError(f"{self.path} is not a lorank results store ({exc})") from None
         self.token = process_token()
 
+    def _open_readonly(self) -> None:
+        if not self.path.is_file():
+            raise LorankError(f"results store not found: {self.path}")
+        uri = self.path.resolve().as_uri()
+        last: sqlite3.Error | None = None
+        wal = self.path.with_name(self.path.name + "-wal").exists()
+        for flags in (("mode=ro", "mode=ro&immutable=1") if wal else ("mode=ro&immutable=1",)):
+            try:
+                conn = sqlite3.connect(f"{uri}?{flags}", uri=True, check_same_thread=False)
+            except sqlite3.Error as exc:
+                last = exc
+                continue
+            try:
+                conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                conn.execute("SELECT run_id FROM runs LIMIT 1").fetchone()
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                last = exc
+                if "no such table" in str(exc):
+                    break
+                continue  # e.g. "unable to open database file": the WAL's -shm cannot be made
+            except sqlite3.DatabaseError as exc:
+                conn.close()
+                last = exc
+                break
+            conn.row_factory = sqlite3.Row
+            self._conn = conn
+            return
+        raise LorankError(f"{self.path} is not a lorank results store ({last})")
+
     # -- plumbing -----------------------------------------------------------------------------
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction (writer lock taken up front; rolled back on any error)."""
+        if self.readonly:
+            raise LorankError(f"results store {self.path} was opened read-only")
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self._conn
@@ -337,11 +377,11 @@ def export_records(records: Sequence[RunRecord], path: str | Path) -> Path:
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet"):
         raise LorankError(f"export file must end in .csv or .parquet, got {path.name!r}")
+    from lorank.atomic import atomic_file, check_out_file
+
+    check_out_file(path, "export file")
     frame = records_frame(records)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         if suffix == ".csv":
             frame.to_csv(tmp, index=False)
         else:
@@ -351,8 +391,4 @@ def export_records(records: Sequence[RunRecord], path: str | Path) -> Path:
                     frame[column] = frame[column].map(
                         lambda v: v if v is None or isinstance(v, str) else json.dumps(v))
             frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

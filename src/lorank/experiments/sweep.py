@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lorank.errors import LorankError
-from lorank.experiments.runners import SweepSummary, make_runner
+from lorank.experiments.runners import SweepSummary, make_runner, validate_configs
 from lorank.experiments.spec import SweepSpec, load_spec
 from lorank.experiments.store import ResultStore
 
@@ -33,13 +33,15 @@ def run_sweep(spec: SweepSpec | str | Path, *, backend: str = "local", workers: 
     """Execute a spec (object or file path) and return the :class:`SweepSummary`.
 
     ``store`` overrides the spec's store; the feature cache is the spec's ``cache_dir`` or
-    ``<store>.features/`` beside the store. Raises
+    ``<store>.features/`` beside the store. Every config is validated (and the data folder
+    checked) before the store is opened, so bad input creates no store file. Raises
     :class:`~lorank.experiments.runners.SweepInterrupted` on Ctrl-C.
     """
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
     store_path = Path(store) if store else spec.store
     cache_dir = spec.cache_dir or store_path.with_name(store_path.name + ".features")
+    validate_configs(spec.runs)
     runner = make_runner(backend, workers=workers, address=address, cache_dir=cache_dir,
                          data_dir=resolve_data_dir(data_dir, spec), device=device,
                          progress=progress, **runner_kwargs)

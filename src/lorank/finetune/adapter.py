@@ -213,7 +213,7 @@ class Adapter:
         """
         from lorank.atomic import atomic_dir
 
-        with atomic_dir(folder) as tmp:
+        with atomic_dir(folder, kind="adapter") as tmp:
             self.peft_model.save_pretrained(str(tmp))
         return Path(folder)
 

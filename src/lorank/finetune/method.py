@@ -66,6 +66,10 @@ def settings(config: RunConfig, metric: str = "accuracy") -> tuple[Any, Any]:
 
 
 def _validate(config: RunConfig) -> None:
+    from lorank.data.tasks import get_task
+
+    if config.data is None:  # an unknown task fails here, before the sweep, not at run time
+        get_task(config.task)
     settings(config)
 
 

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from lorank.errors import LorankError
+from lorank.linalg import require_finite, solve_one
 from lorank.linearized.losses import check_loss, loss_and_grad, metric, targets
 from lorank.linearized.selection import select_checkpoint
 from lorank.ntk.features import Features
@@ -51,7 +52,7 @@ class KernelFit:
 
 def _basis(features: Features, rcond: float = 1e-10) -> tuple[Tensor, Tensor, float]:
     """(Z (NK, q), V (P, q), mean diag Θ) with J = Z Vᵀ, Z = U S^{1/2}, in float64."""
-    Phi = features.flat().to(torch.float64)
+    Phi = require_finite(features.flat().to(torch.float64), "the NTK features")
     theta = Phi @ Phi.T
     evals, U = torch.linalg.eigh(theta)
     keep = evals > rcond * evals.max().clamp_min(1e-300)
@@ -82,7 +83,7 @@ def _newton_ce(f0: Tensor, Z: Tensor, labels: Tensor, lam: float, max_iter: int 
         Zr = Z.reshape(N, K, -1)
         H = torch.einsum("nka,nkl,nlb->ab", Zr, H_f, Zr) + lam * torch.eye(
             Z.shape[1], dtype=Z.dtype)
-        step = torch.linalg.solve(H, grad)
+        step = solve_one(H, grad, "kernel logistic regression (Newton step)")
         decrement = float(grad @ step)
         if decrement / 2 <= tol:
             return u, it
@@ -128,7 +129,7 @@ def kernel_regression(features: Features, lam: float = 0.0, loss: str = "mse",
             u = torch.linalg.lstsq(Z, R[:, None]).solution[:, 0]
         else:
             H = Z.T @ Z / N + lam_abs * torch.eye(Z.shape[1], dtype=torch.float64)
-            u = torch.linalg.solve(H, Z.T @ R / N)
+            u = solve_one(H, Z.T @ R / N, "kernel ridge regression")
     else:
         u, iters = _newton_ce(f0, Z, labels, lam_abs)
     value, _, _ = _objective(f0, Z, u, labels, 0.0, loss, mse_target)

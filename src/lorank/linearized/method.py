@@ -79,6 +79,10 @@ def sweep_config(config: RunConfig, ctx: RunContext | None = None) -> SweepConfi
 
 
 def _validate(config: RunConfig) -> None:
+    from lorank.data.tasks import get_task
+
+    if config.data is None:  # an unknown task fails here, before the sweep, not at run time
+        get_task(config.task)
     sweep_config(config)
     if config.init_seed not in (0, config.seed):
         raise LorankError("linearized runs initialise LoRA with the data seed; leave init_seed "

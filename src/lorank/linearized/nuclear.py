@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from lorank.errors import LorankError
+from lorank.linalg import require_finite
 from lorank.linearized.losses import check_loss, loss_and_grad
 from lorank.linearized.model import split_delta
 from lorank.ntk.features import Features
@@ -72,7 +73,7 @@ def nuclear_fit(features: Features, lam: float, *, loss: str = "ce", steps: int 
     check_loss(loss)
     if not math.isfinite(lam) or lam <= 0:
         raise LorankError(f"nuclear-norm penalty must be > 0, got {lam!r}")
-    Phi = features.flat().to(torch.float64)
+    Phi = require_finite(features.flat().to(torch.float64), "the NTK features")
     f0 = features.f0.to(torch.float64)
     N, K = features.N, features.K
     beta = (0.5 if loss == "ce" else 1.0) * float(torch.linalg.eigvalsh(Phi @ Phi.T)[-1]) / N

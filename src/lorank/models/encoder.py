@@ -8,7 +8,6 @@ Safety: ``trust_remote_code`` is never enabled and weights are read from safeten
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import torch
 
 from lorank.errors import LorankError
 from lorank.models.arch import ArchSpec, arch_spec
-from lorank.models.bundled import BUNDLED, load_config, resolve_model_path
+from lorank.models.bundled import BUNDLED, hub_unreachable, load_config, resolve_model_path
 
 
 @dataclass
@@ -49,8 +48,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get(
-        "TRANSFORMERS_OFFLINE") == "1"
+    """Offline mode, or no network to the hub (:func:`lorank.models.bundled.hub_unreachable`)."""
+    return hub_unreachable() is not None
 
 
 def _from_pretrained(loader: Any, path: str, name: str, what: str, **kwargs: Any) -> Any:

@@ -82,7 +82,7 @@ def build_tiny_model(model_type: str, folder: str | os.PathLike, seed: int = 0) 
     config = tiny_config(model_type, vocab_size=len(tokenizer))
     torch.manual_seed(seed)
     model = AutoModelForMaskedLM.from_config(config, attn_implementation="eager")
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder, kind="model") as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return Path(folder)

@@ -23,6 +23,7 @@ import pandas as pd
 from lorank.atomic import atomic_dir
 from lorank.errors import LorankError
 from lorank.report import figures as F
+from lorank.report.failures import failures_table, unfinished_runs
 from lorank.report.tables import (
     Table,
     accuracy_by_rank,
@@ -62,7 +63,7 @@ def runs_frame(store_path: str | Path, sweep: str | None = None,
     if not path.is_file():
         raise LorankError(f"results store {str(path)!r} not found; run `lorank sweep` or "
                           "`lorank reproduce` first")
-    with ResultStore(path) as store:
+    with ResultStore(path, readonly=True) as store:
         records = store.query(sweep=sweep, status="done")
     if run_ids is not None:
         wanted = set(run_ids)
@@ -171,18 +172,20 @@ def build_report(store_path: str | Path, out_dir: str | Path, sweep: str | None 
     """Build every table, figure and the HTML page from the store into ``out_dir``."""
     df, records = runs_frame(store_path, sweep, run_ids)
     engine = df[df["method"].isin(ENGINE_METHODS)] if not df.empty else df
+    unfinished = failures_table(unfinished_runs(store_path, sweep, run_ids), store_path)
     if engine.empty and not _cstar_results(records):
         raise LorankError(f"no finished runs in {str(store_path)!r}"
                           + (f" for sweep {sweep!r}" if sweep else ""))
     out = Path(out_dir)
-    with atomic_dir(out) as tmp:
-        paths = _write(engine, records, tmp, title, store_path)
+    with atomic_dir(out, kind="report", protect=[store_path]) as tmp:
+        paths = _write(engine, records, tmp, title, store_path, unfinished)
     return ReportPaths(**{k: (Path(str(v).replace(str(tmp), str(out))) if isinstance(v, Path)
                               else tuple(Path(str(p).replace(str(tmp), str(out))) for p in v))
                           for k, v in asdict(paths).items()})
 
 
-def _write(engine: pd.DataFrame, records: list, out: Path, title: str, store) -> ReportPaths:
+def _write(engine: pd.DataFrame, records: list, out: Path, title: str, store,
+           unfinished: Table | None = None) -> ReportPaths:
     K_of = ({t: _task_K(t, engine) for t in engine["task"].unique()} if not engine.empty
             else {})
     tables: list[Table] = []
@@ -199,6 +202,7 @@ def _write(engine: pd.DataFrame, records: list, out: Path, title: str, store) ->
         if any(k > 2 for k in K_of.values()):
             tables.append(multiclass_table(engine, K_of))
         tables.append(prescription_table(prescriptions_vs_best(engine)))
+    tables += [unfinished] if unfinished is not None else []
     figdir = out / "figures"
     figs: list[tuple[str, Path]] = []
     for caption, paths in (

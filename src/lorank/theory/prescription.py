@@ -74,6 +74,17 @@ class Prescription:
             object.__setattr__(self, key, value)
 
     @property
+    def r_max(self) -> int:
+        """The largest rank every adapted matrix can hold: min over matrices of min(m, n)."""
+        return min(min(s) for s in self.shapes)
+
+    @property
+    def sard_reachable(self) -> bool:
+        """Whether the Sard rank fits the adapted matrices (r ≤ :attr:`r_max`); when it does
+        not, no LoRA of these matrices meets the Sard count r(r+1)/2 > KN."""
+        return self.sard_exact <= self.r_max
+
+    @property
     def recommended(self) -> int | None:
         """The rank the new paper prescribes for this loss (see class docstring)."""
         return self.ce if self.loss == "ce" else self.manifold_total
@@ -106,6 +117,8 @@ class Prescription:
         out = asdict(self)
         out["shapes"] = [list(s) for s in self.shapes]
         out["recommended"] = self.recommended
+        out["r_max"] = self.r_max
+        out["sard_reachable"] = self.sard_reachable
         out["rows"] = [asdict(row) for row in self.rows()]
         return out
 
