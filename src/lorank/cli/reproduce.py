@@ -96,7 +96,8 @@ def _preflight(spec, data_dir: str | None) -> None:
               help="Local process-pool size.")
 @click.option("--ray-address", help="Ray cluster address (backend ray; default: local Ray).")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--no-progress", is_flag=True)
+@click.option("--no-progress", is_flag=True,
+              help="No progress bars (lorank's, and transformers' per-model loading bars).")
 def command(out_dir, data_dir, full, spec_path, backend, workers, ray_address, device,
             no_progress) -> None:
     """Prescriptions, the quick (or --full) sweep, C*, and the report — resumable."""
@@ -121,7 +122,9 @@ def command(out_dir, data_dir, full, spec_path, backend, workers, ray_address, d
     _write_json(out / "prescriptions.json", rows)
     store = out / "results.sqlite"
     click.echo(f"sweep {spec.name!r}: {len(spec.runs)} runs -> {store} (re-run to resume)")
-    with stop_on_signals() as stop:
+    from lorank.progress import library_progress
+
+    with stop_on_signals() as stop, library_progress(not no_progress):
         try:
             summary = run_sweep(spec, backend=backend, workers=workers, store=store,
                                 data_dir=data_dir, address=ray_address,
@@ -134,7 +137,7 @@ def command(out_dir, data_dir, full, spec_path, backend, workers, ray_address, d
     click.echo(summary.line())
     paths = build_report(store, out / "report", sweep=spec.name,
                          title=f"lorank reproduce — {spec.name}",
-                         run_ids=[c.run_id for c in spec.runs])
+                         run_ids=[c.run_id for c in spec.runs], margin=spec.report.margin)
     click.echo(f"report: {paths.html}")
     if getattr(summary, "failed", 0):
         click.echo(f"{summary.failed} runs failed: `lorank runs --store {store} --status "
