@@ -65,8 +65,8 @@ def render_table(p: Prescription, setup: str, measure: str = "") -> None:
     console = Console()
     console.width = max(console.width, 120)
     console.print(table)
-    for line in claim_lines(p, measure):
-        console.print(line, highlight=False, soft_wrap=True)
+    for line in claim_lines(p, measure):  # the command stays on one line (copyable)
+        console.print(line, highlight=False, soft_wrap="lorank train" in line)
 
 
 def claim_lines(p: Prescription, measure: str = "") -> list[str]:

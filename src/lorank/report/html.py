@@ -15,12 +15,13 @@ from typing import Any
 from lorank.report.tables import Table, to_html
 
 _STYLE = """
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+body{font-family:system-ui,sans-serif;max-width:1500px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}
+table{display:block;overflow-x:auto;max-width:100%}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right;white-space:nowrap}
 th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
 figure{margin:1em 0} img{max-width:100%} .note{color:#555;font-size:.85em}
-table.prov td{text-align:left} table.prov td.v{font-family:monospace}
+table.prov td,table.prov th{text-align:left} table.prov td.v{font-family:monospace}
 """
 
 _SCRIPT = """

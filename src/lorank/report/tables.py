@@ -209,7 +209,7 @@ RULES_NOTE = ("Bold: the best rank and the ranks tied with it — r is tied with
               "α = 0.05, over the seeds where at least one of the two ranks moved off W0) and "
               "its mean is at least the margin δ = {margin} pts; \"none detected\": every rank "
               "tied. Power: paired SD = root mean square of the SDs of the paired differences "
-              "against the best rank; MDE ≈ (t_{{0.975,n−1}} + t_{{0.80,n−1}})·SD/√n, the "
+              "against the best rank; MDE ≈ (t(0.975; n−1) + t(0.80; n−1))·SD/√n, the "
               "smallest difference a paired t-test detects with 80% power at these seeds.")
 
 
@@ -337,12 +337,12 @@ def headline_table(items: list[Headline], margin: float = DEFAULT_MARGIN) -> Tab
                      _size(c.mde), verdict])
     d = f"{margin * 100:g}"
     note = (f"Paired over seeds; margin δ = {d} pts of the task's metric (accuracy; F1 for "
-            f"MRPC). equivalent: the 90% CI d̄ ± t_{{0.95,n−1}}·SE lies inside (−{d}, +{d}) "
+            f"MRPC). equivalent: the 90% CI d̄ ± t(0.95; n−1)·SE lies inside (−{d}, +{d}) "
             "(TOST, α = 0.05); r = 1 better / worse: otherwise, when the 95% CI excludes 0; "
             "inconclusive: neither; did not train: no seed on which either rank moved off W0. "
             "Seeds on which neither rank moved (both kept f(W0): a difference of 0 by "
             "construction) are left out (\"3 of 5\"). MDE: the smallest difference a paired "
-            "t-test detects with 80% power, ≈ (t_{0.975,n−1} + t_{0.80,n−1})·s_d/√n. Bootstrap "
+            "t-test detects with 80% power, ≈ (t(0.975; n−1) + t(0.80; n−1))·s_d/√n. Bootstrap "
             "(BCa, n ≥ 5 seeds): a cross-check of the 90% CI. \"best r\" is chosen after seeing "
             "the data, which biases that comparison in its favour.")
     disagree = [h for h in items if h.comparison.bootstrap_agrees is False]
