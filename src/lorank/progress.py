@@ -31,16 +31,25 @@ def bar(total: int | None, desc: str, enabled: bool = True, unit: str = "it",
 @contextmanager
 def library_progress(enabled: bool) -> Iterator[None]:
     """Within the block, transformers' and huggingface_hub's progress bars are on (unchanged)
-    or, with ``enabled`` False, off — here and in processes spawned inside the block."""
+    or, with ``enabled`` False, off — here and in processes spawned inside the block.
+
+    Switching them off does not import transformers (seconds): huggingface_hub's switch is the
+    one transformers reads when it is imported later, and transformers' own switch is flipped
+    too when it is already loaded. Both are restored on exit.
+    """
     if enabled:
         yield
         return
-    from transformers.utils import logging as hf_logging  # imports huggingface_hub first
+    from huggingface_hub import utils as hub
 
-    was_on = hf_logging.is_progress_bar_enabled()
+    hub_was_on = not hub.are_progress_bars_disabled()
+    tf = sys.modules.get("transformers.utils.logging")
+    tf_was_on = tf.is_progress_bar_enabled() if tf is not None else hub_was_on
     saved = os.environ.get(ENV)
-    hf_logging.disable_progress_bar()
-    os.environ[ENV] = "1"  # read at import by spawned workers; this process is already set
+    hub.disable_progress_bars()
+    if tf is not None:
+        tf.disable_progress_bar()
+    os.environ[ENV] = "1"  # read at import by spawned workers
     try:
         yield
     finally:
@@ -48,5 +57,8 @@ def library_progress(enabled: bool) -> Iterator[None]:
             os.environ.pop(ENV, None)
         else:
             os.environ[ENV] = saved
-        if was_on:
-            hf_logging.enable_progress_bar()
+        tf = sys.modules.get("transformers.utils.logging")
+        if tf is not None and tf_was_on:
+            tf.enable_progress_bar()  # transformers' switch and huggingface_hub's
+        elif hub_was_on:
+            hub.enable_progress_bars()
