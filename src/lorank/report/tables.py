@@ -295,12 +295,17 @@ class Headline:
         if c.verdict != INCONCLUSIVE:
             return f"{c.verdict} (95% CI {_ci(c.ci95)} excludes 0)"
         if c.n < 2:
-            return (f"inconclusive: {c.n} seed with training at either rank, no interval")
+            return (f"inconclusive: {_seeds(c.n)} with training at either rank, no interval")
         need = (f"; about {c.seeds_needed} seeds would show equivalence at ±{d} pts if the "
                 "ranks were equal" if c.seeds_needed and c.seeds_needed > c.n else "")
-        return (f"inconclusive: the 90% CI {_ci(c.ci90)} is wider than the ±{d}-pt margin "
-                f"allows; {c.n} seeds detect differences of about {_size(c.mde)} pts at 80% "
+        return (f"inconclusive: the 90% CI {_ci(c.ci90)} is not inside ±{d} pts (no "
+                f"equivalence) and the 95% CI {_ci(c.ci95)} includes 0 (no difference shown); "
+                f"{_seeds(c.n)} detect differences of about {_size(c.mde)} pts at 80% "
                 f"power{need}")
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed" if n == 1 else f"{n} seeds"
 
 
 def headline(df: pd.DataFrame, r_ref: int = 12, margin: float = DEFAULT_MARGIN,
