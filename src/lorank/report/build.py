@@ -130,8 +130,8 @@ def findings(items: list[Headline], effects: list[RankEffect]) -> list[str]:
             if c.verdict == "did not train":
                 parts.append(f"r = 1 vs {h.against}: {h.detail()}")
                 continue
-            left = (f"; {c.untrained_pairs} of {c.n_pairs} where neither rank moved off W0 "
-                    "left out" if c.untrained_pairs else "")
+            left = (f"; {c.untrained_pairs} of {c.n_pairs} seeds where neither rank moved off "
+                    "W0 left out" if c.untrained_pairs else "")
             parts.append(f"r = 1 vs {h.against}: {c.mean_a * 100:.1f} vs {c.mean_b * 100:.1f}, "
                          f"difference {c.diff * 100:+.1f} pts over {c.n} "
                          f"seed{'s' if c.n != 1 else ''}{left} — {h.detail()}")

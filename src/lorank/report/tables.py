@@ -73,9 +73,11 @@ def _pts(x: float) -> str:
 
 
 def _ci(ci: tuple[float, float] | None) -> str:
+    """An interval in points with two decimals (so that a bound next to the margin reads on the
+    side of it the test saw)."""
     if ci is None or not all(math.isfinite(v) for v in ci):
         return "-"
-    return f"[{ci[0] * 100:+.1f}, {ci[1] * 100:+.1f}]"
+    return f"[{ci[0] * 100:+.2f}, {ci[1] * 100:+.2f}]"
 
 
 def _size(x: float) -> str:
@@ -111,7 +113,7 @@ class RankEffect:
     significant (two-sided paired t-test, α = 0.05, over the seeds where at least one of the two
     moved off W0) and its mean is at least the margin δ. Power: ``paired_sd`` is the root mean
     square of the SDs of those paired differences, ``mde`` the minimal detectable difference at
-    80% power for ``n`` seeds.
+    80% power for that SD and the median number of tested seed pairs.
     """
 
     task: str
@@ -178,7 +180,7 @@ def rank_effect(sub: pd.DataFrame, margin: float = DEFAULT_MARGIN, column: str =
             ns.append(int(trained.sum()))
     moved = sub["moved"].astype(bool) if use_moved else pd.Series(True, index=sub.index)
     sd = math.sqrt(float(np.mean(np.square(sds)))) if sds else math.nan
-    n = min(ns) if ns else int(sub["seed"].nunique())
+    n = int(np.median(ns)) if ns else int(sub["seed"].nunique())  # typical tested pairs
     return RankEffect(str(first["task"]), str(first["model"]), str(first["method"]),
                       str(first["metric"]), int(first["K"]), means, stds, best,
                       tuple(sorted(tied)), int(sub["seed"].nunique()), len(sub),
@@ -210,7 +212,8 @@ RULES_NOTE = ("Bold: the best rank and the ranks tied with it — r is tied with
               "its mean is at least the margin δ = {margin} pts; \"none detected\": every rank "
               "tied. Power: paired SD = root mean square of the SDs of the paired differences "
               "against the best rank; MDE ≈ (t(0.975; n−1) + t(0.80; n−1))·SD/√n, the "
-              "smallest difference a paired t-test detects with 80% power at these seeds.")
+              "smallest difference a paired t-test detects with 80% power, n the median number "
+              "of seed pairs tested.")
 
 
 #: the value column of a by-rank table -> its f(W0) and kernel columns
