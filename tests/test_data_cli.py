@@ -54,9 +54,9 @@ def test_show_custom_file(capsys, tmp_path):
     out = ok(capsys, "data", "show", "--data", str(path), "--text-a", "review", "--label",
              "stars", "--labels", "bad,good", "--k", "4", "--json")
     summary = json.loads(out)
-    assert summary["task"] == "custom" and summary["N"] == 8
+    assert summary["task"] == "reviews" and summary["N"] == 8   # named after the file
     assert summary["splits"]["dev"]["per_label"] == {"bad": 4, "good": 4}
-    assert "test" not in summary["splits"]
+    assert summary["splits"]["test"]["rows"] == 20 - 16   # the rows not drawn
 
 
 def test_tasks(capsys):
@@ -71,7 +71,8 @@ def test_tasks(capsys):
     (["--task", "cola"], "unknown task 'cola'; known tasks: SST-2"),
     ([], "choose the data: --task NAME"),
     (["--task", "sst2", "--labels", "a,b"], "--labels only apply with --data FILE"),
-    (["--data", "x.csv"], "--data needs --text-a and --label"),
+    (["--data", "x.csv"], "x.csv: file not found"),
+    (["--task", "sst2", "--label-words", "0=bad"], "--label-words only apply with --data"),
     (["--data", "x.csv", "--text-a", "t", "--label", "y", "--source", "hub"],
      "--source applies to --task data"),
     (["--task", "sst2", "--data-dir", "/no/such/dir"], "(from --data-dir) does not exist"),

@@ -54,7 +54,10 @@ def test_single_file_is_sampled_like_lmbff(tmp_path, fmt):
     data = load_custom(path, text_a="review", label="stars", labels=["neg", "pos", "mid"],
                        k=4, seed=13)
     assert data.N == 12 and data.train.counts(3).tolist() == [4, 4, 4]
-    assert data.dev.counts(3).tolist() == [4, 4, 4] and data.test is None
+    assert data.dev.counts(3).tolist() == [4, 4, 4]
+    # no test file: the test split is the pool rows drawn for neither train nor dev
+    assert len(data.test) == 60 - 24 and data.meta["test"] == "rest of the pool"
+    assert not set(data.test.text_a) & set(data.train.text_a + data.dev.text_a)
     assert data.train.text_b is None and not data.task.is_pair
     train_idx, dev_idx = lmbff_sample([r[2] for r in ROWS], 4, 13)
     texts = [r[0] if fmt != "tsv" else r[0].replace("\t", " ") for r in ROWS]

@@ -60,7 +60,8 @@ def test_unknown_column(tmp_path):
     path.write_text(good_rows())
     with pytest.raises(LorankError) as exc:
         load(path, text_a="review")
-    assert one_line(exc) == f"{path}: no column 'review'; columns are: text, label"
+    assert one_line(exc) == (f"{path}: no column 'review'; columns are: text, label (a file "
+                             "without a header row needs --columns, e.g. --columns label,text)")
 
 
 def test_label_outside_declared_set(tmp_path):
@@ -81,7 +82,7 @@ def test_missing_label_and_empty_text(tmp_path):
     path.write_text(json.dumps({"text": "a", "label": "neg"}) + "\n\n"
                     + json.dumps({"text": " ", "label": "pos"}) + "\n")
     with pytest.raises(LorankError, match=r"d\.jsonl:3: empty text in column 'text'"):
-        load(path)
+        load(path, empty_text="error")
     path.write_text(json.dumps({"text": "a", "label": "neg"}) + "\n"
                     + json.dumps({"label": "pos"}) + "\n")
     with pytest.raises(LorankError, match=r"d\.jsonl:2: no column 'text' in this record"):
@@ -162,8 +163,10 @@ def test_repeated_header_and_unknown_suffix(tmp_path):
 def test_label_declaration_errors(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text(good_rows())
-    with pytest.raises(LorankError, match="declare the label set"):
+    with pytest.raises(LorankError, match=r"d\.csv: only one label \(neg\) in column 'label'"):
+        path.write_text("text,label\na,neg\nb,neg\n")
         load(path, labels=None)
+    path.write_text(good_rows())
     with pytest.raises(LorankError, match="differ from task SST-2"):
         load(path, task="sst2", labels="neg,pos")
     with pytest.raises(LorankError, match="needs a text_b column"):

@@ -87,7 +87,8 @@ def test_custom_task_defaults():
     assert spec.label_words == ("neg", "pos", "mixed")
     assert spec.prompt("ok") == "ok <mask> ."
     pair = custom_task(["yes", "no"], pair=True)
-    assert pair.is_pair and pair.metrics == ("accuracy", "f1")
+    assert pair.is_pair and pair.metrics == ("accuracy",)  # F1 only when asked for
+    assert custom_task(["yes", "no"], metrics=("accuracy", "f1")).primary_metric == "f1"
     assert pair.prompt("q", "s") == "q ? <mask> , s"
 
 

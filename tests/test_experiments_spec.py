@@ -127,6 +127,20 @@ def test_only_exclude_include_and_overrides():
     assert not [c for c in presc if c.task == "sst2" and c.rank in (2, 4)]
 
 
+def test_include_entry_with_its_own_grid_expands_to_a_product():
+    block = {"method": "prescribe", "task": "sst2", "k": 512, "seed": 13,
+             "grid": {"loss": ["mse", "ce"], "rank": [1, 2, 16]}}
+    runs = parse_spec(spec(include=[block])).runs
+    extra = [c for c in runs if c.k == 512]
+    assert len(runs) == 12 + 6 and len(extra) == 6
+    assert {(c.loss, c.rank) for c in extra} == {(loss, r) for loss in ("mse", "ce")
+                                                 for r in (1, 2, 16)}
+    with pytest.raises(LorankError, match=r"include\[0\]\.grid\.rank\[0\]: must be >= 1"):
+        parse_spec(spec(include=[{**block, "grid": {"rank": [0]}}]))
+    with pytest.raises(LorankError, match=r"include\[0\]\.grid\.seed: also fixed"):
+        parse_spec(spec(include=[{**block, "grid": {"seed": [1, 2]}}]))
+
+
 def test_duplicates_are_dropped():
     data = spec(include=[{"method": "prescribe", "task": "sst2", "rank": 1, "seed": 13}])
     assert len(parse_spec(data).runs) == 12

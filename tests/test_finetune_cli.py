@@ -31,7 +31,9 @@ def test_lora_mode_json(tiny, data_dir, registered, capsys):
     assert out["provenance"]["versions"]["transformers"] and "created_at" in out["provenance"]
     assert [row["rank"] for row in out["table"]] == [1, 2]
     cell = out["cells"][0]
-    assert len(cell["runs"]) == 2 and [r["train"]["lr"] for r in cell["runs"]] == [0.01, 0.1]
+    eta0 = out["config"]["eta0"]["13"]  # --lrs are multiples of the kernel step (default unit)
+    assert eta0 > 0 and len(cell["runs"]) == 2
+    assert [r["train"]["lr"] for r in cell["runs"]] == pytest.approx([0.01 * eta0, 0.1 * eta0])
     sel = cell["runs"][cell["selected"]]
     assert sel["selected"] and sel["gap"]["n"] == 24 and sel["lora"]["init"] == "fan_in"
     assert sel["lora"]["s"] == 1.0 and sel["train"]["optimizer"] == "gd"
@@ -43,6 +45,13 @@ def test_lora_mode_table(tiny, data_dir, registered, capsys):
     main(args(tiny, data_dir, "lora"))
     text = capsys.readouterr().out
     assert "lora LoRA on sst2" in text and "selected lr" in text
+
+
+def test_lora_mode_absolute_learning_rates(tiny, data_dir, registered, capsys):
+    main(args(tiny, data_dir, "lora", "--json", "--lr-unit", "abs"))
+    out = json.loads(capsys.readouterr().out)
+    assert out["config"]["eta0"] == {}
+    assert [r["train"]["lr"] for r in out["cells"][0]["runs"]] == [0.01, 0.1]
 
 
 def test_both_mode(tiny, data_dir, registered, capsys):

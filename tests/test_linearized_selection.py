@@ -98,8 +98,8 @@ def test_poisoned_test_labels_do_not_change_selection(sweep_env, monkeypatch):
         assert a.kernel["lam"] == b.kernel["lam"]
         assert a.selected["test"]["accuracy"] == pytest.approx(
             1 - b.selected["test"]["accuracy"])
-        assert a.zero_shot["test"]["accuracy"] == pytest.approx(
-            1 - b.zero_shot["test"]["accuracy"])
+        assert a.w0["test"]["accuracy"] == pytest.approx(
+            1 - b.w0["test"]["accuracy"])
 
 
 def test_sweep_is_reproducible_and_complete(sweep_env, monkeypatch):

@@ -180,3 +180,34 @@ def test_fit_logistic_selects_C_on_dev_and_refits_on_train() -> None:
     assert fit.dev_accuracy == max(accs.values())
     with pytest.raises(LorankError, match="no example of class"):
         fit_logistic(X[y < 2], y[y < 2], 3)
+
+
+@pytest.mark.parametrize("task,head,data", [("sst2", "verbalizer", SINGLE), ("sst2", "prompt",
+                                            SINGLE), ("qnli", "pair", PAIRS)])
+def test_trim_padding_keeps_logits_and_cuts_only_padding(roberta: str, task, head, data) -> None:
+    """A chunk of short rows cut to its own longest row (``trim_padding``) gives the logits of
+    the split-wide padded batch; every tower's tensors (and the prompt head's per-token mask
+    position) lose the same all-padding columns, nothing else."""
+    from lorank.ntk.jacobian import length_chunks
+
+    enc = load_encoder(roberta)
+    kw = {"train": data, "dev": data} if head == "pair" else {}
+    clf = build_classifier(enc, task, head, **kw)
+    long = ([*list(data.text_a), "a much longer sentence " * 6],
+            None if data.text_b is None else [*list(data.text_b), "x " * 20])
+    texts = long[0] if long[1] is None else list(zip(*long, strict=True))
+    inputs = clf.encode(texts, max_length=64)
+    short = {k: v[:-1] for k, v in inputs.items()}
+    cut = clf.trim_padding(short)
+    for p in clf.towers:
+        T = cut[f"{p}attention_mask"].shape[1]
+        assert inputs[f"{p}attention_mask"].shape[1] > T
+        assert int(short[f"{p}attention_mask"][:, T:].sum()) == 0  # only padding was cut
+    assert set(cut) == set(short)
+    with torch.no_grad():
+        torch.testing.assert_close(clf(cut), clf(short), rtol=1e-5, atol=1e-6)
+        pieces = list(length_chunks(clf, inputs, 2))
+        assert sorted(torch.cat([i for i, _ in pieces]).tolist()) == list(range(len(long[0])))
+        full = clf(inputs)
+        for index, batch in pieces:
+            torch.testing.assert_close(clf(batch), full[index], rtol=1e-5, atol=1e-6)

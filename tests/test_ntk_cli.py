@@ -46,7 +46,7 @@ def test_train_command_runs_a_small_sweep(tiny, data_dir, tmp_path, monkeypatch,
     result = json.loads(capsys.readouterr().out)
     assert result["mode"] == "linearized" and [r["rank"] for r in result["table"]] == [1, 2]
     row = result["table"][0]
-    assert {"zero_shot", "kernel", "selected", "final"} <= set(row)
+    assert {"w0", "kernel", "selected", "final", "moved"} <= set(row)
     assert 0 <= row["selected"][0] <= 1
     main(["train", "--model", tiny, "--task", "sst2", "--ranks", "1", "--seeds", "13",
           "--steps", "5", "--test-max", "20", "--max-length", "32", "--data-dir",

@@ -58,7 +58,7 @@ def test_reproduce_end_to_end_and_resume(tiny_spec, data_dir, tmp_path, capsys):
     assert sorted(m for m, _, _ in rows) == ["cstar"] + ["linearized"] * 4 + ["lora"]
     assert {s for _, s, _ in rows} == {"done"}
     metrics = {m: json.loads(x) for m, _, x in rows}
-    for key in ("test_acc", "test_acc_final", "zero_shot_test_acc", "kernel_test_acc",
+    for key in ("test_acc", "test_acc_final", "w0_test_acc", "kernel_test_acc",
                 "selected_lr", "selected_step", "pl_min"):
         assert key in metrics["linearized"], key
     for key in ("test_acc", "ntk_gap", "selected_step", "numerical_rank"):

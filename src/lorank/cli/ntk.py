@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import click
 
+from lorank.cli.options_data import own_data_options
 from lorank.errors import LorankError
 
 SPLITS = ("train", "dev", "test")
@@ -42,7 +44,9 @@ def parse_layers(text: str) -> str | list[int]:
 @click.command("ntk")
 @click.option("--model", default="minilm", show_default=True,
               help="Bundled name (minilm, mpnet), local folder or hub id.")
-@click.option("--task", required=True, help="Registered task (sst2, qnli, mrpc, rte, mnli).")
+@click.option("--task", default=None,
+              help="Registered task (sst2, qnli, mrpc, rte, mnli), or one lending its labels "
+                   "and words to --data.")
 @click.option("--head", default="verbalizer", show_default=True,
               help="verbalizer, prompt, probe or pair.")
 @click.option("--targets", default="query,value", show_default=True,
@@ -51,7 +55,7 @@ def parse_layers(text: str) -> str | list[int]:
               help="all, last, or comma-separated layer indices.")
 @click.option("--seed", default=42, show_default=True, type=int, help="LM-BFF split seed.")
 @click.option("--shots", "k", default=16, show_default=True, type=int,
-              help="Examples per class (k).")
+              help="Examples per class (k; with --dev-data: the files' own).")
 @click.option("--split", "split_name", default="train", show_default=True,
               type=click.Choice(SPLITS), help="Which split's features.")
 @click.option("--dtype", default="float32", show_default=True,
@@ -71,27 +75,31 @@ def parse_layers(text: str) -> str | list[int]:
 @click.option("--no-cache", is_flag=True, help="Compute without reading or writing the cache.")
 @click.option("--data-dir", default=None, help="Data directory (default: $LORANK_DATA_DIR).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def command(model: str, task: str, head: str, targets: str, layers: str, seed: int, k: int,
-            split_name: str, dtype: str, memory_mb: float, max_mb: float, max_length: int,
-            test_max: int | None, method: str, device: str, no_cache: bool,
-            data_dir: str | None, as_json: bool) -> None:
+@own_data_options
+def command(model: str, task: str | None, head: str, targets: str, layers: str, seed: int,
+            k: int, split_name: str, dtype: str, memory_mb: float, max_mb: float,
+            max_length: int, test_max: int | None, method: str, device: str, no_cache: bool,
+            data_dir: str | None, as_json: bool, **own: Any) -> None:
     """Compute or load the NTK features G = ∂f_k/∂W of one split (cached on disk)."""
     import torch
 
-    from lorank.data.load import load_task
+    from lorank.cli.options_data import echo_notes, given, load_datasets, source_from_options
     from lorank.models import build_classifier, load_encoder
     from lorank.models.arch import adapted_matrices
     from lorank.models.bundled import load_config
     from lorank.ntk.pipeline import split_features
 
+    source = source_from_options(task=task if own["data"] else None, **own)
     if memory_mb <= 0 or max_mb <= 0:
         raise LorankError("--memory-mb and --max-mb must be > 0")
     target_list, layer_sel = parse_list(targets, "targets"), parse_layers(layers)
     t0 = time.perf_counter()
-    data = load_task(task, k=k, seed=seed, data_dir=data_dir, test_max=test_max)
+    data = load_datasets(task, source, seeds=[seed], shots=k if given("k") else None,
+                         data_dir=data_dir, test_max=test_max)[seed]
     split = {"train": data.train, "dev": data.dev, "test": data.test}[split_name]
     if split is None:
-        raise LorankError(f"task {data.task.name} has no {split_name} split here")
+        raise LorankError(f"{data.task.name} has no {split_name} split here"
+                          + (" (give one with --test-data FILE)" if source else ""))
     matrices = adapted_matrices(load_config(model), target_list, layer_sel)
     P = sum(a.m * a.n for a in matrices)
     size_mb = len(split) * data.task.K * P * (4 if dtype == "float32" else 8) / 2**20
@@ -99,12 +107,13 @@ def command(model: str, task: str, head: str, targets: str, layers: str, seed: i
         raise LorankError(f"features of {len(split)} {split_name} rows would take "
                           f"{size_mb:.0f} MB (> --max-mb {max_mb:g}); cap with --test-max or "
                           "raise --max-mb")
+    echo_notes(source, data)
     enc = load_encoder(model, dtype={"float32": torch.float32, "float64": torch.float64}[dtype],
                        device=device)
     clf = build_classifier(enc, data.task, head, train=data.train, dev=data.dev)
     feats, path, hit = split_features(
         clf, split, targets=target_list, layers=layer_sel, max_length=max_length, method=method,
-        memory_budget_mb=memory_mb, k=k, seed=seed, use_cache=not no_cache)
+        memory_budget_mb=memory_mb, k=data.k, seed=data.seed, use_cache=not no_cache)
     summary = {
         "task": data.task.name, "model": model, "head": head, "split": split_name, "seed": seed,
         "N": feats.N, "K": feats.K, "P": feats.P, "J_shape": list(feats.J.shape),

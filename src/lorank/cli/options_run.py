@@ -9,12 +9,16 @@ from typing import Any
 import click
 
 
-def experiment_options(ranks: str = "1,2,4,8,12,16") -> Callable[[Any], Any]:
+def experiment_options(ranks: str = "1,2,4,8,12,16", own_data: bool = False
+                       ) -> Callable[[Any], Any]:
     """Add --task --model --head --targets --layers --ranks --seeds --shots --max-length --dtype
-    --data-dir (``--ranks`` defaults to ``ranks``)."""
+    --data-dir (``--ranks`` defaults to ``ranks``); with ``own_data``, --task becomes optional
+    and the own-data options (:func:`lorank.cli.options_data.own_data_options`) are added."""
     options = [
-        click.option("--task", required=True,
-                     help="Registered task (sst2, qnli, mrpc, rte, mnli)."),
+        click.option("--task", required=not own_data,
+                     help="Registered task (sst2, qnli, mrpc, rte, mnli)"
+                          + (", or one lending its labels and words to --data." if own_data
+                             else ".")),
         click.option("--model", default="minilm", show_default=True,
                      help="Bundled name (minilm, mpnet), local folder or hub id."),
         click.option("--head", default="verbalizer", show_default=True,
@@ -25,7 +29,9 @@ def experiment_options(ranks: str = "1,2,4,8,12,16") -> Callable[[Any], Any]:
         click.option("--ranks", default=ranks, show_default=True),
         click.option("--seeds", default="13,21,42,87,100", show_default=True,
                      help="LM-BFF split seeds (also the LoRA init seeds)."),
-        click.option("--shots", "k", default=16, show_default=True, type=int),
+        click.option("--shots", "k", default=16, show_default=True, type=int,
+                     help="Examples per class in train and in dev"
+                          + (" (with --dev-data: the files' own)." if own_data else ".")),
         click.option("--max-length", default=128, show_default=True, type=int),
         click.option("--dtype", default="float32", show_default=True,
                      type=click.Choice(["float32", "float64"])),
@@ -34,6 +40,10 @@ def experiment_options(ranks: str = "1,2,4,8,12,16") -> Callable[[Any], Any]:
     ]
 
     def decorate(f: Any) -> Any:
+        if own_data:  # listed after the options above in --help
+            from lorank.cli.options_data import own_data_options
+
+            f = own_data_options(f)
         for option in reversed(options):
             f = option(f)
         return f

@@ -1,7 +1,8 @@
 """``lorank prescribe``: every rank prescription of the theory for one fine-tuning setup.
 
 The setup's K and N come from ``--K/--N``, a registered task (``--task sst2 --shots 16``) or a
-user's own data file (``--data my.csv ...``); the adapted shapes from ``--shape MxN`` (repeatable)
+user's own data file (``--data my.csv``: its label set and its rows as they are, or an LM-BFF
+sample with ``--shots``); the adapted shapes from ``--shape MxN`` (repeatable)
 or a model config (``--model ID --targets query,value --layers last``).
 """
 
@@ -13,6 +14,8 @@ import shlex
 
 import click
 
+from lorank.cli.options_data import own_data_options, source_from_options
+from lorank.data.source import DataSource
 from lorank.errors import LorankError
 from lorank.theory import C_STAR_PAPER, prescribe
 from lorank.theory.prescription import Prescription
@@ -39,12 +42,26 @@ def shapes_from_model(model: str, targets: str | None, layers: str) -> tuple[lis
     return [m.shape for m in mats], [m.path for m in mats]
 
 
-def kn_from_data(options: dict) -> tuple[int, int, str]:
-    """K, N and a description from ``--task``/``--data`` options (via :mod:`lorank.data`)."""
-    from lorank.cli.options_data import dataset_from_options
+def kn_from_data(task: str | None, source: DataSource | None, shots: int | None,
+                 data_dir: str | None) -> tuple[int, int, str]:
+    """K, N and a description of the setup from a registered task (``--task``, N = K·shots) or
+    a user's own files: the training file as it is (its K labels and N rows), or, with
+    ``--shots``, an LM-BFF sample of ``shots`` examples per class (N = K·shots)."""
+    from lorank.cli.options_data import DEFAULT_SHOTS, echo_lines, load_datasets
+    from lorank.data.source import describe, training_file
 
-    data = dataset_from_options(**options)
-    return data.K, data.N, f"{data.task.name}, {data.k}-shot, seed {data.seed}"
+    if source is not None and shots is None:
+        spec, train, dropped = training_file(source)
+        echo_lines(describe(source, spec, dropped, heads=False))
+        return spec.K, len(train), f"{spec.name}: all {len(train)} rows of {source.train}"
+    seed = 42
+    data = load_datasets(task, source, seeds=[seed], shots=shots or DEFAULT_SHOTS,
+                         data_dir=data_dir)[seed]
+    if source is not None:
+        echo_lines(describe(source, data.task, dict(data.meta["empty_text_dropped"]),
+                            heads=False))
+    what = "sampled from " + source.train if source is not None else f"seed {data.seed}"
+    return data.K, data.N, f"{data.task.name}, {data.k}-shot, {what}"
 
 
 def render_table(p: Prescription, setup: str, measure: str = "") -> None:
@@ -141,15 +158,12 @@ def _head_for(task_spec, head: str | None) -> str:
 @click.option("--layers", default="all", show_default=True,
               help="'all', 'last' or comma-separated layer indices.")
 @click.option("--task", help="Registered task (sst2, qnli, mrpc, rte, mnli): K and N from it.")
-@click.option("--shots", type=int, default=16, show_default=True,
-              help="k examples per class for --task (N = K_classes * shots).")
-@click.option("--data", "data_file", help="Your own CSV/TSV/JSONL training file: K, N from it.")
-@click.option("--text-a", help="Column holding the first text (with --data).")
-@click.option("--text-b", help="Column holding the second text (with --data, optional).")
-@click.option("--label", "label_col", help="Label column (with --data).")
-@click.option("--labels", help="Comma-separated label set (with --data).")
+@click.option("--shots", type=int, default=None,
+              help="k examples per class: N = K·k for --task (default 16), or an LM-BFF "
+                   "sample of --data (default: the file as it is, its own N).")
 @click.option("--data-dir", envvar="LORANK_DATA_DIR",
               help="Data directory (LM-BFF layout); env LORANK_DATA_DIR.")
+@own_data_options
 @click.option("--c-star", "c_star", type=float, default=C_STAR_PAPER, show_default=True,
               help="Manifold-count constant C*.")
 @click.option("--loss", type=click.Choice(["ce", "mse"]), default="ce", show_default=True)
@@ -157,48 +171,56 @@ def _head_for(task_spec, head: str | None) -> str:
 @click.option("--check-separable", is_flag=True,
               help="Check the CE rule's condition on your data: are the linearized training "
                    "data separable? (needs --model and --task/--data; computes the train NTK "
-                   "features, cached).")
+                   "features of the seed-42 split, cached).")
 @click.option("--head", default=None,
               help="Head for --check-separable (default: pair for sentence pairs, else "
                    "verbalizer).")
-def command(K, N, shapes, model, targets, layers, task, shots, data_file, text_a, text_b,
-            label_col, labels, data_dir, c_star, loss, as_json, check_separable, head) -> None:
-    """Smallest LoRA ranks by the Sard, manifold and cross-entropy (PL) rules."""
+def command(K, N, shapes, model, targets, layers, task, shots, data_dir, c_star, loss, as_json,
+            check_separable, head, **own) -> None:
+    """Smallest LoRA ranks by the Sard, manifold and cross-entropy (PL) rules.
+
+    K and N: --K/--N, a registered task (--task), or your own file (--data: its labels and
+    rows; --shots to count an LM-BFF sample instead).
+    """
+    source = source_from_options(task=task if own["data"] else None, **own)
     if shapes and model:
         raise LorankError("give either --shape or --model, not both")
     if not shapes and not model:
         raise LorankError("give the adapted shapes: --shape MxN (repeatable) or --model ID")
+    if shots is not None and shots < 1:
+        raise LorankError(f"--shots must be >= 1, got {shots}")
     parsed = [parse_shape(s) for s in shapes]
     paths: list[str] = []
     if model:
         parsed, paths = shapes_from_model(model, targets, layers)
     elif targets or layers != "all":
         raise LorankError("--targets and --layers need --model")
-    if check_separable and not (model and (task or data_file)):
+    if check_separable and not (model and (task or source)):
         raise LorankError("--check-separable needs the model's features: give --model and "
                           "--task or --data")
     if head and not check_separable:
         raise LorankError("--head applies to --check-separable")
     setup = ""
-    data_options = dict(task=task, k=shots, seed=None, data_dir=data_dir, data=data_file,
-                        text_a=text_a, text_b=text_b, label=label_col, labels=labels)
-    if task or data_file:
+    if task or source:
         if K is not None or N is not None:
             raise LorankError("give either --K/--N or --task/--data, not both")
-        K, N, setup = kn_from_data(data_options)
+        K, N, setup = kn_from_data(task, source, shots, data_dir)
     elif K is None or N is None:
         raise LorankError("give --K and --N, or --task/--data to derive them")
+    elif shots is not None:
+        raise LorankError("--shots applies to --task or --data")
     p = prescribe(K, N, parsed, c_star=c_star, loss=loss)
     setup = f"K={p.K}, N={p.N}, {len(p.shapes)} adapted matrices" + (f" ({setup})" if setup
                                                                        else "")
-    pair = bool(text_b) or (task is not None and not data_file and _is_pair(task))
+    pair = bool(own.get("text_b")) or (source is None and task is not None
+                                        and _is_pair(task))
     measure = _measure(model, targets, layers, "pair" if pair else None, p.rank_range[1])
     separability, data = None, None
     if check_separable:
         from lorank.capacity.separable import check_separable as check
-        from lorank.cli.options_data import dataset_from_options
+        from lorank.cli.options_data import load_datasets
 
-        data = dataset_from_options(**data_options)
+        data = load_datasets(task, source, seeds=[42], shots=shots, data_dir=data_dir)[42]
         separability = check(data, model, _head_for(data.task, head), targets=(
             [x for x in targets.split(",") if x.strip()] if targets else None),
             layers=_layers(layers), data_dir=data_dir)

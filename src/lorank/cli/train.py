@@ -15,6 +15,13 @@ from typing import Any
 import click
 
 from lorank.cli.ntk import parse_ints, parse_layers, parse_list
+from lorank.cli.options_data import (
+    echo_notes,
+    given,
+    load_datasets,
+    pop_own_data_options,
+    source_from_options,
+)
 from lorank.cli.options_run import experiment_options
 from lorank.errors import LorankError
 
@@ -48,6 +55,17 @@ def _tqdm_progress(enabled: bool) -> Callable[[str, int], Callable[[int], None]]
     return factory
 
 
+def seed_data(opts: dict[str, Any], seed: int) -> Any:
+    """The few-shot data of ``seed``: loaded by the command before any model (``datasets``),
+    else the registered task's split (runners called directly, without the command)."""
+    if opts.get("datasets") is not None:
+        return opts["datasets"][seed]
+    from lorank.data.load import load_task
+
+    return load_task(opts["task"], k=opts["k"], seed=seed, data_dir=opts["data_dir"],
+                     test_max=opts["test_max"])
+
+
 def run_linearized(opts: dict[str, Any]) -> Any:
     """The ``linearized`` mode: :func:`lorank.linearized.experiment.run_linearized_sweep`."""
     from lorank.linearized.experiment import DEFAULT_LRS, SweepConfig, run_linearized_sweep
@@ -57,13 +75,16 @@ def run_linearized(opts: dict[str, Any]) -> Any:
         targets=tuple(opts["targets"]), layers=opts["layers"] if isinstance(
             opts["layers"], str) else tuple(opts["layers"]),
         ranks=tuple(opts["ranks"]), seeds=tuple(opts["seeds"]),
-        lrs=tuple(opts["lrs"] or DEFAULT_LRS), k=opts["k"], steps=opts["steps"],
+        lrs=tuple(opts["lrs"] or DEFAULT_LRS), lr_unit=opts.get("lr_unit", "eta0"), k=opts["k"],
+        steps=opts["steps"],
         eval_every=opts["eval_every"], loss=opts["loss"], scaling=opts["scaling"],
         alpha=opts["alpha"], weight_decay=opts["weight_decay"], optimizer=opts["optimizer"],
         batch_size=opts["batch_size"], test_max=opts["test_max"], max_length=opts["max_length"],
         dtype=opts["dtype"], device=opts["device"], memory_budget_mb=opts["memory_mb"],
-        data_dir=opts["data_dir"], use_cache=not opts["no_cache"], engine=opts["engine"])
-    return run_linearized_sweep(cfg, _tqdm_progress(opts["progress"]))
+        data_dir=opts["data_dir"], use_cache=not opts["no_cache"], engine=opts["engine"],
+        data=opts.get("data"))
+    return run_linearized_sweep(cfg, _tqdm_progress(opts["progress"]),
+                                load_data=lambda seed: seed_data(opts, seed))
 
 
 def _lazy(name: str) -> Callable[[dict[str, Any]], Any]:
@@ -93,25 +114,36 @@ def render_table(rows: list[dict[str, Any]], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    for col in ("rank", "zero-shot", "kernel", "selected", "final", "selected lr",
-                "selected step"):
+    fitted = any(row.get("head_fitted") for row in rows)
+    w0 = "head at W0 (fitted on train)" if fitted else "zero-shot"
+    relative = any(c is not None for row in rows for c in row.get("selected_lr_mult") or [])
+    for col in ("rank", w0, "kernel", "selected", "final",
+                "selected lr (×η0)" if relative else "selected lr",
+                "selected step", "moved"):
         table.add_column(col, justify="right")
     for row in rows:
-        lrs = ",".join("-" if x is None else f"{x:g}" for x in row["selected_lr"])
+        mults = row.get("selected_lr_mult") or [None] * len(row["selected_lr"])
+        lrs = ",".join("-" if x is None else (f"{x:g}" if c is None else f"{c:g}")
+                       for x, c in zip(row["selected_lr"], mults, strict=True))
         steps = ",".join("-" if x is None else str(x) for x in row["selected_step"])
-        table.add_row(str(row["rank"]), _fmt(row["zero_shot"]), _fmt(row["kernel"]),
-                      _fmt(row["selected"]), _fmt(row["final"]), lrs, steps)
+        table.add_row(str(row["rank"]), _fmt(row["w0"]), _fmt(row["kernel"]),
+                      _fmt(row["selected"]), _fmt(row["final"]), lrs, steps,
+                      f"{row.get('moved', 0)}/{row['n_seeds']}")
     console = Console()
     console.width = max(console.width, 120)
     console.print(table)
 
 
 @click.command("train")
-@experiment_options(ranks="1,2,4,8,12,16")
+@experiment_options(ranks="1,2,4,8,12,16", own_data=True)
 @click.option("--mode", default="linearized", show_default=True,
               help="Training mode: " + ", ".join(RUNNERS) + ".")
-@click.option("--lrs", default=None, help="Comma-separated learning-rate grid "
-              "(default 0.01,0.03,0.1), selected on dev.")
+@click.option("--lrs", default=None, help="Comma-separated learning-rate grid, selected on "
+              "dev; in units of the kernel step η0 with --lr-unit eta0 (default 0.1,0.3,1).")
+@click.option("--lr-unit", default="eta0", show_default=True,
+              type=click.Choice(["eta0", "abs"]),
+              help="eta0: --lrs are multiples c of the kernel step η0 = 1/λ_max of the "
+                   "loss Hessian at W0 (train features); abs: absolute learning rates.")
 @click.option("--steps", default=1000, show_default=True, type=int)
 @click.option("--eval-every", default=50, show_default=True, type=int)
 @click.option("--loss", default="ce", show_default=True, type=click.Choice(["ce", "mse"]))
@@ -134,7 +166,12 @@ def render_table(rows: list[dict[str, Any]], title: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 def command(mode: str, ranks: str, seeds: str, lrs: str | None, targets: str, layers: str,
             as_json: bool, no_progress: bool, **opts: Any) -> None:
-    """Train LoRA at several ranks × seeds (× learning rates) and compare test accuracy."""
+    """Train LoRA at several ranks × seeds (× learning rates) and compare test accuracy.
+
+    The data: a registered task (--task) or your own file (--data, see `lorank data show`).
+    """
+    own = pop_own_data_options(opts)
+    source = source_from_options(task=opts["task"] if own["data"] else None, **own)
     if mode not in RUNNERS:
         raise LorankError(f"unknown mode {mode!r}; available: {', '.join(RUNNERS)}")
     if opts["steps"] < 1 or opts["eval_every"] < 1:
@@ -145,6 +182,15 @@ def command(mode: str, ranks: str, seeds: str, lrs: str | None, targets: str, la
                 lrs=parse_floats(lrs, "learning rates") if lrs else None,
                 targets=parse_list(targets, "targets"), layers=parse_layers(layers),
                 progress=not no_progress)
+    datasets = load_datasets(opts["task"], source, seeds=opts["seeds"],
+                             shots=opts["k"] if given("k") else None, data_dir=opts["data_dir"],
+                             test_max=opts["test_max"])
+    first = datasets[opts["seeds"][0]]
+    if source is not None:
+        opts.update(data=source.pin(labels=first.task.labels), task=source.name,
+                    k=first.k or opts["k"])
+        echo_notes(source, first)
+    opts["datasets"] = datasets
     from lorank.progress import library_progress
 
     with library_progress(not no_progress):

@@ -47,15 +47,18 @@ class LoraSweepResult:
     cells: list[LoraCell]
 
     def table(self) -> list[dict[str, Any]]:
-        """Per rank, mean ± std over seeds of the test metric (zero-shot, selected, final) and
+        """Per rank, mean ± std over seeds of the test metric (W0 head, selected, final) and
         of the real-vs-linearized gap; ``kernel`` is not defined for real LoRA (NaN)."""
+        from lorank.models.factory import FITTED_HEADS
+
         rows = []
         for r in sorted({c.rank for c in self.cells}):
             recs = [c.selection.record for c in self.cells if c.rank == r]
             cells = [c for c in self.cells if c.rank == r]
             rows.append({
                 "rank": r, "n_seeds": len(recs), "metric": self.metric,
-                "zero_shot": _stat([x.zero_shot_test_metric for x in recs]),
+                "head_fitted": self.config.get("head") in FITTED_HEADS,
+                "w0": _stat([x.zero_shot_test_metric for x in recs]),
                 "kernel": (float("nan"), float("nan")),
                 "selected": _stat([x.test_metric for x in recs]),
                 "final": _stat([x.final_test_metric for x in recs]),
@@ -104,7 +107,7 @@ def run_lora(opts: dict[str, Any]) -> LoraSweepResult:
     """The ``lora`` mode (see module doc); ``opts`` are the ``lorank train`` options."""
     import torch
 
-    from lorank.data.load import load_task
+    from lorank.cli.train import seed_data
     from lorank.finetune.adapter import attach_lora
     from lorank.finetune.run import finetune, prepare_data
     from lorank.linearized.experiment import DEFAULT_LRS, DTYPES, selection_metric
@@ -113,11 +116,13 @@ def run_lora(opts: dict[str, Any]) -> LoraSweepResult:
 
     torch.manual_seed(0)
     enc = load_encoder(opts["model"], dtype=DTYPES[opts["dtype"]], device=opts["device"])
-    lrs = sorted(opts.get("lrs") or DEFAULT_LRS)
+    from lorank.linearized.step_size import split_kernel_step
+
+    grid = sorted(opts.get("lrs") or DEFAULT_LRS)
     cells, shared, metric = [], None, "accuracy"
+    eta0s: dict[int, float] = {}
     for seed in opts["seeds"]:
-        data = load_task(opts["task"], k=opts["k"], seed=seed, data_dir=opts["data_dir"],
-                         test_max=opts["test_max"])
+        data = seed_data(opts, seed)
         metric = selection_metric(data.task)
         if opts["head"] in FITTED_HEADS:
             clf = build_classifier(enc, data.task, opts["head"], train=data.train, dev=data.dev)
@@ -125,6 +130,14 @@ def run_lora(opts: dict[str, Any]) -> LoraSweepResult:
             shared = shared or build_classifier(enc, data.task, opts["head"])
             clf = shared
         prepared = None
+        lrs = grid
+        if opts.get("lr_unit", "eta0") == "eta0":
+            eta0s[seed] = split_kernel_step(
+                clf, data.train, targets=opts["targets"], layers=opts["layers"],
+                max_length=opts["max_length"], loss=opts["loss"],
+                weight_decay=opts["weight_decay"], k=opts["k"], seed=seed,
+                use_cache=not opts.get("no_cache", False))
+            lrs = [c * eta0s[seed] for c in grid]
         for rank in opts["ranks"]:
             lora, train = _settings(opts, rank, seed, metric)
             adapter = attach_lora(clf, lora, seed=seed)
@@ -137,8 +150,11 @@ def run_lora(opts: dict[str, Any]) -> LoraSweepResult:
                 adapter.detach()
             cells.append(LoraCell(rank, seed, sel))
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.items()
-              if k not in ("progress",)}
-    config["lrs"] = lrs
+              if k not in ("progress", "datasets")}
+    if config.get("data") is not None:
+        config["data"] = config["data"].to_dict()
+    config["lrs"] = grid
+    config["eta0"] = eta0s
     return LoraSweepResult(config, metric, cells)
 
 
@@ -170,14 +186,17 @@ class BothResult:
         from rich.table import Table
 
         table = Table(title=title, title_justify="left")
-        for col in ("rank", "zero-shot", "linearized sel.", "LoRA sel.", "linearized final",
+        rows = self.table()
+        w0 = ("head at W0 (fitted on train)" if any(r.get("head_fitted") for r in rows)
+              else "zero-shot")
+        for col in ("rank", w0, "linearized sel.", "LoRA sel.", "linearized final",
                     "LoRA final", "kernel", "gap ‖f−f_lin‖/‖f−f0‖", "argmax agree",
                     "lr lin / LoRA"):
             table.add_column(col, justify="right")
-        for row in self.table():
+        for row in rows:
             lrs = "/".join(",".join("-" if x is None else f"{x:g}" for x in row[k])
                            for k in ("selected_lr", "lora_selected_lr"))
-            table.add_row(str(row["rank"]), _fmt(row["zero_shot"]), _fmt(row["selected"]),
+            table.add_row(str(row["rank"]), _fmt(row["w0"]), _fmt(row["selected"]),
                           _fmt(row["lora_selected"]), _fmt(row["final"]),
                           _fmt(row["lora_final"]), _fmt(row["kernel"]),
                           _fmt(row["lora_gap_relative"]), _fmt(row["lora_agreement"]), lrs)

@@ -1,16 +1,26 @@
 """``lorank zeroshot``: accuracy of a classification head at W0, before any fine-tuning.
 
 Zero-shot heads (verbalizer, prompt) need no data but the test split; fitted heads (probe, pair)
-fit a few numbers on each seed's k-shot train split (C chosen on its dev split). Reports the test
-accuracy, mean ± std over the LM-BFF seeds, next to the majority-class rate of the test split.
+fit a few numbers on each seed's k-shot train split (C chosen on its dev split). The data is a
+registered task (``--task``) or your own files (``--data``, :mod:`lorank.cli.options_data`).
+Reports the test accuracy, mean ± std over the LM-BFF seeds, next to the majority-class rate of
+the test split.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
+from lorank.cli.options_data import (
+    echo_notes,
+    given,
+    load_datasets,
+    own_data_options,
+    source_from_options,
+)
 from lorank.errors import LorankError
 
 
@@ -49,14 +59,16 @@ def render(result: dict) -> None:
 @click.command("zeroshot")
 @click.option("--model", default="minilm", show_default=True,
               help="Bundled name (minilm, mpnet), local folder or hub id.")
-@click.option("--task", required=True, help="Registered task (sst2, qnli, mrpc, rte, mnli).")
+@click.option("--task", default=None,
+              help="Registered task (sst2, qnli, mrpc, rte, mnli), or one lending its labels "
+                   "and words to --data.")
 @click.option("--head", default="verbalizer", show_default=True,
               help="verbalizer, prompt, probe or pair.")
 @click.option("--data-dir", default=None, help="Data directory (default: $LORANK_DATA_DIR).")
 @click.option("--seeds", default="13,21,42,87,100", show_default=True,
               help="Comma-separated LM-BFF split seeds.")
 @click.option("--shots", "k", default=16, show_default=True, type=int,
-              help="Examples per class in train (k).")
+              help="Examples per class in train (k; with --dev-data: the files' own).")
 @click.option("--test-max", default=None, type=int,
               help="Cap the test split at this many rows (seed-42 shuffle).")
 @click.option("--tau", default=None, type=float, help="Verbaliser temperature (default 0.05).")
@@ -65,24 +77,31 @@ def render(result: dict) -> None:
 @click.option("--max-length", default=128, show_default=True, type=int,
               help="Maximum tokens per sequence.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def command(model: str, task: str, head: str, data_dir: str | None, seeds: str, k: int,
+@own_data_options
+def command(model: str, task: str | None, head: str, data_dir: str | None, seeds: str, k: int,
             test_max: int | None, tau: float | None, pair_features: str | None, max_length: int,
-            as_json: bool) -> None:
+            as_json: bool, **own: Any) -> None:
     """Accuracy of a head at W0 (zero-shot or fitted head) over seeds vs the majority rate."""
-    from lorank.data.tasks import get_task
     from lorank.models.factory import HEADS
 
+    source = source_from_options(task=task if own["data"] else None, **own)
     if head not in HEADS:
         raise LorankError(f"unknown head {head!r}; choose from: {', '.join(HEADS)}")
     if tau is not None and head != "verbalizer":
         raise LorankError("--tau applies to the verbalizer head only")
-    spec = get_task(task)
-    if head == "pair" and not spec.is_pair:
-        raise LorankError(f"the pair head needs a sentence-pair task; {spec.name} has one "
-                          "text per row (use --head verbalizer or probe)")
     if pair_features is not None and head != "pair":
         raise LorankError("--pair-features applies to the pair head only")
     seed_list = parse_seeds(seeds)
+    datasets = load_datasets(task, source, seeds=seed_list, shots=k if given("k") else None,
+                             data_dir=data_dir, test_max=test_max)
+    first = datasets[seed_list[0]]
+    spec = first.task
+    if head == "pair" and not spec.is_pair:
+        raise LorankError(f"the pair head needs a sentence-pair task; {spec.name} has one "
+                          "text per row (use --head verbalizer or probe)")
+    if first.test is None:
+        raise LorankError(f"{spec.name} has no test split: give one with --test-data FILE")
+    echo_notes(source, first)
 
     from transformers.utils import logging as hf_logging
 
@@ -96,7 +115,8 @@ def command(model: str, task: str, head: str, data_dir: str | None, seeds: str, 
     if pair_features is not None:
         head_kw["features"] = tuple(f.strip() for f in pair_features.split(",") if f.strip())
     result = evaluate_head(enc, spec, head, seed_list, data_dir=data_dir, test_max=test_max,
-                           k=k, max_length=max_length, **head_kw)
+                           k=k, max_length=max_length, load_data=datasets.__getitem__,
+                           **head_kw)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

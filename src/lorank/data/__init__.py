@@ -7,8 +7,9 @@
 
 Everything loads into :class:`FewShotData` (train/dev/test :class:`Split`), whatever the source:
 an LM-BFF ``k-shot`` folder, a local pool resampled with LM-BFF's exact procedure, the Hugging
-Face hub, or a user's CSV/TSV/JSONL file (:func:`load_custom`). No heavy imports (``datasets``
-is imported only by the hub loader, when called).
+Face hub, or a user's CSV/TSV/JSONL file (:func:`load_custom`; :class:`DataSource` and
+:func:`load_source` describe and load one for the CLI and sweep specs). No heavy imports
+(``datasets`` is imported only by the hub loader, when called).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from lorank.data.lmbff import load_lmbff, load_pool
 from lorank.data.load import ENV_DATA_DIR, SOURCES, load_task, resolve_data_dir
 from lorank.data.readers import read_split
 from lorank.data.sampling import SEEDS, cap_test, lmbff_order, lmbff_sample
+from lorank.data.source import DataSource, load_source
 from lorank.data.tasks import (
     BUILTIN_TASKS,
     REGISTRY,
@@ -29,6 +31,8 @@ from lorank.data.tasks import (
     TaskSpec,
     custom_task,
     get_task,
+    label_order,
+    parse_label_words,
     parse_labels,
     register_task,
     task_names,
@@ -40,6 +44,7 @@ __all__ = [
     "REGISTRY",
     "SEEDS",
     "SOURCES",
+    "DataSource",
     "FewShotData",
     "HubSource",
     "LmbffFiles",
@@ -50,14 +55,17 @@ __all__ = [
     "custom_task",
     "from_hub_splits",
     "get_task",
+    "label_order",
     "lmbff_order",
     "lmbff_sample",
     "load_custom",
     "load_hub",
     "load_lmbff",
     "load_pool",
+    "load_source",
     "load_task",
     "majority_rate",
+    "parse_label_words",
     "parse_labels",
     "read_split",
     "register_task",

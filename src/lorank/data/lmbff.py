@@ -126,6 +126,34 @@ def find_test_file(data_dir: str | Path, task: str | TaskSpec) -> Path | None:
     return None
 
 
+def read_pool(task: str | TaskSpec, data_dir: str | Path) -> Split:
+    """The de-duplicated pool of a task: ``pool/<TASK>.jsonl`` without repeated texts and
+    without texts of the task's test split (file order kept)."""
+    spec = get_task(task)
+    path = pool_file(data_dir, spec)
+    if not path.is_file():
+        raise LorankError(f"{path}: no pool file for task {spec.name}; check --data-dir / "
+                          "LORANK_DATA_DIR")
+    test_path = find_test_file(data_dir, spec)
+    pool = read_split(path, name="pool", labels=spec.labels, label_column="label",
+                      text_columns=("text_a", "text_b") if spec.is_pair else ("text_a",))
+    if test_path is None:
+        return remove_overlap(pool, None, dedup=True)[0]
+    return remove_overlap(pool, read_test(test_path, spec), dedup=True)[0]
+
+
+def pool_sample(task: str | TaskSpec, n: int, seed: int, data_dir: str | Path) -> Split:
+    """n rows of the de-duplicated pool (:func:`read_pool`) in LM-BFF's shuffled order for
+    ``seed`` (:func:`~lorank.data.sampling.lmbff_order`): texts for controls that relabel their
+    examples (the planted teacher); the pool's own labels come along unused."""
+    from lorank.data.sampling import lmbff_order
+
+    pool = read_pool(task, data_dir)
+    if n > len(pool):
+        raise LorankError(f"the {get_task(task).name} pool has {len(pool)} rows; {n} requested")
+    return pool.subset(lmbff_order(len(pool), seed)[:n], name="sample")
+
+
 def load_pool(
     task: str | TaskSpec,
     k: int,

@@ -81,18 +81,24 @@ def _large_fields() -> Iterator[None]:
         csv.field_size_limit(old)
 
 
-def _read_delimited(path: Path, text: str, fmt: Format) -> tuple[list[str], list[Record]]:
-    """Header and records of a TSV (QUOTE_NONE) or CSV (QUOTE_MINIMAL) text."""
+def _read_delimited(path: Path, text: str, fmt: Format, columns: Sequence[str] | None = None
+                    ) -> tuple[list[str], list[Record]]:
+    """Header and records of a TSV (QUOTE_NONE) or CSV (QUOTE_MINIMAL) text; with ``columns``
+    the file has no header row and ``columns`` names its fields in order."""
     delimiter, quoting = ("\t", csv.QUOTE_NONE) if fmt == "tsv" else (",", csv.QUOTE_MINIMAL)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting,
                         strict=True)
-    header: list[str] | None = None
+    header: list[str] | None = list(columns) if columns is not None else None
     records: list[Record] = []
     with _large_fields():
         try:
             for row in reader:
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue
+                if columns is not None and not records and _is_header(row, columns):
+                    raise LorankError(f"{path}:{reader.line_num}: the first row "
+                                      f"({', '.join(row)}) is a header, but --columns says the "
+                                      "file has none; drop --columns, or the header row")
                 if header is None:
                     header = [h.strip() for h in row]
                     if len(set(header)) != len(header):
@@ -100,15 +106,21 @@ def _read_delimited(path: Path, text: str, fmt: Format) -> tuple[list[str], list
                                           f"the header {header}")
                     continue
                 if len(row) != len(header):
-                    raise LorankError(f"{path}:{reader.line_num}: {len(row)} fields, the header "
-                                      f"has {len(header)} (wrong delimiter or a stray tab?)")
+                    what = ("--columns names" if columns is not None else "the header has")
+                    raise LorankError(f"{path}:{reader.line_num}: {len(row)} fields, {what} "
+                                      f"{len(header)} (wrong delimiter or a stray tab?)")
                 records.append((reader.line_num, dict(zip(header, row, strict=True))))
         except csv.Error as exc:
             raise LorankError(f"{path}:{reader.line_num}: malformed {fmt.upper()} ({exc})") \
                 from None
-    if header is None:
+    if header is None or (columns is not None and not records):
         raise LorankError(f"{path}: file is empty")
     return header, records
+
+
+def _is_header(row: Sequence[str], columns: Sequence[str]) -> bool:
+    """Whether a first row repeats the declared column names (a header in a headerless read)."""
+    return [c.strip().lower() for c in row] == [c.strip().lower() for c in columns]
 
 
 def _read_jsonl(path: Path, text: str) -> tuple[list[str], list[Record]]:
@@ -141,14 +153,49 @@ def _read_jsonl(path: Path, text: str) -> tuple[list[str], list[Record]]:
     return list(records[0][1]), records
 
 
-def read_records(path: str | Path, fmt: str | None = None) -> tuple[list[str], list[Record]]:
-    """Column names and ``(line, {column: value})`` records of a TSV, CSV or JSONL file."""
+def read_records(path: str | Path, fmt: str | None = None, columns: Sequence[str] | None = None
+                 ) -> tuple[list[str], list[Record]]:
+    """Column names and ``(line, {column: value})`` records of a TSV, CSV or JSONL file.
+
+    ``columns``: the file has no header row; these are its fields' names, in order (CSV/TSV).
+    """
     path = Path(path)
     kind = detect_format(path, fmt)
+    if columns is not None and kind == "jsonl":
+        raise LorankError(f"{path}: --columns names the fields of a CSV/TSV file without a "
+                          "header; JSON lines name their fields themselves")
     text = read_text(path)
     if kind == "jsonl":
         return _read_jsonl(path, text)
-    return _read_delimited(path, text, kind)
+    return _read_delimited(path, text, kind, columns)
+
+
+def _check_columns(path: Path, header: Sequence[str], wanted: Sequence[str],
+                   hint: bool) -> None:
+    """Every wanted column is in the header; else one line listing the columns (and, with
+    ``hint``, how to read a file without a header row)."""
+    for column in wanted:
+        if column not in header:
+            hint_text = (" (a file without a header row needs --columns, e.g. "
+                         "--columns label,text)" if hint else "")
+            raise LorankError(f"{path}: no column {column!r}; columns are: "
+                              f"{', '.join(header)}{hint_text}")
+
+
+def read_label_values(path: str | Path, *, label_column: str, fmt: str | None = None,
+                      columns: Sequence[str] | None = None) -> list[str]:
+    """The label string of every row of a file (to infer the label set); LorankError on a
+    missing label."""
+    path = Path(path)
+    header, records = read_records(path, fmt, columns)
+    _check_columns(path, header, [label_column], hint=columns is None)
+    out = []
+    for line, record in records:
+        label = _label_string(record.get(label_column))
+        if label is None or label == "":
+            raise LorankError(f"{path}:{line}: missing label in column {label_column!r}")
+        out.append(label)
+    return out
 
 
 def _label_string(value: Any) -> str | None:
@@ -162,13 +209,81 @@ def _label_string(value: Any) -> str | None:
     return str(value).strip()
 
 
-def _text(path: Path, line: int, record: dict[str, Any], column: str) -> str:
+def _text(path: Path, line: int, record: dict[str, Any], column: str) -> str | None:
+    """The text in ``column`` (None when it is empty); LorankError if the record lacks it."""
     value = record.get(column)
     if column not in record:
         raise LorankError(f"{path}:{line}: no column {column!r} in this record")
     if value is None or not str(value).strip():
-        raise LorankError(f"{path}:{line}: empty text in column {column!r}")
+        return None
     return value if isinstance(value, str) else str(value)
+
+
+EMPTY_TEXT = ("drop", "error")
+
+
+def read_labelled(
+    path: str | Path,
+    *,
+    name: str,
+    text_columns: Sequence[str],
+    label_column: str,
+    labels: Sequence[str],
+    fmt: str | None = None,
+    columns: Sequence[str] | None = None,
+    empty_text: str = "error",
+    declared: bool = True,
+    user_file: bool = True,
+) -> tuple[Split, list[int]]:
+    """Read a labelled file into a Split; also return the line numbers of dropped rows.
+
+    Args:
+        path: TSV, CSV or JSONL file with a header (TSV/CSV) or one object per line (JSONL).
+        name: split name (``"train"``, ``"dev"``, ``"test"``).
+        text_columns: one column (single-text task) or two (sentence pairs).
+        label_column: the column holding label strings.
+        labels: the label set; a row's label index is its position here.
+        fmt: force ``"tsv"``, ``"csv"`` or ``"jsonl"`` instead of guessing from the suffix.
+        columns: the file has no header row; the names of its fields in order (CSV/TSV).
+        empty_text: ``"drop"`` rows whose text is empty (their lines are returned) or
+            ``"error"`` (LorankError naming the line).
+        declared: whether ``labels`` was declared by the user (wording of the error for a
+            label outside the set).
+        user_file: a user's file (an unknown column hints at ``--columns``), not a benchmark
+            file of a registered task.
+    """
+    if empty_text not in EMPTY_TEXT:
+        raise LorankError(f"empty text handling must be drop or error, got {empty_text!r}")
+    path = Path(path)
+    header, records = read_records(path, fmt, columns)
+    _check_columns(path, header, [*text_columns, label_column],
+                   hint=user_file and columns is None)
+    index = {label: i for i, label in enumerate(labels)}
+    texts: list[list[str]] = [[] for _ in text_columns]
+    y: list[int] = []
+    dropped: list[int] = []
+    where = "declared labels" if declared else "labels of the training file"
+    for line, record in records:
+        label = _label_string(record.get(label_column))
+        if label is None or label == "":
+            raise LorankError(f"{path}:{line}: missing label in column {label_column!r}")
+        if label not in index:
+            raise LorankError(f"{path}:{line}: label {label!r} is not one of the {where} "
+                              f"({', '.join(labels)})")
+        row = [_text(path, line, record, column) for column in text_columns]
+        empty = [c for c, t in zip(text_columns, row, strict=True) if t is None]
+        if empty:
+            if empty_text == "error":
+                raise LorankError(f"{path}:{line}: empty text in column {empty[0]!r}")
+            dropped.append(line)
+            continue
+        y.append(index[label])
+        for text, bucket in zip(row, texts, strict=True):
+            bucket.append(text)
+    split = Split(name=name, text_a=tuple(texts[0]),
+                  text_b=tuple(texts[1]) if len(texts) == 2 else None,
+                  labels=np.asarray(y, dtype=np.int64), source=str(path))
+    return split, dropped
 
 
 def read_split(
@@ -180,33 +295,7 @@ def read_split(
     labels: Sequence[str],
     fmt: str | None = None,
 ) -> Split:
-    """Read a labelled file into a Split.
-
-    Args:
-        path: TSV, CSV or JSONL file with a header (TSV/CSV) or one object per line (JSONL).
-        name: split name (``"train"``, ``"dev"``, ``"test"``).
-        text_columns: one column (single-text task) or two (sentence pairs).
-        label_column: the column holding label strings.
-        labels: the declared label set; a row's label index is its position here.
-        fmt: force ``"tsv"``, ``"csv"`` or ``"jsonl"`` instead of guessing from the suffix.
-    """
-    path = Path(path)
-    header, records = read_records(path, fmt)
-    for column in (*text_columns, label_column):
-        if column not in header:
-            raise LorankError(f"{path}: no column {column!r}; columns are: {', '.join(header)}")
-    index = {label: i for i, label in enumerate(labels)}
-    texts: list[list[str]] = [[] for _ in text_columns]
-    y = np.empty(len(records), dtype=np.int64)
-    for row, (line, record) in enumerate(records):
-        label = _label_string(record.get(label_column))
-        if label is None or label == "":
-            raise LorankError(f"{path}:{line}: missing label in column {label_column!r}")
-        if label not in index:
-            raise LorankError(f"{path}:{line}: label {label!r} is not one of the declared labels "
-                              f"({', '.join(labels)})")
-        y[row] = index[label]
-        for column, bucket in zip(text_columns, texts, strict=True):
-            bucket.append(_text(path, line, record, column))
-    return Split(name=name, text_a=tuple(texts[0]),
-                 text_b=tuple(texts[1]) if len(texts) == 2 else None, labels=y, source=str(path))
+    """Read a labelled file with a header into a Split; an empty text is an error (the strict
+    reader of the LM-BFF files; :func:`read_labelled` has the options)."""
+    return read_labelled(path, name=name, text_columns=text_columns, label_column=label_column,
+                         labels=labels, fmt=fmt, user_file=False)[0]

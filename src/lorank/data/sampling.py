@@ -119,6 +119,26 @@ def remove_overlap(
     return (pool if len(keep) == len(pool) else pool.subset(keep)), stats
 
 
+def sample_indices(
+    pool: Split,
+    K: int,
+    k: int,
+    seed: int,
+    *,
+    label_names: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pool row indices (train, dev) drawn by :func:`lmbff_sample`; every one of the K classes
+    must be present with at least 2k rows (LorankError naming the class otherwise)."""
+    counts = pool.counts(K)
+    names = list(label_names) if label_names is not None else [str(y) for y in range(K)]
+    for y in range(K):
+        if counts[y] < 2 * k:
+            raise LorankError(f"{pool.source or 'the pool'}: class {names[y]!r} has only "
+                              f"{counts[y]} examples; k={k} needs {2 * k} ({k} train + {k} dev)")
+    return lmbff_sample(pool.labels, k, seed, source=pool.source or "the pool",
+                        label_names=names)
+
+
 def sample_splits(
     pool: Split,
     K: int,
@@ -129,12 +149,5 @@ def sample_splits(
 ) -> tuple[Split, Split]:
     """(train, dev) Splits drawn from ``pool`` by :func:`lmbff_sample`; every one of the K
     classes must be present with at least 2k rows."""
-    counts = pool.counts(K)
-    names = list(label_names) if label_names is not None else [str(y) for y in range(K)]
-    for y in range(K):
-        if counts[y] < 2 * k:
-            raise LorankError(f"{pool.source or 'the pool'}: class {names[y]!r} has only "
-                              f"{counts[y]} examples; k={k} needs {2 * k} ({k} train + {k} dev)")
-    train_idx, dev_idx = lmbff_sample(pool.labels, k, seed, source=pool.source or "the pool",
-                                      label_names=names)
+    train_idx, dev_idx = sample_indices(pool, K, k, seed, label_names=label_names)
     return pool.subset(train_idx, "train"), pool.subset(dev_idx, "dev")

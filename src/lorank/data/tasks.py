@@ -17,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from lorank.errors import LorankError
 
@@ -278,7 +279,7 @@ class TaskRegistry:
         canonical = self._keys.get(_key(str(name)))
         if canonical is None:
             raise LorankError(f"unknown task {name!r}; known tasks: {', '.join(self.names())} "
-                              "(or load your own file with --data and --labels)")
+                              "(or give your own file with --data FILE)")
         return self._specs[canonical]
 
     def names(self) -> list[str]:
@@ -331,7 +332,9 @@ def custom_task(
 
     Defaults: the label words are the labels themselves, the template is
     ``"{text_a} {mask} ."`` (single text) or ``"{text_a} ? {mask} , {text_b}"`` (pairs), the
-    label descriptions are ``"It is <label>."``, metrics accuracy (+ f1 when K = 2).
+    label descriptions are ``"It is <word>."`` for each label word (the verbaliser head embeds
+    them), metrics accuracy only (``metrics=("accuracy", "f1")`` makes binary F1 of label index
+    1 the primary metric).
     """
     labels = tuple(str(x).strip() for x in labels)
     if text_fields is None:
@@ -339,17 +342,75 @@ def custom_task(
     pair = len(tuple(text_fields)) == 2
     if template is None:
         template = "{text_a} ? {mask} , {text_b}" if pair else "{text_a} {mask} ."
+    words = tuple(str(w).strip() for w in label_words) if label_words is not None else labels
     return TaskSpec(
         name=name,
         labels=labels,
         text_fields=tuple(text_fields),
         template=template,
-        label_words=tuple(label_words) if label_words is not None else labels,
+        label_words=words,
         label_descriptions=(tuple(label_descriptions) if label_descriptions is not None
-                            else tuple(f"It is {x}." for x in labels)),
-        metrics=(tuple(metrics) if metrics is not None
-                 else ("accuracy", "f1") if len(labels) == 2 else ("accuracy",)),
+                            else tuple(f"It is {w}." for w in words)),
+        metrics=tuple(metrics) if metrics is not None else ("accuracy",),
     )
+
+
+def label_order(values: Sequence[str]) -> tuple[str, ...]:
+    """The label set found in a file, in a fixed order that does not depend on the row order:
+    numeric order when every label is an integer (``"2" < "10"``), else string order.
+
+    The order decides the label index y (position) and so the meaning of F1's positive class
+    (index 1); declare it yourself with ``--labels`` to choose another.
+    """
+    distinct = set(values)
+
+    def as_int(x: str) -> int | None:
+        try:
+            return int(x)
+        except ValueError:
+            return None
+
+    ints = {x: as_int(x) for x in distinct}
+    if all(v is not None for v in ints.values()):
+        return tuple(sorted(distinct, key=lambda x: (ints[x], x)))
+    return tuple(sorted(distinct))
+
+
+def parse_label_words(text: str | Mapping[Any, Any] | Sequence[Any]
+                      ) -> tuple[tuple[str, str], ...]:
+    """``"0=terrible,1=great"`` (or a mapping, or (label, word) pairs) -> (("0", "terrible"),
+    ("1", "great")). Labels and words are stripped; both must be non-empty and labels distinct.
+    """
+    example = "e.g. --label-words 0=terrible,1=great"
+    if isinstance(text, str):
+        pairs: list[tuple[Any, Any]] = []
+        for item in (x for x in text.split(",") if x.strip()):
+            if "=" not in item:
+                raise LorankError(f"label words must be LABEL=WORD pairs ({example}), "
+                                  f"got {item.strip()!r}")
+            label, word = item.split("=", 1)
+            pairs.append((label, word))
+    elif isinstance(text, Mapping):
+        pairs = list(text.items())
+    else:
+        pairs = [tuple(p) for p in text]
+        if any(len(p) != 2 for p in pairs):
+            raise LorankError(f"label words must be (label, word) pairs ({example})")
+    out = []
+    for label, word in pairs:
+        label_s = str(label).strip() if not isinstance(label, bool) else str(label).lower()
+        if isinstance(label, float) and label.is_integer():
+            label_s = str(int(label))
+        if not label_s or not isinstance(word, str | int | float) or not str(word).strip():
+            raise LorankError(f"label words need a label and a word in every pair ({example}), "
+                              f"got {label!r}={word!r}")
+        out.append((label_s, str(word).strip()))
+    if not out:
+        raise LorankError(f"label words are empty ({example})")
+    seen = [label for label, _ in out]
+    if len(set(seen)) != len(seen):
+        raise LorankError(f"label words name a label twice: {', '.join(seen)}")
+    return tuple(out)
 
 
 def parse_labels(text: str | Sequence[str]) -> tuple[str, ...]:

@@ -8,7 +8,8 @@ spec that produced the config.
 
 Runs whose Jacobian features are identical share a :class:`FeaturesKey`: the fields that decide
 what the encoder sees and which matrices are differentiated (model, head, task, data seed, k,
-targets, layers, dtype, max_length, test_cap). Rank, loss, learning rates and steps do not change
+targets, layers, dtype, max_length, test_cap, and a user's own data with the sha256 of its
+files). Rank, loss, learning rates and steps do not change
 the features G_ℓ(x) = ∂f(x; W0)/∂W_ℓ of the linearized model f_lin(x; ΔW) = f(x; W0) + Σ_ℓ
 ⟨G_ℓ(x), ΔW_ℓ⟩ (Jang, Lee, Ryu, ICML 2024; Malladi et al., ICML 2023), so a sweep over ranks
 builds them once.
@@ -22,12 +23,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from lorank.data.source import DataSource
+
 #: Fields of :class:`RunConfig` that are resource hints, not part of the run's identity.
 RESOURCE_FIELDS = ("num_cpus", "num_gpus")
 
 #: Fields that determine the Jacobian features (see module docstring).
 FEATURE_FIELDS = ("model", "head", "task", "seed", "k", "targets", "layers", "dtype",
-                  "max_length", "test_cap")
+                  "max_length", "test_cap", "data")
 
 
 class Options(Mapping[str, Any]):
@@ -106,12 +109,18 @@ class RunConfig:
         rank: LoRA rank r.
         loss: ``"ce"`` or ``"mse"``.
         lrs: learning-rate grid; the engine selects on the k-shot dev split.
+        lr_unit: ``"eta0"`` — ``lrs`` are multiples c of the kernel step η0 of the run's train
+            features (lr = c·η0, resolved per data seed; the unit that makes every head and
+            rank train, :mod:`lorank.linearized.step_size`); ``"abs"`` — absolute rates.
         steps: optimisation steps; eval_interval: steps between curve points.
         dtype: ``"float32"`` or ``"float64"``.
         init_seed: seed of the LoRA initialisation (A Gaussian, B = 0).
         max_length: tokenizer truncation length; test_cap: test rows kept (None = all).
         options: method-specific settings, an immutable :class:`Options` mapping.
         num_cpus, num_gpus: resource hints for the Ray runner; not part of the id.
+        data: a user's own files (:class:`~lorank.data.DataSource`, pinned: label set and
+            sha256 of the files fixed), or None for a registered task. Part of the id and the
+            features key only when set, so the ids of registered-task runs do not change.
     """
 
     sweep: str
@@ -125,7 +134,8 @@ class RunConfig:
     layers: str | tuple[int, ...] = "last"
     k: int = 16
     loss: str = "ce"
-    lrs: tuple[float, ...] = (0.05,)
+    lrs: tuple[float, ...] = (0.3,)
+    lr_unit: str = "eta0"
     steps: int = 1000
     eval_interval: int = 100
     dtype: str = "float32"
@@ -135,8 +145,11 @@ class RunConfig:
     options: Options = field(default_factory=Options)
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    data: DataSource | None = None
 
     def __post_init__(self) -> None:
+        if self.data is not None and not isinstance(self.data, DataSource):
+            object.__setattr__(self, "data", DataSource.from_dict(self.data))
         object.__setattr__(self, "targets", tuple(self.targets))
         if not isinstance(self.layers, str):
             object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
@@ -155,6 +168,10 @@ class RunConfig:
         out["layers"] = self.layers if isinstance(self.layers, str) else list(self.layers)
         out["lrs"] = list(self.lrs)
         out["options"] = self.options.to_json()
+        if self.data is None:
+            out.pop("data")
+        else:
+            out["data"] = self.data.to_dict()
         return out
 
     def identity(self) -> dict[str, Any]:
@@ -195,11 +212,16 @@ class FeaturesKey:
     dtype: str
     max_length: int
     test_cap: int | None
+    data: DataSource | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["targets"] = list(self.targets)
         out["layers"] = self.layers if isinstance(self.layers, str) else list(self.layers)
+        if self.data is None:
+            out.pop("data")
+        else:
+            out["data"] = self.data.to_dict()
         return out
 
     @property

@@ -32,11 +32,18 @@ def task_classes(task: str) -> int:
 
 
 def logits_and_examples(config: RunConfig) -> tuple[int, int]:
-    """(K, N): K = ``options.K`` or the task's classes; N = k · classes."""
-    classes = task_classes(config.task)
+    """(K, N): K = ``options.K`` or the task's classes; N = k · classes (LM-BFF sample), or,
+    for a user's explicit training file (``data`` with a dev file), its rows."""
+    data = config.data
+    classes = (task_classes(config.task) if data is None
+               else len(data.labels) if data.labels else data.task_spec().K)
     K = config.option("K", classes)
     if isinstance(K, bool) or not isinstance(K, int) or K < 1:
         raise LorankError(f"options.K must be a positive integer, got {K!r}")
+    if data is not None and not data.sampled:
+        from lorank.data.source import training_file
+
+        return K, len(training_file(data)[1])
     return K, config.k * classes
 
 

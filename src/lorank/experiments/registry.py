@@ -39,6 +39,7 @@ METHOD_PROVIDERS: dict[str, str] = {
     "linearized": "lorank.linearized.method",
     "lora": "lorank.finetune.method",
     "cstar": "lorank.capacity.method",
+    "planted": "lorank.linearized.controls",
 }
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")

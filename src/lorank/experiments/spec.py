@@ -12,7 +12,21 @@ Shape of a spec (every key optional unless marked)::
       lora: {steps: 40, num_cpus: 2, only: {rank: [1, 12], task: [sst2]}}
     exclude: [{task: mnli, rank: [1, 2]}]     # drop grid points matching every given field
     include: [{method: lora, task: rte, rank: 4, seed: 13}]  # extra points (on top of base)
+    # an include entry with a ``grid`` mapping expands to the product of its lists (a block of
+    # runs with settings of their own, e.g. a positive control):
+    #   - {method: linearized, task: sst2, k: 512, grid: {loss: [mse, ce], rank: [1, 2]}}
     report: {margin: 0.01}         # equivalence margin δ of the report (fraction of the metric)
+
+A run on a user's own files gives ``data`` (a mapping of :class:`~lorank.data.DataSource`
+fields: ``train`` — the pool or training file —, ``dev``, ``test``, ``columns``, ``text_a``,
+``text_b``, ``label``, ``labels``, ``label_words``, ``metric``, ``data_format``,
+``empty_text``, ``name``, ``task``) instead of ``task``; the run's task is ``data.name`` (the
+file's stem by default). The files are read when the spec is (bad data fails before any
+model), and their sha256 and label set are part of the run's identity and features key::
+
+    base: {method: linearized, model: minilm,
+           data: {train: reviews.csv, columns: [label, text],
+                  label_words: {0: terrible, 1: great}}}
 
 The runs are the product of the grid (keys in sorted order) with base < method overrides <
 grid point < include entry precedence; a field value in ``exclude``/``only`` may be a value or
@@ -22,6 +36,7 @@ a list of values. Duplicates (same run id) are dropped, first occurrence kept.
 from __future__ import annotations
 
 import difflib
+import functools
 import itertools
 import re
 import tomllib
@@ -32,6 +47,7 @@ from typing import Any
 
 import yaml
 
+from lorank.data.source import DataSource
 from lorank.errors import LorankError
 from lorank.experiments.config import RunConfig
 
@@ -109,6 +125,20 @@ def _options(path: str, value: Any) -> dict[str, Any]:
     return dict(value)
 
 
+def _data(path: str, value: Any) -> DataSource:
+    """A ``data:`` entry (a user's own files, :class:`~lorank.data.DataSource` fields), pinned:
+    the label set read from the file when not declared and the files' sha256 recorded, so both
+    are part of the run's identity (an edited file is a new run)."""
+    try:
+        return DataSource.from_dict(value, path).pin()
+    except LorankError as exc:
+        message = str(exc)
+        if message.endswith("file not found"):
+            message += " (data paths are relative to the current folder)"
+        raise LorankError(message if message.startswith(path) else f"{path}: {message}") \
+            from None
+
+
 def _optional(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
     return lambda path, value: None if value is None else check(path, value)
 
@@ -126,6 +156,7 @@ FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "rank": lambda p, v: _int(p, v, 1),
     "loss": lambda p, v: _str(p, v, ("ce", "mse")),
     "lrs": lambda p, v: _list(p, v, lambda q, x: _float(q, x, positive=True)),
+    "lr_unit": lambda p, v: _str(p, v, ("eta0", "abs")),
     "steps": lambda p, v: _int(p, v, 1),
     "eval_interval": lambda p, v: _int(p, v, 1),
     "dtype": lambda p, v: _str(p, v, ("float32", "float64")),
@@ -135,6 +166,7 @@ FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "options": _options,
     "num_cpus": lambda p, v: _float(p, v, minimum=0.0),
     "num_gpus": lambda p, v: _float(p, v, minimum=0.0),
+    "data": _data,
 }
 assert set(FIELD_CHECKS) == {f.name for f in fields(RunConfig)} - {"sweep"}
 
@@ -189,13 +221,26 @@ def _choices(path: str, value: Any) -> dict[str, tuple]:
     return out
 
 
-def _grid(value: Any) -> dict[str, tuple]:
+def _grid(value: Any, path: str = "grid") -> dict[str, tuple]:
     out = {}
-    for key, v in _mapping("grid", value).items():
+    for key, v in _mapping(path, value).items():
         if key not in FIELD_CHECKS:
-            raise _unknown("grid", key, list(FIELD_CHECKS))
-        out[key] = _list(f"grid.{key}", v, FIELD_CHECKS[key])
+            raise _unknown(path, key, list(FIELD_CHECKS))
+        out[key] = _list(f"{path}.{key}", v, FIELD_CHECKS[key])
     return out
+
+
+def _include(path: str, value: Any) -> list[dict[str, Any]]:
+    """One include entry: its fields, expanded over the product of its own ``grid`` if any."""
+    body = dict(_mapping(path, value))
+    grid = _grid(body.pop("grid"), f"{path}.grid") if "grid" in body else {}
+    fields_ = _fields(path, body)
+    both = sorted(set(grid) & set(fields_))
+    if both:
+        raise LorankError(f"{path}.grid.{both[0]}: also fixed in the entry; give it once")
+    keys = sorted(grid)
+    return [{**fields_, **dict(zip(keys, combo, strict=True))}
+            for combo in itertools.product(*(grid[k] for k in keys))]
 
 
 def _matches(point: Mapping[str, Any], choices: Mapping[str, tuple]) -> bool:
@@ -263,11 +308,33 @@ def _methods(value: Any, grid_keys: tuple[str, ...]) -> dict[str, MethodOverride
 
 
 def _resolve(sweep: str, point: dict[str, Any], path: str) -> RunConfig:
+    data = point.get("data")
+    if data is not None and point.setdefault("task", data.name) != data.name:
+        raise LorankError(f"{path}: task {point['task']!r} differs from the name of its "
+                          f"data ({data.name!r}); a run on your own data is named by "
+                          "data.name (drop task, or set data.name)")
     missing = [key for key in REQUIRED if key not in point]
     if missing:
         raise LorankError(f"{path}: missing required field {missing[0]!r} (set it in base, "
                           "grid or the entry)")
-    return RunConfig(sweep=sweep, **point)
+    config = RunConfig(sweep=sweep, **point)
+    if data is not None:
+        _check_data(data, config.k if data.sampled else None, config.seed, config.test_cap,
+                    path)
+    return config
+
+
+@functools.lru_cache(maxsize=64)
+def _check_data(data: DataSource, k: int | None, seed: int, test_cap: int | None,
+                path: str) -> None:
+    """Load a run's own data once per (data, k, seed, test cap): every file and option is
+    checked when the spec is read, before any model is loaded."""
+    from lorank.data.source import load_source
+
+    try:
+        load_source(data, k=k, seed=seed, test_max=test_cap)
+    except LorankError as exc:
+        raise LorankError(f"{path}: data: {exc}") from None
 
 
 def _expand(name: str, base: dict, grid: dict[str, tuple], methods: dict[str, MethodOverride],
@@ -310,7 +377,8 @@ def parse_spec(data: Any, source: Path | None = None) -> SweepSpec:
     grid = _grid(data.get("grid", {}))
     methods = _methods(data.get("methods", {}), tuple(grid))
     exclude = [_choices(f"exclude[{i}]", e) for i, e in enumerate(_seq("exclude", data))]
-    include = [_fields(f"include[{i}]", e) for i, e in enumerate(_seq("include", data))]
+    include = [point for i, e in enumerate(_seq("include", data))
+               for point in _include(f"include[{i}]", e)]
     used = set(grid.get("method", ())) | {base.get("method")} | {e.get("method") for e in include}
     for method in methods:
         if method not in used:

@@ -21,6 +21,12 @@ plus attaching the adapter; ``train_s`` — the GD fits over the lr grid (dev ev
 ``eval_interval`` steps included); ``test_s`` — the rest of :func:`~lorank.finetune.run.finetune`:
 final/selected-state metrics on train/dev/test and the real-vs-linearized gap on test (JVPs).
 
+Learning rates: with ``lr_unit: eta0`` (the default) the grid ``lrs`` holds multiples c of the
+kernel step η0 of the run's train split at W0 (the linearized model's, from the same cached NTK
+features the ``linearized`` method uses; :mod:`lorank.linearized.step_size`), so real and
+linearized runs of a cell try the same learning rates; ``lr_unit: abs`` takes them as given.
+Stored: ``eta0`` and ``lr_mult`` (the selected c) next to ``selected_lr``.
+
 Options: ``scaling`` (none|lora|rslora; default none, as the linearized engine), ``alpha``,
 ``weight_decay``, ``optimizer`` (gd|sgd|adam|adamw; default gd), ``batch_size``.
 """
@@ -68,6 +74,7 @@ def _group(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     import torch
 
     from lorank.data.load import load_task
+    from lorank.data.source import load_source
     from lorank.linearized.experiment import DTYPES, selection_metric
     from lorank.models import build_classifier, load_encoder
     from lorank.models.factory import FITTED_HEADS
@@ -76,14 +83,34 @@ def _group(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     if "clf" not in memo:
         torch.manual_seed(0)
         enc = load_encoder(config.model, dtype=DTYPES[config.dtype], device=ctx.device)
-        data = load_task(config.task, k=config.k, seed=config.seed,
-                         data_dir=str(ctx.data_dir) if ctx.data_dir else None,
-                         test_max=config.test_cap)
+        if config.data is not None:  # a user's own files
+            data = load_source(config.data, k=config.k if config.data.sampled else None,
+                               seed=config.seed, test_max=config.test_cap)
+        else:
+            data = load_task(config.task, k=config.k, seed=config.seed,
+                             data_dir=str(ctx.data_dir) if ctx.data_dir else None,
+                             test_max=config.test_cap)
         fitted = config.head in FITTED_HEADS
         memo.update(data=data, metric=selection_metric(data.task), clf=build_classifier(
             enc, data.task, config.head, train=data.train if fitted else None,
             dev=data.dev if fitted else None))
     return memo
+
+
+def kernel_step(config: RunConfig, ctx: RunContext, memo: dict[str, Any]) -> float | None:
+    """η0 of the run's train split (memoised per group), or None for ``lr_unit: abs``."""
+    if config.lr_unit != "eta0":
+        return None
+    if "eta0" not in memo:
+        from lorank.linearized.step_size import split_kernel_step
+
+        layers = config.layers if isinstance(config.layers, str) else list(config.layers)
+        memo["eta0"] = split_kernel_step(
+            memo["clf"], memo["data"].train, targets=config.targets, layers=layers,
+            max_length=config.max_length, loss=config.loss,
+            weight_decay=float(config.option("weight_decay", 0.0)), k=config.k,
+            seed=config.seed, cache_root=str(ctx.cache_dir) if ctx.cache_dir else None)
+    return memo["eta0"]
 
 
 def _num(value: Any) -> float:
@@ -100,13 +127,15 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     memo = _group(config, ctx)
     clf, data = memo["clf"], memo["data"]
     lora, train = settings(config, memo["metric"])
+    eta0 = kernel_step(config, ctx, memo)
+    lrs = [c * eta0 for c in config.lrs] if eta0 is not None else list(config.lrs)
     adapter = attach_lora(clf, lora, seed=train.seed)
     try:
         if memo.get("prepared") is None or memo["prepared"].start != adapter.start:
             memo["prepared"] = prepare_data(clf, data, adapter.start, config.max_length)
         features_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        sel = finetune(clf, data, lora, train, lrs=list(config.lrs), prepared=memo["prepared"],
+        sel = finetune(clf, data, lora, train, lrs=lrs, prepared=memo["prepared"],
                        adapter=adapter, max_length=config.max_length)
         finetune_s = time.perf_counter() - t0
     finally:
@@ -119,7 +148,9 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
         "zero_shot_test_acc": _num(rec.zero_shot_test_accuracy),
         "test_metric": _num(rec.test_metric), "dev_acc": _num(rec.dev_accuracy),
         "train_acc": _num(rec.train_accuracy), "train_loss": _num(rec.train_loss),
-        "selected_lr": rec.lr, "selected_step": rec.best_step,
+        "selected_lr": rec.lr, "selected_step": rec.best_step, "eta0": eta0,
+        "lr_mult": (config.lrs[lrs.index(rec.lr)] if eta0 is not None and rec.lr in lrs
+                    else None),
         "ntk_gap": gap.relative if gap else float("nan"),
         "ntk_gap_final": final_gap.relative if final_gap else float("nan"),
         "ntk_gap_max_abs": gap.max_abs if gap else float("nan"),

@@ -176,7 +176,7 @@ def fit(adapter: Adapter, train: PreparedSplit, dev: PreparedSplit, s: TrainSett
     extra = head_parameters(adapter) if s.train_head else {}
     if s.train_head and not extra:
         raise LorankError(f"the {getattr(clf, 'head', '')} head has no trainable parameters "
-                          "(its weights are fixed buffers); train without --train-head")
+                          "(its weights are fixed buffers); train it with train_head=False")
     for p in extra.values():
         p.requires_grad_(True)
     params = [*adapter.parameters().values(), *extra.values()]

@@ -22,11 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from lorank.data.source import DataSource
 from lorank.errors import LorankError
 from lorank.linearized.kernel import KERNEL_LAMS, select_kernel
 from lorank.linearized.losses import check_loss, metrics_dict
 from lorank.linearized.model import Scaling, factor_spectrum, spectrum
 from lorank.linearized.selection import select_checkpoint
+from lorank.linearized.step_size import full_kernel_step
 from lorank.linearized.train import (
     ENGINES,
     OPTIMIZERS,
@@ -40,7 +42,15 @@ from lorank.ntk.jacobian import JacobianMethod
 from lorank.ntk.stream import PREDICTORS
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-DEFAULT_LRS = (0.01, 0.03, 0.1)
+#: Learning-rate units: ``eta0`` — the grid holds multiples c of the kernel step η0 of the train
+#: features (:func:`lorank.linearized.step_size.full_kernel_step`), resolved per data seed;
+#: ``abs`` — the grid holds absolute learning rates.
+LR_UNITS = ("eta0", "abs")
+#: Default grid, in units of η0 (plain GD is stable at W0 for c < 2).
+DEFAULT_LRS = (0.1, 0.3, 1.0)
+#: A cell "moved" when dev selection kept a step > 0 whose train loss is at least this fraction
+#: below the loss at W0 (see :func:`moved`).
+MOVED_MIN_DROP = 0.01
 
 
 def check_grid(ranks: Sequence[int], seeds: Sequence[int]) -> None:
@@ -91,6 +101,7 @@ class SweepConfig(TaskGrid):
     """Everything that defines a linearized rank sweep (JSON-able, saved with the results)."""
 
     lrs: tuple[float, ...] = DEFAULT_LRS
+    lr_unit: str = "eta0"
     k: int = 16
     steps: int = 1000
     eval_every: int = 50
@@ -113,6 +124,7 @@ class SweepConfig(TaskGrid):
     method: str = JacobianMethod.AUTO.value
     predictor: str = "auto"
     engine: str = "auto"
+    data: DataSource | None = None  # a user's own files (then ``task`` is their name)
 
     def __post_init__(self) -> None:
         check_loss(self.loss)
@@ -128,6 +140,9 @@ class SweepConfig(TaskGrid):
         check_grid(self.ranks, self.seeds)
         if not self.lrs or any(not math.isfinite(lr) or lr <= 0 for lr in self.lrs):
             raise LorankError(f"learning rates must be positive numbers, got {list(self.lrs)}")
+        if self.lr_unit not in LR_UNITS:
+            raise LorankError(f"lr unit must be one of {', '.join(LR_UNITS)}, "
+                              f"got {self.lr_unit!r}")
         if self.predictor not in PREDICTORS:
             raise LorankError(f"predictor must be one of {', '.join(PREDICTORS)}, "
                               f"got {self.predictor!r}")
@@ -143,12 +158,21 @@ class SweepConfig(TaskGrid):
                              engine=self.engine)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["data"] = self.data.to_dict() if self.data is not None else None
+        return out
 
 
 @dataclass
 class RunRecord:
-    """One (rank, seed) cell: its lr grid's trajectories, the selection and all test numbers."""
+    """One (rank, seed) cell: its lr grid's trajectories, the selection and all test numbers.
+
+    ``w0`` holds the metrics of f(x; W0), the head as built before any adapter training: a
+    zero-shot head when ``head_fitted`` is False, a head fitted on the k-shot train split
+    (probe, pair) otherwise. ``eta0`` is the kernel step of the seed's train features and
+    ``selected_lr_mult`` the selected learning rate in its units (None for absolute grids).
+    ``movement`` says whether training moved the selected checkpoint (:func:`movement`).
+    """
 
     task: str
     model: str
@@ -159,10 +183,14 @@ class RunRecord:
     selected_lr: float | None
     selected_step: int | None
     selected_dev: float | None
-    zero_shot: dict[str, dict[str, float]]
+    w0: dict[str, dict[str, float]]
     kernel: dict[str, Any]
     selected: dict[str, Any]
     final: dict[str, Any]
+    head_fitted: bool = False
+    eta0: float | None = None
+    selected_lr_mult: float | None = None
+    movement: dict[str, Any] = field(default_factory=dict)
     trajectories: list[dict[str, Any]] = field(default_factory=list)
     wall_seconds: float = 0.0
 
@@ -181,19 +209,23 @@ class SweepResult:
     timings: dict[str, Any]
 
     def table(self) -> list[dict[str, Any]]:
-        """Per rank, mean ± std over seeds of zero-shot, kernel, selected and final test metric."""
+        """Per rank, mean ± std over seeds of the W0 head, kernel, selected and final test metric,
+        the selections and how many cells moved."""
         rows = []
         m = self.metric
         for r in sorted({rec.rank for rec in self.records}):
             recs = [rec for rec in self.records if rec.rank == r]
             rows.append({
                 "rank": r, "n_seeds": len(recs), "metric": m,
-                "zero_shot": _stat([x.zero_shot["test"].get(m) for x in recs]),
+                "head_fitted": any(x.head_fitted for x in recs),
+                "w0": _stat([x.w0["test"].get(m) for x in recs]),
                 "kernel": _stat([x.kernel["test"].get(m) for x in recs]),
                 "selected": _stat([x.selected["test"].get(m) for x in recs]),
                 "final": _stat([x.final["test"].get(m) for x in recs]),
                 "selected_lr": [x.selected_lr for x in recs],
                 "selected_step": [x.selected_step for x in recs],
+                "selected_lr_mult": [x.selected_lr_mult for x in recs],
+                "moved": sum(bool(x.movement.get("moved")) for x in recs),
                 "diverged_runs": sum(t["diverged_step"] is not None for x in recs
                                      for t in x.trajectories),
             })
@@ -262,6 +294,7 @@ Progress = Callable[[str, int], Callable[[int], None]]
 def _load_seeds(cfg: SweepConfig, progress: Progress | None,
                 load_data: Callable[[int], Any] | None = None) -> list[_Seed]:
     from lorank.data.load import load_task
+    from lorank.data.source import load_source
     from lorank.models import build_classifier, load_encoder
     from lorank.models.factory import FITTED_HEADS
     from lorank.ntk.pipeline import split_features
@@ -271,9 +304,14 @@ def _load_seeds(cfg: SweepConfig, progress: Progress | None,
     tick = progress("features", len(cfg.seeds)) if progress is not None else None
     layers = cfg.layers if isinstance(cfg.layers, str) else list(cfg.layers)
     for seed in cfg.seeds:
-        data = (load_data(seed) if load_data is not None else
-                load_task(cfg.task, k=cfg.k, seed=seed, data_dir=cfg.data_dir,
-                          test_max=cfg.test_max))
+        if load_data is not None:
+            data = load_data(seed)
+        elif cfg.data is not None:
+            data = load_source(cfg.data, k=cfg.k if cfg.data.sampled else None, seed=seed,
+                               test_max=cfg.test_max)
+        else:
+            data = load_task(cfg.task, k=cfg.k, seed=seed, data_dir=cfg.data_dir,
+                             test_max=cfg.test_max)
         if cfg.head in FITTED_HEADS:
             clf = build_classifier(enc, data.task, cfg.head, train=data.train, dev=data.dev)
         else:
@@ -313,7 +351,8 @@ def run_linearized_sweep(cfg: SweepConfig, progress: Progress | None = None,
     """Run the sweep described by ``cfg`` (see module doc) and return all records.
 
     ``load_data(seed) -> FewShotData`` replaces the default loader
-    (:func:`lorank.data.load.load_task` with cfg.task, k, data_dir, test_max); ``seeds``
+    (:func:`lorank.data.source.load_source` of ``cfg.data`` when set, else
+    :func:`lorank.data.load.load_task` with cfg.task, k, data_dir, test_max); ``seeds``
     (from :func:`load_seeds` with the same data/model fields) skips loading altogether.
     ``progress(stage, total)`` returns a callback taking the number of finished units; stages
     are ``"features"``, ``"train"`` (steps) and ``"test"`` (examples).
@@ -324,8 +363,16 @@ def run_linearized_sweep(cfg: SweepConfig, progress: Progress | None = None,
     task = seeds[0].data.task
     metric = selection_metric(task)
     names = list(task.metrics)
-    runs = [RunSpec(r, s.seed, float(lr), g) for g, s in enumerate(seeds)
-            for r in cfg.ranks for lr in sorted(cfg.lrs)]
+    t0 = time.perf_counter()
+    eta0 = [kernel_step(s.train, cfg) for s in seeds]
+    t_eta = time.perf_counter() - t0
+    runs, mults = [], {}
+    for g, s in enumerate(seeds):
+        for r in cfg.ranks:
+            for c in sorted(cfg.lrs):
+                lr = float(c * eta0[g]) if eta0[g] is not None else float(c)
+                mults[(g, lr)] = float(c) if eta0[g] is not None else None
+                runs.append(RunSpec(r, s.seed, lr, g))
     t0 = time.perf_counter()
     result = train_linearized([s.train for s in seeds], runs, cfg.settings(metric),
                               [s.dev for s in seeds],
@@ -340,11 +387,48 @@ def run_linearized_sweep(cfg: SweepConfig, progress: Progress | None = None,
     records = _evaluate(cfg, seeds, result, choices, kernels, names, progress)
     t_test = time.perf_counter() - t0
     for rec in records:
+        g = next(i for i, s in enumerate(seeds) if s.seed == rec.seed)
+        rec.eta0 = eta0[g]
+        rec.selected_lr_mult = mults.get((g, rec.selected_lr))
+    for rec in records:
         rec.wall_seconds = t_train / max(1, len(records))
-    timings = {"features_s": t_feat, "train_s": t_train, "kernel_s": t_kernel,
+    timings = {"features_s": t_feat, "eta0_s": t_eta, "train_s": t_train, "kernel_s": t_kernel,
                "test_s": t_test, "total_s": time.perf_counter() - t_all,
                "configs": len(runs), "engine": result.engine}
     return SweepResult(cfg.to_dict(), metric, records, [s.info for s in seeds], timings)
+
+
+def kernel_step(train: Features, cfg: SweepConfig) -> float | None:
+    """η0 of the train features for ``cfg.lr_unit == "eta0"`` (None for absolute grids):
+    :func:`lorank.linearized.step_size.full_kernel_step` with the sweep's loss and weight
+    decay — the inverse top curvature of full linearized fine-tuning at W0, the same for every
+    rank, so every rank of a seed trains with the same learning rates."""
+    if cfg.lr_unit != "eta0":
+        return None
+    return full_kernel_step(train, cfg.loss, cfg.weight_decay)
+
+
+def movement(traj: dict[str, Any], step: int | None, delta_fro: float | None
+             ) -> dict[str, Any]:
+    """Did training move this cell? From the selected learning rate's trajectory:
+
+    ``train_loss_init`` (at W0), ``train_loss_selected`` (at the selected step),
+    ``train_loss_final`` (last step), ``train_loss_drop`` = 1 − L_selected / L_init,
+    ``delta_fro`` = ‖ΔW‖_F of the selected checkpoint (all adapted matrices), and ``moved``:
+    the selected step is > 0 **and** its train loss is at least :data:`MOVED_MIN_DROP` (1 %)
+    below the loss at W0. A cell that kept step 0, or whose selected update left the train loss
+    where it was, did not train (a learning rate far below the kernel step does that).
+    """
+    steps, losses = traj.get("steps") or [], traj.get("loss") or []
+    at = dict(zip(steps, losses, strict=True))
+    init = at.get(0, math.nan)
+    sel = at.get(step, math.nan) if step is not None else math.nan
+    final = losses[-1] if losses else math.nan
+    drop = 1 - sel / init if math.isfinite(init) and init > 0 and math.isfinite(sel) else math.nan
+    moved = bool(step is not None and step > 0 and math.isfinite(drop)
+                 and drop >= MOVED_MIN_DROP)
+    return {"train_loss_init": init, "train_loss_selected": sel, "train_loss_final": final,
+            "train_loss_drop": drop, "delta_fro": delta_fro, "moved": moved}
 
 
 def _select(result: TrainResult, seeds: list[_Seed], cfg: SweepConfig
@@ -355,7 +439,8 @@ def _select(result: TrainResult, seeds: list[_Seed], cfg: SweepConfig
         for r in cfg.ranks:
             idx = {run.lr: c for c, run in enumerate(result.runs)
                    if run.group == g and run.rank == r}
-            curves = {lr: (result.trajectories[c].dev_steps, result.trajectories[c].dev_metric)
+            curves = {lr: (result.trajectories[c].dev_steps, result.trajectories[c].dev_metric,
+                           result.trajectories[c].dev_loss)
                       for lr, c in sorted(idx.items())}
             try:
                 choice = select_checkpoint(curves)
@@ -372,7 +457,7 @@ def _select(result: TrainResult, seeds: list[_Seed], cfg: SweepConfig
 def _evaluate(cfg: SweepConfig, seeds: list[_Seed], result: TrainResult,
               chosen: dict[tuple[int, int], int], kernels: list[Any], names: list[str],
               progress: Progress | None) -> list[RunRecord]:
-    """Train/dev/test metrics of selected, final, kernel and zero-shot; build the records."""
+    """Train/dev/test metrics of selected, final, kernel and the W0 head; build the records."""
     blocks = result.blocks
     cols: dict[tuple[str, int, int], torch.Tensor] = {}
     for (g, r), c in chosen.items():
@@ -392,9 +477,9 @@ def _evaluate(cfg: SweepConfig, seeds: list[_Seed], result: TrainResult,
                   "dev": split_metrics.get(("kernel", g, 0), {}).get("dev", {}),
                   "test": test_metrics.get(("kernel", g, 0), {}),
                   "spectrum": spectrum(fit.delta, blocks)}
-        zero = {"train": split_metrics[("zero", g, 0)]["train"],
-                "dev": split_metrics[("zero", g, 0)]["dev"],
-                "test": test_metrics.get(("zero", g, 0), {})}
+        zero = {"train": split_metrics[("w0", g, 0)]["train"],
+                "dev": split_metrics[("w0", g, 0)]["dev"],
+                "test": test_metrics.get(("w0", g, 0), {})}
         for r in cfg.ranks:
             c = chosen[(g, r)]
             trajs = [result.trajectories[i].to_dict() for i, run in enumerate(result.runs)
@@ -417,28 +502,35 @@ def _record(cfg: SweepConfig, s: _Seed, r: int, c: int, result: TrainResult, zer
                 "spectrum": ([] if factors is None or key not in split_metrics else
                              factor_spectrum(factors.A, factors.B, factors.s, blocks))}
 
+    from lorank.models.factory import FITTED_HEADS
+
     if c < 0:
         sel = part("selected", None, None)
         fin = part("final", None, None)
         lr = step = dev = None
+        moved = movement({}, None, None)
     else:
         tr = result.trajectories[c]
         sel = part("selected", result.best[c], None)
         fin = part("final", result.final[c], tr.diverged_step)
         lr, step, dev = tr.lr, tr.best_step, tr.best_dev
+        fro = [b["frobenius"] for b in sel["spectrum"]]
+        moved = movement(tr.to_dict(), step, math.sqrt(sum(x * x for x in fro)) if fro
+                         else 0.0)
     return RunRecord(task=s.data.task.name, model=cfg.model, head=cfg.head, rank=r,
                      seed=s.seed, scale=trajs[0]["scale"], selected_lr=lr, selected_step=step,
-                     selected_dev=dev, zero_shot=zero, kernel=kernel, selected=sel, final=fin,
+                     selected_dev=dev, w0=zero, kernel=kernel, selected=sel, final=fin,
+                     head_fitted=cfg.head in FITTED_HEADS, movement=moved,
                      trajectories=trajs)
 
 
 def _split_metrics(seeds: list[_Seed], cols: dict, names: list[str]) -> dict:
-    """Train and dev metrics of every column (materialised features) plus zero-shot."""
+    """Train and dev metrics of every column (materialised features) plus the W0 head."""
     out: dict[tuple[str, int, int], dict[str, dict[str, float]]] = {}
     for g, s in enumerate(seeds):
         keys = [k for k in cols if k[1] == g]
         for split_name, f in (("train", s.train), ("dev", s.dev)):
-            out.setdefault(("zero", g, 0), {})[split_name] = _metrics_of(
+            out.setdefault(("w0", g, 0), {})[split_name] = _metrics_of(
                 f.f0[:, :, None], f.labels, names)[0]
             if not keys:
                 continue
@@ -475,9 +567,9 @@ def _test_metrics(cfg: SweepConfig, seeds: list[_Seed], blocks: list, cols: dict
                                         progress=cb)
             labels = torch.as_tensor(np.array(s0.data.test.labels, dtype=np.int64),
                                      device=f0.device)
-            zero = _metrics_of(f0[:, :, None], labels, names)[0]
+            w0 = _metrics_of(f0[:, :, None], labels, names)[0]
             for g in members:
-                out[("zero", g, 0)] = zero
+                out[("w0", g, 0)] = w0
             for k, v in zip(keys, _metrics_of(lin, labels, names), strict=True):
                 out[k] = v
     return out

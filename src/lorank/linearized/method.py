@@ -11,10 +11,17 @@ forward-mode products, whichever is cheaper). It is
 :func:`lorank.linearized.experiment.run_linearized_sweep` with the group's ranks.
 
 Stored metrics (what :mod:`lorank.report` reads): ``test_acc`` (selected checkpoint, the headline),
-``test_acc_final``, ``zero_shot_test_acc``, ``kernel_test_acc``, ``dev_acc``, ``train_acc``,
-``train_loss``, ``test_f1*`` when the task reports F1, ``selected_lr``, ``selected_step``,
-``pl_min``, ``numerical_rank``, ``nuclear_norm``, ``diverged``; curves ``train_loss``,
-``pl_ratio``, ``grad_norm2``, ``dev_metric``, ``singular_values``.
+``test_acc_final``, ``w0_test_acc`` (f(W0): the head before adapter training; ``head_fitted``
+says whether that head was fitted on the train split, i.e. whether it is zero-shot),
+``kernel_test_acc``, ``dev_acc``, ``train_acc``, ``train_loss``, ``test_f1*`` when the task
+reports F1 (``metric`` names the task's primary metric), ``selected_lr``, ``selected_step``,
+``lr_mult`` (the selected learning rate in units of ``eta0``, the kernel step; null for an
+absolute grid), ``train_loss_best_lr`` (the lowest final train loss over the lr grid: what
+the optimiser can reach, for the capacity control), the movement record ``train_loss_init``,
+``train_loss_selected``, ``train_loss_drop``, ``delta_fro`` (‖ΔW‖_F of the selected
+checkpoint) and ``moved`` (:func:`lorank.linearized.experiment.movement`), ``pl_min``,
+``numerical_rank``, ``nuclear_norm``, ``diverged``; curves ``train_loss``, ``pl_ratio``,
+``grad_norm2``, ``dev_metric``, ``singular_values``.
 
 Timing metrics (seconds): ``features_s`` — what *this run* spent loading the encoder, the split,
 the classifier and the train/dev NTK features (Jacobians, or the on-disk cache), 0 when an
@@ -26,8 +33,10 @@ Jacobians/JVPs) of the vectorised call that produced this run's record — share
 
 Options (``options:`` in a sweep spec): ``scaling`` (none|lora|rslora, default none as in Jang et
 al.'s code), ``alpha``, ``weight_decay``, ``optimizer`` (gd|sgd|adam), ``batch_size``,
-``memory_budget_mb``, ``mse_target``. The LoRA init seed is ``init_seed`` when non-zero, else the
-data seed.
+``memory_budget_mb``, ``mse_target``, ``engine``, ``control`` (a label the report uses to find
+a positive control's runs; no effect on training). The learning-rate grid ``lrs`` is in units of
+the kernel step η0 when ``lr_unit`` is ``eta0`` (the default), absolute when it is ``abs``. The
+LoRA init seed is ``init_seed`` when non-zero, else the data seed.
 """
 
 from __future__ import annotations
@@ -44,26 +53,29 @@ from lorank.linearized.experiment import SweepConfig, load_seeds, run_linearized
 
 _OPTIONS = ("scaling", "alpha", "weight_decay", "optimizer", "batch_size", "memory_budget_mb",
             "mse_target", "engine")
+#: Options that label runs for the report and do not reach the engine.
+_LABELS = ("control",)
 
 
 def sweep_config(config: RunConfig, ctx: RunContext | None = None) -> SweepConfig:
     """The one-cell :class:`SweepConfig` of a stored run (LorankError on a bad option)."""
     options = config.options.to_json()
-    unknown = sorted(set(options) - set(_OPTIONS))
+    unknown = sorted(set(options) - set(_OPTIONS) - set(_LABELS))
     if unknown:
         raise LorankError(f"unknown linearized option {unknown[0]!r}; known: "
-                          + ", ".join(_OPTIONS))
+                          + ", ".join(_OPTIONS + _LABELS))
     layers = config.layers if isinstance(config.layers, str) else tuple(config.layers)
     seed = config.seed
     return SweepConfig(
         task=config.task, model=config.model, head=config.head, targets=tuple(config.targets),
-        layers=layers, ranks=(config.rank,), seeds=(seed,), lrs=tuple(config.lrs), k=config.k,
+        layers=layers, ranks=(config.rank,), seeds=(seed,), lrs=tuple(config.lrs),
+        lr_unit=config.lr_unit, k=config.k,
         steps=config.steps, eval_every=config.eval_interval, loss=config.loss,
         test_max=config.test_cap, max_length=config.max_length, dtype=config.dtype,
         device=ctx.device if ctx is not None else "cpu",
         data_dir=str(ctx.data_dir) if ctx is not None and ctx.data_dir else None,
         cache_root=str(ctx.cache_dir) if ctx is not None and ctx.cache_dir else None,
-        **{k: options[k] for k in _OPTIONS if k in options})
+        data=config.data, **{k: options[k] for k in _OPTIONS if k in options})
 
 
 def _validate(config: RunConfig) -> None:
@@ -124,14 +136,21 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     spectrum = sel.get("spectrum") or []
     pl = [v for v in traj["pl_ratio"] if v is not None and math.isfinite(v)]
     metrics = {
+        "metric": result.metric,
         "test_acc": _metric(sel["test"], "accuracy"),
         "test_acc_final": _metric(fin["test"], "accuracy"),
-        "zero_shot_test_acc": _metric(rec.zero_shot["test"], "accuracy"),
+        "w0_test_acc": _metric(rec.w0["test"], "accuracy"),
+        "head_fitted": rec.head_fitted,
         "kernel_test_acc": _metric(rec.kernel["test"], "accuracy"),
         "dev_acc": _metric(sel["dev"], "accuracy"),
         "train_acc": _metric(sel["train"], "accuracy"),
         "train_loss": traj["loss"][-1] if traj["loss"] else float("nan"),
         "selected_lr": rec.selected_lr, "selected_step": rec.selected_step,
+        "lr_mult": rec.selected_lr_mult, "eta0": rec.eta0, **rec.movement,
+        "train_loss_best_lr": min((t["loss"][-1] for t in rec.trajectories
+                                   if t["diverged_step"] is None and t["loss"]),
+                                  default=float("nan")),
+        "control": config.option("control"),
         "selected_dev": rec.selected_dev, "kernel_lam": rec.kernel.get("lam"),
         "pl_min": min(pl) if pl else float("nan"),
         "numerical_rank": max((b["rank"] or 0) for b in spectrum) if spectrum else None,
@@ -146,7 +165,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     }
     if "f1" in result.metric or "f1" in sel["test"]:
         for name, part in (("test_f1", sel), ("test_f1_final", fin),
-                           ("zero_shot_test_f1", rec.zero_shot), ("kernel_test_f1", rec.kernel)):
+                           ("w0_test_f1", rec.w0), ("kernel_test_f1", rec.kernel)):
             metrics[name] = _metric(part["test"], "f1")
     curves = {
         "steps": traj["steps"], "train_loss": traj["loss"], "pl_ratio": traj["pl_ratio"],

@@ -243,7 +243,7 @@ def train_and_select(train: Sequence[Features], dev: Sequence[Features], seeds: 
                                                         for m in cfg.lr_mults)
         runs += [RunSpec(r, seed, float(lr), g) for r in cfg.ranks for lr in sorted(lrs)]
     settings = TrainSettings(steps=cfg.steps, loss=cfg.loss, eval_every=cfg.eval_every,
-                             log_every=cfg.eval_every, metric=metric)
+                             log_every=cfg.eval_every, metric=metric, eval_early=False)
     res = train_linearized(list(train), runs, settings, list(dev))
     chosen: dict[tuple[int, int], tuple[Factors, float] | None] = {}
     for g, seed in enumerate(seeds):

@@ -98,6 +98,10 @@ class TrainSettings:
         batch_size: mini-batch size for sgd/adam (None: full batch).
         betas, eps: Adam constants.
         eval_every: dev evaluation interval (steps).
+        eval_early: also evaluate dev at the geometric steps 1, 2, 3, 4, 6, 8, 12, 16, 24, …
+            below ``eval_every`` (:meth:`eval_steps`): with a learning rate near the kernel step
+            a few-shot model can fit its 32 examples within ten steps, and a checkpoint grid
+            that starts at ``eval_every`` would leave selection only W0 or an over-fitted state.
         log_every: interval of the recorded loss / ‖∇Φ‖² / PL-ratio curves.
         metric: dev selection metric (``"accuracy"`` or ``"f1"``).
         loss_inf: L_inf in the PL ratio ‖∇Φ‖²/(Φ − L_inf) (0: separable CE / interpolating MSE).
@@ -119,6 +123,7 @@ class TrainSettings:
     metric: str = "accuracy"
     loss_inf: float = 0.0
     engine: str = "auto"
+    eval_early: bool = True
 
     def __post_init__(self) -> None:
         check_loss(self.loss)
@@ -137,6 +142,26 @@ class TrainSettings:
         if self.batch_size is not None and (not isinstance(self.batch_size, int)
                                             or self.batch_size < 1):
             raise LorankError(f"batch size must be a positive integer, got {self.batch_size!r}")
+
+    def eval_steps(self) -> frozenset[int]:
+        """Steps at which dev is evaluated: 0, every ``eval_every``, the last step, and (with
+        ``eval_early``) the geometric steps 1, 2, 3, 4, 6, 8, 12, 16, … (2^i and 3·2^(i−1)) below
+        ``eval_every``. The train loss is logged at every one of them."""
+        out = set(range(0, self.steps + 1, self.eval_every)) | {self.steps}
+        if self.eval_early:
+            j = 0
+            while (t := early_step(j)) < min(self.eval_every, self.steps):
+                out.add(t)
+                j += 1
+        return frozenset(out)
+
+
+def early_step(j: int) -> int:
+    """The j-th early checkpoint: 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, … (≈ 2^(j/2), integers)."""
+    if j == 0:
+        return 1
+    i = (j + 1) // 2
+    return 2 ** i if j % 2 else 3 * 2 ** (i - 1)
 
 
 @dataclass
@@ -341,6 +366,7 @@ def train_linearized(
                                                                r.rank)) for r in runs]
     state = _State(runs, _buckets(runs, blocks, settings, dtype, device), train[0],
                    _choose_engine(train, runs, settings), contrast=settings.loss == "ce")
+    state.evals = settings.eval_steps()
     t0 = time.perf_counter()
     for t in range(T + 1):
         _step(t, train, dev, state, blocks, settings, trajs)
@@ -415,7 +441,9 @@ class _State:
         self.prepared: dict[tuple[int, int], list] = {}  # (id(features), group) -> Prepared
         self.contrast = contrast  # CE is shift-invariant: K - 1 contrasts (factored.py)
         self.alive = torch.ones(C, dtype=torch.bool, device=device)
-        self.best_dev = [-math.inf] * C
+        self.evals: frozenset[int] = frozenset()  # dev evaluation steps (TrainSettings)
+        # best (dev metric, −dev loss) so far: the loss breaks ties on the metric (selection.py)
+        self.best_dev: list[tuple[float, float]] = [(-math.inf, -math.inf)] * C
         self.gens = [torch.Generator().manual_seed(runs[c].seed * 1_000_003 + runs[c].rank)
                      for c in self.order]
 
@@ -487,7 +515,8 @@ def _step(t: int, train: Sequence[Features], dev: Sequence[Features] | None, sta
             trajs[order[i]].diverged_step = t
         state.alive &= ~bad
     live = state.alive
-    if dev is not None and (t % settings.eval_every == 0 or t == settings.steps):
+    eval_now = t in state.evals
+    if dev is not None and eval_now:
         _evaluate_dev(t, dev, state, blocks, trajs, settings)
     elif dev is None and t == settings.steps:
         for b, rows in zip(buckets, state.split(live), strict=True):
@@ -496,7 +525,7 @@ def _step(t: int, train: Sequence[Features], dev: Sequence[Features] | None, sta
             if bool(live[i]):
                 trajs[c].best_step = t
     full_batch = settings.optimizer == "gd" or settings.batch_size is None
-    log_now = t % settings.log_every == 0 or t == settings.steps
+    log_now = t % settings.log_every == 0 or t == settings.steps or eval_now
     full_grads = None
     if log_now or full_batch:
         full_grads = _grads(train, E, state, blocks, settings.weight_decay)
@@ -575,8 +604,9 @@ def _evaluate_dev(t: int, dev: Sequence[Features], state: _State, blocks: list[B
         trajs[c].dev_steps.append(t)
         trajs[c].dev_metric.append(v)
         trajs[c].dev_loss.append(dloss[i] if ok else float("nan"))
-        if ok and v > state.best_dev[i]:
-            state.best_dev[i] = v
+        key = (v, -dloss[i] if math.isfinite(dloss[i]) else -math.inf)
+        if ok and math.isfinite(v) and key > state.best_dev[i]:
+            state.best_dev[i] = key
             trajs[c].best_step, trajs[c].best_dev = t, v
             improved[i] = True
     for b, rows in zip(state.buckets, state.split(improved.to(state.alive.device)),

@@ -112,6 +112,36 @@ class Classifier(nn.Module):
             out.update(self.tokenize(first, second, max_length, prefix))
         return out
 
+    def lengths(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Real (unpadded) tokens per example, summed over the towers: (N,) int64."""
+        return sum(inputs[f"{p}attention_mask"].sum(dim=1).long() for p in self.towers)
+
+    def trim_padding(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``inputs`` with every tower cut to its longest real row.
+
+        :meth:`tokenize` pads a whole split to its longest row; a chunk of similar-length rows
+        (callers sort by :meth:`lengths`) needs only its own longest. The cut columns are
+        padding in every row (attention mask 0), masked out of attention and pooling, so the
+        logits are unchanged; per-token tensors of a single-tower head (the prompt head's mask
+        position) are cut with it. Right padding only: otherwise ``inputs`` is returned as is.
+        """
+        out = dict(inputs)
+        text_keys = {q + t for q in self.towers for t in TEXT_KEYS}
+        for p in self.towers:
+            mask = inputs[f"{p}attention_mask"]
+            T = mask.shape[1]
+            real = mask.ne(0).any(dim=0).nonzero()
+            L = int(real.max()) + 1 if real.numel() else 1
+            if L == T or bool(mask[:, :L].eq(0).all(dim=0).any()):
+                continue  # nothing to cut, or not right-padded
+            for key, value in inputs.items():
+                mine = key in {p + t for t in TEXT_KEYS}
+                per_token = len(self.towers) == 1 and key not in text_keys
+                if (mine or per_token) and isinstance(value, torch.Tensor) \
+                        and value.dim() >= 2 and value.shape[1] == T:
+                    out[key] = value[:, :L]
+        return out
+
     # ----- forward ------------------------------------------------------------------------
     def embed(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """state_0: token embeddings of every tower; non-tower keys pass through."""

@@ -9,7 +9,7 @@ them: logits_s = φ(x; W0) W_s^T + b_s. Accuracy = mean over test rows of [argma
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,10 +32,14 @@ def _same_rows(a: Any, b: Any) -> bool:
 
 def evaluate_head(enc: Encoder, task: Any, head: str, seeds: Sequence[int] = LMBFF_SEEDS,
                   data_dir: str | None = None, test_max: int | None = None, k: int = 16,
-                  batch_size: int = 64, max_length: int = 128, **head_kw: Any
+                  batch_size: int = 64, max_length: int = 128,
+                  load_data: Callable[[int], Any] | None = None, **head_kw: Any
                   ) -> dict[str, Any]:
     """Test accuracy of ``head`` per seed, its mean ± std (population std over seeds), and the
-    majority-class rate of the test split. Returns a JSON-ready dict."""
+    majority-class rate of the test split. Returns a JSON-ready dict.
+
+    ``load_data(seed) -> FewShotData`` replaces the registered task's loader (a user's own
+    files, :func:`lorank.data.source.load_source`)."""
     from lorank.data.dataset import majority_rate
     from lorank.data.load import load_task
 
@@ -46,9 +50,11 @@ def evaluate_head(enc: Encoder, task: Any, head: str, seeds: Sequence[int] = LMB
     test = X_test = zs_logits = None
     clf = None
     for seed in seeds:
-        data = load_task(task, k=k, seed=seed, data_dir=data_dir, test_max=test_max)
+        data = (load_data(seed) if load_data is not None else
+                load_task(task, k=k, seed=seed, data_dir=data_dir, test_max=test_max))
         if data.test is None:
-            raise LorankError(f"task {data.task.name} has no test split")
+            raise LorankError(f"task {data.task.name} has no test split (give one with "
+                              "--test-data FILE)")
         if test is None or not _same_rows(test, data.test):
             test, X_test, zs_logits = data.test, None, None
         if head in FITTED_HEADS:
@@ -72,7 +78,7 @@ def evaluate_head(enc: Encoder, task: Any, head: str, seeds: Sequence[int] = LMB
             logits, extra = zs_logits, {}
         per_seed.append({"seed": seed, "accuracy": accuracy(logits, test.labels), **extra})
     accs = np.array([r["accuracy"] for r in per_seed])
-    return {"model": enc.name, "task": clf.task.name, "head": head, "k": k,
+    return {"model": enc.name, "task": clf.task.name, "head": head, "k": data.k,
             "test_rows": len(test), "test_max": test_max,
             "majority_rate": majority_rate(test), "mean": float(accs.mean()),
             "std": float(accs.std()), "per_seed": per_seed, "classifier": clf.config_dict()}

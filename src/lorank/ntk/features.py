@@ -32,7 +32,8 @@ from lorank.ntk.jacobian import (
 
 #: Bump whenever the numbers a feature file holds would change (part of every cache key).
 #: 2: files also hold the per-token factors of the OUTER method.
-FEATURE_CODE_VERSION = "2"
+#: 3: chunks follow the examples' lengths and are cut to their longest row (round-off changes).
+FEATURE_CODE_VERSION = "3"
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,31 @@ class Features:
         """J reshaped to (N·K, P); row i·K + k is example i, logit k."""
         return self.J.reshape(self.N * self.K, self.P)
 
+    def subset(self, index: Sequence[int] | Tensor, labels: Tensor | None = None) -> Features:
+        """The features of examples ``index`` (in that order), optionally with other labels.
+
+        J, f0 and labels are indexed (a copy); token factors keep the tokens of the chosen
+        examples, renumbered. ``labels`` (len(index),) replaces the split's labels (e.g. a
+        teacher's, :mod:`lorank.linearized.planted`)."""
+        idx = torch.as_tensor(index, dtype=torch.int64, device=self.J.device).reshape(-1)
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.N):
+            raise LorankError(f"features subset: indices must be in 0..{self.N - 1}")
+        new = self.labels[idx] if labels is None else torch.as_tensor(labels).reshape(-1).to(
+            self.labels)
+        factors = None
+        if self.factors is not None:
+            pos = torch.full((self.N,), -1, dtype=torch.int64, device=idx.device)
+            pos[idx] = torch.arange(idx.numel(), device=idx.device)
+            factors = {}
+            for name, fac in self.factors.items():
+                where = pos[fac.ex.to(idx.device)]
+                keep = where >= 0
+                order = torch.argsort(where[keep], stable=True)
+                factors[name] = TokenFactors(where[keep][order], fac.X[keep][order],
+                                             fac.Delta[:, keep][:, order])
+        return Features(self.J[idx], self.f0[idx], new, list(self.blocks),
+                        dict(self.meta, subset=int(idx.numel())), factors)
+
     def to(self, dtype: torch.dtype | None = None,
            device: torch.device | str | None = None) -> Features:
         """A copy in another dtype / on another device (labels stay int64)."""
@@ -140,6 +166,13 @@ class Features:
         return Features(self.J.to(device=device, dtype=dtype), self.f0.to(device=device,
                         dtype=dtype), self.labels.to(device=device), list(self.blocks),
                         dict(self.meta), factors)
+
+
+def _by_example(fac: TokenFactors) -> TokenFactors:
+    """Tokens ordered by example (stable: each example's tokens keep their order), as if the
+    chunks had followed the examples' order."""
+    order = torch.argsort(fac.ex, stable=True)
+    return TokenFactors(fac.ex[order], fac.X[order], fac.Delta[:, order])
 
 
 def ntk_gram(features: Features) -> Tensor:
@@ -195,16 +228,20 @@ def compute_features(
     used = JacobianMethod.parse(method)
     for part in jacobian_chunks(clf, inputs, params, start_layer=start, method=method,
                                 chunk_size=chunk):
+        rows = part.rows
         for b, (lo, hi) in zip(blocks, offsets, strict=True):  # one copy, no torch.cat
-            J[part.start:part.stop, :, lo:hi] = part.G[b.name].flatten(2)
-        f0[part.start:part.stop] = part.f0
+            J[rows, :, lo:hi] = part.G[b.name].flatten(2)
+        f0[rows] = part.f0
         if part.factors is None:
             parts = None
         elif parts is not None:
             for b in blocks:
                 fac = part.factors[b.name]
-                parts[b.name].append(TokenFactors(fac.ex + part.start, fac.X, fac.Delta))
-    factors = None if parts is None else {k: concat_factors(v) for k, v in parts.items()}
+                ex = (fac.ex + part.start if part.index is None
+                      else part.index.to(fac.ex.device)[fac.ex])
+                parts[b.name].append(TokenFactors(ex, fac.X, fac.Delta))
+    factors = None if parts is None else {k: _by_example(concat_factors(v))
+                                          for k, v in parts.items()}
     used = JacobianMethod.parse(method)
     if used is JacobianMethod.AUTO:  # what auto resolved to: only OUTER yields factors
         used = JacobianMethod.OUTER if factors is not None else \

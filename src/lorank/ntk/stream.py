@@ -40,8 +40,8 @@ from lorank.ntk.jacobian import (
     batch_size_of,
     chunk_size_for_budget,
     jacobian_chunks,
+    length_chunks,
     lowest_layer,
-    slice_inputs,
 )
 
 
@@ -85,8 +85,8 @@ def stream_linearized_logits(
     for part in jacobian_chunks(clf, inputs, params, start_layer=start, method=method,
                                 chunk_size=chunk):
         Jc = torch.cat([part.G[b.name].flatten(2) for b in blocks], dim=-1)  # (b, K, P)
-        f0[part.start:part.stop] = part.f0
-        out[part.start:part.stop] = part.f0[:, :, None] + Jc @ D
+        f0[part.rows] = part.f0
+        out[part.rows] = part.f0[:, :, None] + Jc @ D
         done = part.stop
         del Jc, part
         if progress is not None:
@@ -132,19 +132,21 @@ def jvp_linearized_logits(
     N, K = batch_size_of(inputs), int(clf.K)
     f0 = torch.empty(N, K, dtype=D.dtype, device=D.device)
     out = torch.empty(N, K, D.shape[1], dtype=D.dtype, device=D.device)
-    for lo in range(0, N, max(1, int(chunk_size))):
-        hi = min(N, lo + max(1, int(chunk_size)))
+    hi = 0
+    for index, rows in length_chunks(clf, inputs, max(1, int(chunk_size))):
+        hi += len(index)
         with torch.no_grad():
-            state = clf.lower(slice_inputs(inputs, lo, hi), start)
+            state = clf.lower(rows, start)
 
         def upper(*weights: Tensor, state: dict = state) -> Tensor:
             params = {f"clf.{n}": w for n, w in zip(names, weights, strict=True)}
             return functional_call(wrapper, params, (state,), strict=False)
 
+        index = index.to(f0.device)
         for c, tangent in enumerate(tangents):
             base, df = jvp(upper, primals, tangent)
-            f0[lo:hi] = base.detach()
-            out[lo:hi, :, c] = (base + df).detach()
+            f0[index] = base.detach()
+            out[index, :, c] = (base + df).detach()
         if progress is not None:
             progress(hi)
     return f0, (out[:, :, 0] if deltas.dim() == 1 else out)

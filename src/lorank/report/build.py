@@ -90,7 +90,9 @@ def prescriptions_vs_best(df: pd.DataFrame, effects: list[RankEffect]) -> list[d
     out = []
     for eff in effects:
         first = df[(df["task"] == eff.task) & (df["model"] == eff.model)].iloc[0]
-        N = int(first.get("k", 16)) * eff.K
+        stored_N = first.get("N")  # the engine's count (a user's explicit files need it)
+        N = (int(stored_N) if stored_N is not None and stored_N == stored_N
+             else int(first.get("k", 16)) * eff.K)
         targets = json.loads(first["targets"]) if isinstance(first.get("targets"), str) \
             else first.get("targets")
         layers = first.get("layers", "all")

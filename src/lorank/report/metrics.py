@@ -43,19 +43,36 @@ class TaskInfo:
 
 
 def task_info(task: str, runs: pd.DataFrame | None = None) -> TaskInfo:
-    """K and primary metric of a registered task; for a task lorank does not know (a user's own
-    data), K from the stored ``K`` metric (else 2) and accuracy."""
+    """K and primary metric of a registered task; for a user's own data, K from its pinned label
+    set (stored with the run as ``data.labels``; else the stored ``K`` metric, else 2) and the
+    metric it asked for (``data.metric``; default accuracy)."""
+    import json
+
     from lorank.data import get_task
+    from lorank.data.tasks import REGISTRY
     from lorank.errors import LorankError
 
+    def first(column: str):
+        if runs is None or column not in runs:
+            return None
+        values = runs.loc[runs["task"] == task, column].dropna() if "task" in runs \
+            else runs[column].dropna()
+        return values.iloc[0] if not values.empty else None
+
+    own = first("data.labels")
+    if task not in REGISTRY or own is not None:
+        if own is not None:
+            labels = json.loads(own) if isinstance(own, str) else own
+            metric = first("data.metric")
+            return TaskInfo(len(labels), metric if metric in COLUMNS else "accuracy")
+        K = first("K")
+        if K is not None:
+            return TaskInfo(int(K), "accuracy")
     try:
         spec = get_task(task)
         return TaskInfo(spec.K, spec.primary_metric)
     except LorankError:
-        K = 2
-        if runs is not None and "K" in runs and runs["K"].notna().any():
-            K = int(runs["K"].dropna().iloc[0])
-        return TaskInfo(K, "accuracy")
+        return TaskInfo(2, "accuracy")
 
 
 def _num(value) -> float:

@@ -1,0 +1,149 @@
+"""Positive-control building blocks: the planted teacher, movement, early checkpoints, ties."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tests.synthetic_features import synthetic_features
+
+from lorank.errors import LorankError
+from lorank.experiments.config import RunConfig
+from lorank.linearized.controls import options
+from lorank.linearized.experiment import MOVED_MIN_DROP, movement
+from lorank.linearized.planted import (
+    PlantedSpec,
+    calibrate,
+    flip_fraction,
+    planted_splits,
+    planted_update,
+)
+from lorank.linearized.selection import select_checkpoint
+from lorank.linearized.train import TrainSettings, early_step
+from lorank.ntk.features import Block
+
+BLOCKS = [Block("q", 0, "query", 12, 10), Block("v", 0, "value", 8, 9)]
+
+
+@settings(max_examples=20, deadline=None)
+@given(s=st.integers(1, 8), seed=st.integers(0, 1000))
+def test_planted_update_has_rank_s_and_unit_singular_values(s, seed):
+    delta = planted_update(BLOCKS, s, seed)
+    pos = 0
+    for b in BLOCKS:
+        W = delta[pos:pos + b.size].reshape(b.m, b.n)
+        pos += b.size
+        sv = torch.linalg.svdvals(W)
+        torch.testing.assert_close(sv[:s], torch.ones(s, dtype=sv.dtype))
+        assert float(sv[s:].abs().sum()) < 1e-10
+    torch.testing.assert_close(planted_update(BLOCKS, s, seed), delta)  # reproducible per seed
+    assert not torch.equal(planted_update(BLOCKS, s, seed + 1), delta)
+
+
+def test_planted_update_rejects_a_rank_above_the_matrix():
+    with pytest.raises(LorankError, match="exceeds min"):
+        planted_update(BLOCKS, 9, 0)
+
+
+@pytest.mark.parametrize("flip", [0.1, 0.25, 0.4])
+def test_calibrate_finds_the_smallest_scale_reaching_the_flip_fraction(flip):
+    f = synthetic_features(N=400, K=2, blocks=BLOCKS, f0_scale=3.0)
+    delta = planted_update(BLOCKS, 2, 3)
+    kappa = calibrate(f, delta, flip)
+    assert flip_fraction(f, delta, kappa) >= flip
+    assert flip_fraction(f, delta, kappa * 0.999) < flip + 1 / f.N
+    assert flip_fraction(f, delta, kappa * 0.98) <= flip
+
+
+def test_planted_splits_layout_labels_and_w0_accuracy():
+    f = synthetic_features(N=300, K=3, blocks=BLOCKS, f0_scale=3.0)
+    data = planted_splits(f, PlantedSpec(teacher_rank=2, flip=0.2, n_train=50, seed=4), 200, 40)
+    assert (data.train.N, data.dev.N, data.test.N) == (50, 40, 60)
+    again = planted_splits(f, PlantedSpec(teacher_rank=2, flip=0.2, n_train=50, seed=4), 200, 40)
+    assert torch.equal(data.train.labels, again.train.labels)  # reproducible per seed
+    assert torch.equal(data.test.J, f.J[240:]) and torch.equal(data.dev.J, f.J[200:240])
+    w0 = float((data.test.f0.argmax(1) == data.test.labels).double().mean())
+    assert data.w0_test_acc == pytest.approx(w0)
+    assert data.flip_sample >= 0.2
+    other = planted_splits(f, PlantedSpec(teacher_rank=2, flip=0.2, n_train=50, seed=5), 200, 40)
+    assert not torch.equal(other.test.labels, data.test.labels)
+    with pytest.raises(LorankError, match="exceeds the train pool"):
+        planted_splits(f, PlantedSpec(n_train=201), 200, 40)
+    with pytest.raises(LorankError, match="flip"):
+        PlantedSpec(flip=0.5)
+
+
+def test_features_subset_keeps_factors_consistent():
+    from lorank.ntk.jacobian import TokenFactors
+
+    f = synthetic_features(N=5, K=2, blocks=[Block("q", 0, "query", 3, 4)])
+    g = torch.Generator().manual_seed(0)
+    ex = torch.tensor([0, 0, 1, 2, 2, 2, 3, 4])
+    X = torch.randn(8, 4, generator=g, dtype=torch.float64)
+    D = torch.randn(2, 8, 3, generator=g, dtype=torch.float64)
+    fac = TokenFactors(ex, X, D)
+    f.J = fac.dense(5).flatten(2)
+    f.factors = {"q": fac}
+    sub = f.subset([4, 2], labels=torch.tensor([1, 0]))
+    torch.testing.assert_close(sub.factors["q"].dense(2).flatten(2), sub.J)
+    torch.testing.assert_close(sub.J, f.J[[4, 2]])
+    assert sub.labels.tolist() == [1, 0]
+    with pytest.raises(LorankError, match="indices"):
+        f.subset([5])
+
+
+def test_movement_flags_step_zero_and_negligible_drops():
+    traj = {"steps": [0, 5, 10], "loss": [0.70, 0.69, 0.40]}
+    assert movement(traj, 10, 1.5)["moved"] is True
+    kept_w0 = movement(traj, 0, 0.0)
+    assert kept_w0["moved"] is False and kept_w0["train_loss_drop"] == 0.0
+    tiny = {"steps": [0, 5], "loss": [0.6673, 0.6668]}  # the RTE cell of issue #17
+    out = movement(tiny, 5, 0.02)
+    assert out["train_loss_drop"] < MOVED_MIN_DROP and out["moved"] is False
+    assert movement({}, None, None)["moved"] is False
+    assert math.isnan(movement({}, None, None)["train_loss_drop"])
+
+
+def test_early_checkpoints_are_geometric_and_logged():
+    assert [early_step(j) for j in range(10)] == [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]
+    steps = TrainSettings(steps=100, eval_every=25).eval_steps()
+    assert sorted(steps) == [0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 25, 50, 75, 100]
+    plain = TrainSettings(steps=100, eval_every=25, eval_early=False).eval_steps()
+    assert sorted(plain) == [0, 25, 50, 75, 100]
+    assert sorted(TrainSettings(steps=3, eval_every=50).eval_steps()) == [0, 1, 2, 3]
+
+
+def test_dev_loss_breaks_ties_on_the_dev_metric():
+    curves = {0.1: ([0, 5, 10], [0.75, 0.75, 0.70], [0.69, 0.60, 0.65]),
+              0.3: ([0, 5, 10], [0.75, 0.72, 0.75], [0.69, 0.50, 0.62])}
+    choice = select_checkpoint(curves)
+    assert (choice.key, choice.step, choice.value) == (0.1, 5, 0.75)  # lowest loss at 0.75
+    plain = select_checkpoint({k: v[:2] for k, v in curves.items()})
+    assert (plain.key, plain.step) == (0.1, 0)  # without the loss: W0 wins the tie
+
+
+def test_trainer_keeps_the_checkpoint_selection_would_pick():
+    """The engine's best_step (kept factors) equals select_checkpoint on the same curves."""
+    from lorank.linearized.train import RunSpec, train_linearized
+
+    train = synthetic_features(N=12, K=2, seed=1, blocks=BLOCKS, f0_scale=1.0)
+    dev = synthetic_features(N=6, K=2, seed=2, blocks=BLOCKS, f0_scale=1.0)
+    res = train_linearized([train], [RunSpec(1, 0, 0.05, 0)],
+                           TrainSettings(steps=30, eval_every=10, loss="ce"), [dev])
+    tr = res.trajectories[0]
+    choice = select_checkpoint({0: (tr.dev_steps, tr.dev_metric, tr.dev_loss)})
+    assert choice.step == tr.best_step == res.best[0].step
+
+
+def test_planted_options_are_validated():
+    base = dict(sweep="s", method="planted", task="sst2", model="minilm", rank=1, seed=13)
+    assert options(RunConfig(**base))["teacher_rank"] == 8
+    with pytest.raises(LorankError, match="unknown planted option 'teacher'"):
+        options(RunConfig(**base, options={"teacher": 2}))
+    with pytest.raises(LorankError, match=r"exceeds options\.n_pool"):
+        options(RunConfig(**base, options={"n_train": 2048}))
+    with pytest.raises(LorankError, match="teacher_rank must be a positive integer"):
+        options(RunConfig(**base, options={"teacher_rank": 0}))
