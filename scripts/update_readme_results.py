@@ -4,8 +4,11 @@
 
 Rewrites the block between ``<!-- RESULTS -->`` and ``<!-- /RESULTS -->`` (inserted after the
 first marker if the closing one is missing) with: when, on which machine and commit the run was
-made, the findings, the headline table, the K > 2 table, and the accuracy-vs-rank figure (copied
-to docs/figures/).
+made, how the verdicts are reached (the equivalence margin of the run's report), the findings
+(one sentence per task × model × method: the TOST verdict of r = 1 vs r = 12 and vs the best
+rank, and the rank effect), the headline table, the K > 2 table (both with their notes: rules and
+power), and the metric-vs-rank figure (copied to docs/figures/). Every number comes from
+``OUT/report/summary.json`` and ``OUT/report/report.md``.
 """
 
 from __future__ import annotations
@@ -43,26 +46,34 @@ def _machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, no GPU"
 
 
-def render(out: Path, machine: str) -> str:
-    """The README block for the run in ``out``."""
+def render(out: Path, machine: str, figures: Path | None = None) -> str:
+    """The README block for the run in ``out`` (the figure is copied into ``figures``, default
+    docs/figures/)."""
     report = out / "report"
     summary = json.loads((report / "summary.json").read_text())
     tables = _tables((report / "report.md").read_text())
     commits = ", ".join(summary["provenance"]["git_commits"]) or "unknown"
     finished = datetime.fromtimestamp((report / "summary.json").stat().st_mtime, UTC)
-    figures = ROOT / "docs" / "figures"
+    figures = figures or ROOT / "docs" / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     shutil.copy(report / "figures" / "accuracy_vs_rank.png", figures / "accuracy_vs_rank.png")
+    margin = summary.get("margin")
+    rules = (f"Verdicts compare r = 1 with r = {summary.get('reference_rank') or 12} (and with "
+             f"the best rank) paired over seeds, on the task's metric (accuracy; F1 for MRPC): "
+             f"*equivalent* when the 90% CI of the difference lies inside ±{margin * 100:g} "
+             "pts (TOST), *r = 1 better / worse* when the 95% CI excludes 0, *inconclusive* "
+             "otherwise (with the smallest difference the seeds could detect), *did not train* "
+             "when neither rank moved off W0 on any seed. " if margin else "")
     parts = [START, "## Results of the main job",
              f"Produced by the command above (`lorank reproduce`, the `quick` sweep) on "
              f"{finished:%Y-%m-%d} on {machine}, from commit {commits}; "
-             f"{summary['provenance']['runs']} runs. The full report (all tables, figures and "
-             "the configuration) is `lorank-out/report/report.html`.", "",
+             f"{summary['provenance']['runs']} runs. {rules}The full report (all tables, "
+             "figures and the configuration) is `lorank-out/report/report.html`.", "",
              *[f"- {line}" for line in summary["findings"]], ""]
     for title, table in tables.items():
         if title.startswith(("Headline", "Tasks with K > 2")):
             parts += [f"**{title}**", "", table, ""]
-    parts += ["![Test accuracy vs LoRA rank](docs/figures/accuracy_vs_rank.png)", "", END]
+    parts += ["![Test metric vs LoRA rank](docs/figures/accuracy_vs_rank.png)", "", END]
     return "\n".join(parts)
 
 

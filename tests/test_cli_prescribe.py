@@ -135,3 +135,62 @@ def test_custom_csv_gives_K_and_N(tmp_path, capsys):
     code, _, err = run([*args, "--labels", "bad,ok"], capsys)
     assert code == 2 and "label 'good' is not one of the declared labels" in err
     assert f"{path}:4:" in err
+
+
+def test_ce_rule_states_its_condition_and_the_measurement(capsys):
+    code, out, _ = run(["prescribe", "--K", "2", "--N", "32", "--shape", "768x768"], capsys)
+    assert code == 0
+    assert "recommended rank (cross-entropy: rank-free while the linearized training data are " \
+           "separable): 1" in out
+    assert "measured separability:" in out and "K·N/d(r = 1) = 0.0417" in out
+    assert "removes the threshold" not in out and "PL inequality: any r >= 1" not in out
+    assert "check it on your data: lorank train --mode linearized" in out
+
+
+def test_multiclass_gives_the_range_not_rank_one(capsys):
+    code, out, _ = run(["prescribe", "--K", "3", "--N", "48", "--shape", "384x384",
+                        "--shape", "384x384", "--json"], capsys)
+    data = json.loads(out)
+    assert code == 0 and data["recommended"] is None and data["settled"] is False
+    assert data["rank_range"] == [1, 17] and "binary" in data["note"]
+    assert "--ranks 1,2,4,8,12,16,17" in data["measure"]
+    code, out, _ = run(["prescribe", "--K", "6", "--N", "96", "--shape", "384x384"], capsys)
+    assert "no single recommended rank: K = 6 > 2, the rules span r = 1 to 34" in out
+    assert "recommended rank (" not in out and "holds for binary tasks" in out
+    assert "measure it on your data: lorank train --mode linearized" in out
+
+
+def test_measure_command_uses_the_task_and_head(data_dir, capsys):
+    code, out, _ = run(["prescribe", "--model", "minilm", "--layers", "last", "--task", "mnli",
+                        "--data-dir", str(data_dir), "--json"], capsys)
+    assert code == 0
+    assert json.loads(out)["measure"] == (
+        "lorank train --mode linearized --model minilm --task mnli --head pair --layers last "
+        "--ranks 1,2,4,8,12,16,17 --seeds 13,21,42,87,100")
+
+
+def test_check_separable_on_real_features(tiny, data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LORANK_CACHE_DIR", str(tmp_path / "cache"))
+    args = ["prescribe", "--model", tiny, "--layers", "last", "--task", "sst2",
+            "--data-dir", str(data_dir), "--check-separable"]
+    code, out, err = run([*args, "--json"], capsys)
+    assert code == 0, err
+    sep = json.loads(out)["separability"]
+    # 32 examples, K = 2: margin rows N(K-1) = 32 in P = 2·32·32 adapted parameters
+    assert sep["separable"] and sep["rank"] == sep["rows"] == 32 and sep["P"] == 2048
+    code, out, _ = run(args, capsys)
+    assert "check-separable (verbalizer head" in out and ": separable: margin features" in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--K", "2", "--N", "32", "--shape", "4x4", "--check-separable"],
+     "--check-separable needs the model's features"),
+    (["--model", "minilm", "--K", "2", "--N", "32", "--check-separable"],
+     "--check-separable needs the model's features"),
+    (["--K", "2", "--N", "32", "--shape", "4x4", "--head", "pair"],
+     "--head applies to --check-separable"),
+])
+def test_check_separable_errors(args, message, capsys):
+    code, _, err = run(["prescribe", *args], capsys)
+    assert code == 2 and err.startswith("lorank: error: ") and message in err
+    assert err.count("\n") == 1

@@ -78,5 +78,6 @@ def test_page_commands_run_end_to_end(tiny, tmp_path, monkeypatch, capsys):
     assert "30 runs: 30 done, 0 failed" in outputs["sweep"][0]
     report = (tmp_path / "reviews-report" / "report.md").read_text(encoding="utf-8")
     assert "Headline: r = 1 vs r = 12" in report and "| reviews |" in report
-    assert re.search(r"\| reviews \| .* \| 5 \| [\d.]+ \| [\d.]+ \| [+-][\d.]+ \| \[", report)
+    assert re.search(r"\| reviews \| .* \| r = 12 \| (\d of )?5 \| [\d.]+ \| [\d.]+ \| "
+                     r"([+-][\d.]+|-) \| ", report)
 

@@ -82,12 +82,24 @@ _DELETE = object()
     ({"include": [{"rank": -2}]}, "include[0].rank: must be >= 1, got -2"),
     ({"grid__rank": [100], "exclude": [{"rank": 100}]}, "the sweep expands to no runs"),
     ({"store": 5}, "store: expected non-empty string, got 5"),
+    ({"report": {"margin": 1}}, "report.margin: must be in (0, 1)"),
+    ({"report": {"margin": 0}}, "report.margin: must be > 0, got 0"),
+    ({"report": {"margin": "x"}}, "report.margin: expected number, got 'x'"),
+    ({"report": {"margni": 0.01}}, "report.margni: unknown key (did you mean 'margin'?)"),
+    ({"report": [1]}, "report: expected mapping, got list"),
 ])
 def test_validation_errors_name_the_key_path(changes, message):
     with pytest.raises(LorankError) as info:
         parse_spec(spec(**changes))
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_report_settings():
+    assert parse_spec(spec()).report.margin == 0.01  # default: 1 point
+    assert parse_spec(spec(report={"margin": 0.02})).report.margin == 0.02
+    assert parse_spec(spec(report={"margin": "5e-3"})).report.margin == 0.005
+    assert load_spec(SWEEPS / "quick.yaml").report.margin == 0.01
 
 
 def test_expansion_counts_and_fields():

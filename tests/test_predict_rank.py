@@ -133,6 +133,17 @@ def test_predict_on_features_end_to_end():
     assert {b.rho for b in fixed.bounds} == {0.7}
 
 
+def test_caveats_stand_next_to_the_prediction():
+    from lorank.cli.predict_rank import caveats
+
+    bounds = [RankBound(r, 1, r, 1.0, 0.0, 1.0, 0.0, 3.0 + r, 1.0, 1.0, 1.0) for r in (1, 2)]
+    lines = caveats(PredictResult({"norm": "nuclear"}, bounds))
+    assert len(lines) == 2 and "√r" in lines[0] and "vacuous here (mean bound 4 to 5" in lines[1]
+    lines = caveats(PredictResult({"norm": "frobenius"}, [
+        RankBound(1, 1, 1, 0.1, 0.0, 0.1, 0.0, 0.5, 1.0, 1.0, 1.0)]))
+    assert len(lines) == 1 and lines[0].startswith("mean bound 0.5 to 0.5")
+
+
 def test_validation_picks_best_test_accuracy():
     bounds = [RankBound(r, 1, r, 1.0, 0.0, 1.0, 0.0, 1.0 + r, 1.0, 1.0, 1.0) for r in (1, 2, 4)]
     res = PredictResult({}, bounds, test={(1, 1): {"accuracy": 0.7}, (2, 1): {"accuracy": 0.8},
@@ -178,6 +189,9 @@ def test_cli_on_tiny_model_with_real_sst2(tiny, data_dir, tmp_path, monkeypatch,
     assert len(data["test"]) == 3 and all(0 <= t["accuracy"] <= 1 for t in data["test"])
     bounds = {r["rank"]: r["bound"][0] for r in data["table"]}
     assert data["predicted_rank"] == min(bounds, key=lambda r: (bounds[r], r))
+    assert any("‖X‖_* ≤ √r·‖X‖_F" in c for c in data["caveats"])
+    assert any("3.3 to 623" in c for c in data["caveats"])
     main([*argv, "--norm", "frobenius"])
     out = capsys.readouterr().out
     assert "predicted rank:" in out and "bias" in out
+    assert "caveat:" in out and "3.3 to 623" in out and "‖X‖_*" not in out

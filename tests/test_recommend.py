@@ -27,17 +27,36 @@ def test_ce_recommends_rank_one_with_readable_config(tiny_folder):
                             "encoder.layer.1.attention.self.value")
     assert "r = 1" in text and "K = 2" in text and "N = 32" in text
     assert f"Sard exact: r = {sard_min_rank(2, 32)}" in text  # 11
+    assert "while the linearized training data are separable" in text
+    assert "Measured separability:" in text and "K·N/d(r = 1) = " in text
+    assert "--task sst2 --shots 16 --layers last" in rec.measure and rec.settled
 
 
-def test_mse_uses_total_manifold_reading():
-    config = tiny_config("bert", vocab_size=50)  # a plain config, no weights anywhere
-    rec = recommend(config, "mnli", loss="mse", shots=64, targets=["query"], layers="all")
-    # K = 3, N = 192; 2 matrices 32x32: smallest r with 2(64r - r^2) > 1.35*576 = 777.6 -> 7
-    assert rec.r == manifold_min_rank(3, 192, [(32, 32)] * 2, 1.35, "total") == 7
-    assert rec.prescription.K == 3 and rec.prescription.N == 192
-    assert rec.config.r == 7 and rec.config.lora_alpha == 7
+def test_mse_binary_uses_total_manifold_reading():
+    config = tiny_config("bert", vocab_size=50)
+    rec = recommend(config, "rte", loss="mse", shots=96, targets=["query"], layers="all")
+    # K = 2, N = 192: smallest r with 2(64r - r^2) > 1.35*384 = 518.4 -> 5
+    assert rec.r == manifold_min_rank(2, 192, [(32, 32)] * 2, 1.35, "total") == 5
+    assert rec.settled and rec.config.r == 5 and rec.config.lora_alpha == 5
     assert "layers_to_transform" not in rec.config.to_dict() or \
         rec.config.layers_to_transform is None
+
+
+def test_multiclass_is_not_presented_as_rank_one():
+    config = tiny_config("bert", vocab_size=50)
+    for loss in ("ce", "mse"):
+        rec = recommend(config, "mnli", loss=loss, shots=64, targets=["query"], layers="all")
+        # K = 3, N = 192: Sard exact 34 > min(m, n) = 32, so the config takes 32
+        p = rec.prescription
+        assert not rec.settled and p.recommended is None
+        assert p.rank_range == ((1 if loss == "ce" else 7), 34)
+        assert rec.r == rec.config.r == 32
+        assert "No single rank" in rec.explanation and "K = 3 > 2" in rec.explanation
+        assert "holds for binary tasks" in rec.explanation
+        assert "Recommended LoRA rank r = 1" not in rec.explanation
+        assert rec.measure.startswith("lorank train --mode linearized --model ")
+        assert "--task mnli --shots 64 --head pair --targets query --layers all" in rec.measure
+        assert rec.measure in rec.explanation
 
 
 def test_recommended_config_adapts_exactly_the_listed_matrices(tiny_folder):

@@ -117,11 +117,11 @@ def command(r, m, n, solver, steps, tol, loss, count, instances, ratios, seed, s
     plot_path = check_plot_path(plot) if plot else None
     budget_list = parse_budgets(budgets) if budgets else [steps]
     pool = load_features(features, m, n) if features else None
-    from tqdm import tqdm
+    from lorank.progress import bar as progress_bar
 
     total = progress_total(r, m, n, grid, instances) * len(budget_list)
     results = []
-    with tqdm(total=total, desc="cstar", unit="chunk", disable=quiet, leave=False) as bar:
+    with progress_bar(total, "cstar", enabled=not quiet, unit="chunk") as bar:
         for budget in budget_list:
             results.append(estimate_c_star(
                 r, m, n, solver=solver, steps=budget, tol=tol, loss=loss, count=count,

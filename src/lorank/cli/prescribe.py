@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 
 import click
 
@@ -64,8 +65,10 @@ def kn_from_data(task: str | None, source: DataSource | None, shots: int | None,
     return data.K, data.N, f"{data.task.name}, {data.k}-shot, {what}"
 
 
-def render_table(p: Prescription, setup: str) -> None:
-    """Print the prescription as a rich table."""
+def render_table(p: Prescription, setup: str, measure: str = "") -> None:
+    """Print the prescription as a rich table, then what it claims: the recommended rank with
+    the CE rule's condition (K ≤ 2) or the rules' range and why (K > 2), and the command that
+    measures the rank on the user's data."""
     from rich.console import Console
     from rich.table import Table
 
@@ -82,13 +85,73 @@ def render_table(p: Prescription, setup: str) -> None:
     console = Console()
     console.width = max(console.width, 120)
     console.print(table)
-    rec = p.recommended
-    why = ("cross-entropy: the PL inequality removes the threshold" if p.loss == "ce"
-           else "squared loss: total manifold count")
     if not p.sard_reachable:
         console.print(f"note: the Sard rank {p.sard_exact} exceeds min(m, n) = {p.r_max} of the "
                       "adapted matrices: unreachable, no LoRA of them meets r(r+1)/2 > KN")
-    console.print(f"recommended rank ({why}): {'none' if rec is None else rec}")
+    for line in claim_lines(p, measure):  # the command stays on one line (copyable)
+        console.print(line, highlight=False, soft_wrap="lorank train" in line)
+
+
+def claim_lines(p: Prescription, measure: str = "") -> list[str]:
+    """What the prescription claims, in the words the evidence supports (see module
+    :mod:`lorank.theory.prescription`)."""
+    from lorank.theory.prescription import (
+        CE_CAPACITY_GAUSSIAN,
+        CE_CONDITION,
+        CE_MEASURED,
+        MULTICLASS_NOTE,
+    )
+
+    lines = []
+    if p.settled:
+        rec = p.recommended
+        why = (f"cross-entropy: {CE_CONDITION}" if p.loss == "ce"
+               else "squared loss: total manifold count")
+        lines.append(f"recommended rank ({why}): {'none' if rec is None else rec}")
+    else:
+        lo, hi = p.rank_range
+        lines.append(f"no single recommended rank: K = {p.K} > 2, the rules span r = {lo} to "
+                     f"{hi}")
+        lines.append(f"  why: {MULTICLASS_NOTE}")
+    if p.loss == "ce":
+        ratio = p.capacity_ratio
+        lines.append(f"  {CE_MEASURED}")
+        lines.append(f"  here K·N/d(r = 1) = {ratio:.3g} ("
+                     + ("below" if ratio < CE_CAPACITY_GAUSSIAN else "ABOVE")
+                     + f" the Gaussian capacity ≈ {CE_CAPACITY_GAUSSIAN:g}); --check-separable "
+                     "tests your data's features")
+    if measure:
+        lines.append(("  measure it on your data: " if not p.settled else
+                      "  check it on your data: ") + measure)
+    return lines
+
+
+def _measure(model: str | None, targets: str | None, layers: str, head: str | None,
+             top: int) -> str:
+    """The `lorank train` command that measures the rank on the data given to this command
+    (the data options as the user gave them, read from the click context)."""
+    from lorank.recommend import measure_command
+
+    ctx = click.get_current_context()
+    skip = {"K", "N", "shapes", "model", "targets", "layers", "data_dir", "c_star", "loss",
+            "as_json", "check_separable", "head"}
+    args = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.name in skip or value in (None, False, ()) or not isinstance(
+                param, click.Option) or ctx.get_parameter_source(param.name).name == "DEFAULT":
+            continue
+        args.append(f"{param.opts[0]} {shlex.quote(str(value))}")
+    if not args:
+        args = ["--task <your task>"]
+    return measure_command(model or "<your model>", " ".join(args), top,
+                           [x for x in targets.split(",") if x.strip()] if targets else None,
+                           layers, head)
+
+
+def _head_for(task_spec, head: str | None) -> str:
+    """The head the sweeps use: the pair head on sentence-pair tasks, else the verbaliser."""
+    return head or ("pair" if task_spec.is_pair else "verbalizer")
 
 
 @click.command("prescribe")
@@ -111,8 +174,15 @@ def render_table(p: Prescription, setup: str) -> None:
               help="Manifold-count constant C*.")
 @click.option("--loss", type=click.Choice(["ce", "mse"]), default="ce", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--check-separable", is_flag=True,
+              help="Check the CE rule's condition on your data: are the linearized training "
+                   "data separable? (needs --model and --task/--data; computes the train NTK "
+                   "features of the seed-42 split, cached).")
+@click.option("--head", default=None,
+              help="Head for --check-separable (default: pair for sentence pairs, else "
+                   "verbalizer).")
 def command(K, N, shapes, model, targets, layers, task, shots, data_dir, c_star, loss, as_json,
-            **own) -> None:
+            check_separable, head, **own) -> None:
     """Smallest LoRA ranks by the Sard, manifold and cross-entropy (PL) rules.
 
     K and N: --K/--N, a registered task (--task), or your own file (--data: its labels and
@@ -131,6 +201,11 @@ def command(K, N, shapes, model, targets, layers, task, shots, data_dir, c_star,
         parsed, paths = shapes_from_model(model, targets, layers)
     elif targets or layers != "all":
         raise LorankError("--targets and --layers need --model")
+    if check_separable and not (model and (task or source)):
+        raise LorankError("--check-separable needs the model's features: give --model and "
+                          "--task or --data")
+    if head and not check_separable:
+        raise LorankError("--head applies to --check-separable")
     setup = ""
     if task or source:
         if K is not None or N is not None:
@@ -143,11 +218,45 @@ def command(K, N, shapes, model, targets, layers, task, shots, data_dir, c_star,
     p = prescribe(K, N, parsed, c_star=c_star, loss=loss)
     setup = f"K={p.K}, N={p.N}, {len(p.shapes)} adapted matrices" + (f" ({setup})" if setup
                                                                        else "")
+    pair = bool(own.get("text_b")) or (source is None and task is not None
+                                        and _is_pair(task))
+    measure = _measure(model, targets, layers, "pair" if pair else None, p.rank_range[1])
+    separability, data = None, None
+    if check_separable:
+        from lorank.capacity.separable import check_separable as check
+        from lorank.cli.options_data import load_datasets
+
+        data = load_datasets(task, source, seeds=[42], shots=shots, data_dir=data_dir)[42]
+        separability = check(data, model, _head_for(data.task, head), targets=(
+            [x for x in targets.split(",") if x.strip()] if targets else None),
+            layers=_layers(layers), data_dir=data_dir)
     if as_json:
         out = p.to_dict()
         out["setup"] = setup
         if paths:
             out["modules"] = paths
+        if measure:
+            out["measure"] = measure
+        if separability is not None:
+            from dataclasses import asdict
+
+            out["separability"] = asdict(separability)
         click.echo(json.dumps(out, indent=2))
     else:
-        render_table(p, setup)
+        render_table(p, setup, measure)
+        if separability is not None:
+            click.echo(f"check-separable ({_head_for(data.task, head)} head, "
+                       f"{separability.source}): {separability.line()}")
+
+
+def _is_pair(task: str) -> bool:
+    from lorank.data import get_task
+
+    return get_task(task).is_pair
+
+
+def _layers(layers: str) -> str | list[int]:
+    """'all', 'last' or the comma-separated indices as ints (validated by the model config)."""
+    if layers in ("all", "last"):
+        return layers
+    return [int(x) for x in layers.split(",")]

@@ -103,7 +103,8 @@ def _preflight(spec, data_dir: str | None) -> None:
 @click.option("--ray-address", help="Ray cluster address (backend ray; default: local Ray).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--retry-failed", is_flag=True, help="Run again the runs stored as failed.")
-@click.option("--no-progress", is_flag=True)
+@click.option("--no-progress", is_flag=True,
+              help="No progress bars (lorank's, and transformers' per-model loading bars).")
 def command(out_dir, data_dir, full, spec_path, backend, workers, ray_address, device,
             retry_failed, no_progress) -> None:
     """Prescriptions, the quick (or --full) sweep, C*, and the report — resumable."""
@@ -133,7 +134,9 @@ def command(out_dir, data_dir, full, spec_path, backend, workers, ray_address, d
     _print_prescriptions(rows)
     _write_json(out / "prescriptions.json", rows)
     click.echo(f"sweep {spec.name!r}: {len(spec.runs)} runs -> {store} (re-run to resume)")
-    with stop_on_signals() as stop:
+    from lorank.progress import library_progress
+
+    with stop_on_signals() as stop, library_progress(not no_progress):
         try:
             summary = run_sweep(spec, backend=backend, workers=workers, store=store,
                                 data_dir=data_dir, address=ray_address,
@@ -148,7 +151,8 @@ def command(out_dir, data_dir, full, spec_path, backend, workers, ray_address, d
     run_ids = [c.run_id for c in spec.runs]
     try:
         paths = build_report(store, out / "report", sweep=spec.name,
-                             title=f"lorank reproduce — {spec.name}", run_ids=run_ids)
+                             title=f"lorank reproduce — {spec.name}", run_ids=run_ids,
+                             margin=spec.report.margin)
         report = f"report: {paths.html}"
     except LorankError as exc:  # e.g. no run finished: nothing to tabulate
         report = f"no report ({exc})"

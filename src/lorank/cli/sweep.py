@@ -37,7 +37,8 @@ def _check_workers(ctx: click.Context, param: click.Parameter, value: int) -> in
 @click.option("--device", type=str, default="cpu", show_default=True,
               help="Device for the runs (cpu, cuda, cuda:0).")
 @click.option("--dry-run", is_flag=True, help="Validate and list the expansion; run nothing.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-progress", is_flag=True,
+              help="No progress bars (lorank's, and transformers' per-model loading bars).")
 def command(spec: str, backend: str, workers: int, retry_failed: bool, store: str | None,
             data_dir: str | None, ray_address: str | None, device: str, dry_run: bool,
             no_progress: bool) -> int:
@@ -69,7 +70,9 @@ def command(spec: str, backend: str, workers: int, retry_failed: bool, store: st
             raise LorankError(f"{len(blocked)} method(s) of {sweep.name!r} cannot run "
                               f"({blocked[0]}); fix the spec before running it")
         return 0
-    with stop_on_signals() as stop:
+    from lorank.progress import library_progress
+
+    with stop_on_signals() as stop, library_progress(not no_progress):
         try:
             summary = run_sweep(sweep, backend=backend, workers=workers, store=store,
                                 data_dir=data_dir, address=ray_address,

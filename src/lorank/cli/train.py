@@ -41,10 +41,10 @@ def parse_floats(text: str, what: str) -> list[float]:
 def _tqdm_progress(enabled: bool) -> Callable[[str, int], Callable[[int], None]] | None:
     if not enabled:
         return None
-    from tqdm.auto import tqdm
+    from lorank.progress import bar as progress_bar
 
     def factory(stage: str, total: int) -> Callable[[int], None]:
-        bar = tqdm(total=total, desc=stage, leave=False, dynamic_ncols=True)
+        bar = progress_bar(total, stage)
 
         def update(done: int) -> None:
             bar.update(done - bar.n)
@@ -162,7 +162,8 @@ def render_table(rows: list[dict[str, Any]], title: str) -> None:
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--memory-mb", default=1024.0, show_default=True, type=float)
 @click.option("--no-cache", is_flag=True, help="Do not read or write the feature cache.")
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--no-progress", is_flag=True,
+              help="No progress bars (lorank's, and transformers' per-model loading bars).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 def command(mode: str, ranks: str, seeds: str, lrs: str | None, targets: str, layers: str,
             as_json: bool, no_progress: bool, **opts: Any) -> None:
@@ -195,7 +196,10 @@ def command(mode: str, ranks: str, seeds: str, lrs: str | None, targets: str, la
         echo_notes(source, first)
     opts["datasets"] = datasets
     check_train_options({**opts, "task": None if source is not None else opts["task"]})
-    result = RUNNERS[mode](opts)
+    from lorank.progress import library_progress
+
+    with library_progress(not no_progress):
+        result = RUNNERS[mode](opts)
     if as_json:
         click.echo(result.to_json())
         return

@@ -176,14 +176,13 @@ class _Tracker:
 
     def __init__(self, store: ResultStore, summary: SweepSummary, pending: int, label: str,
                  progress: bool) -> None:
-        from tqdm.auto import tqdm
+        from lorank.progress import bar
 
         self.store, self.summary = store, summary
         self.git = git_state()
         self.in_flight: set[str] = set()
         self.info = ""
-        self.bar = tqdm(total=pending, desc=label, unit="run", disable=not progress,
-                        file=sys.stderr, dynamic_ncols=True)
+        self.bar = bar(pending, label, enabled=progress, unit="run", leave=True)
         self._postfix()
 
     def _postfix(self) -> None:

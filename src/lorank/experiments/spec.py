@@ -15,6 +15,7 @@ Shape of a spec (every key optional unless marked)::
     # an include entry with a ``grid`` mapping expands to the product of its lists (a block of
     # runs with settings of their own, e.g. a positive control):
     #   - {method: linearized, task: sst2, k: 512, grid: {loss: [mse, ce], rank: [1, 2]}}
+    report: {margin: 0.01}         # equivalence margin δ of the report (fraction of the metric)
 
 A run on a user's own files gives ``data`` (a mapping of :class:`~lorank.data.DataSource`
 fields: ``train`` — the pool or training file —, ``dev``, ``test``, ``columns``, ``text_a``,
@@ -55,7 +56,9 @@ _METHOD = re.compile(r"^[a-z][a-z0-9_]*$")
 _EXP_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 REQUIRED = ("method", "task", "model", "rank", "seed")
 TOP_KEYS = ("name", "description", "store", "data_dir", "cache_dir", "base", "grid", "methods",
-            "include", "exclude")
+            "include", "exclude", "report")
+#: Default equivalence margin δ of the report: 1 point of the task's metric.
+DEFAULT_MARGIN = 0.01
 
 
 def _show(value: Any) -> str:
@@ -245,6 +248,33 @@ def _matches(point: Mapping[str, Any], choices: Mapping[str, tuple]) -> bool:
 
 
 @dataclass(frozen=True)
+class ReportSettings:
+    """``report:`` — how ``lorank reproduce`` builds the report of this sweep.
+
+    Attributes:
+        margin: equivalence margin δ of the headline TOST and of the tie rule, as a fraction of
+            the task's metric (0.01 = 1 point); in (0, 1).
+    """
+
+    margin: float = DEFAULT_MARGIN
+
+
+REPORT_KEYS = ("margin",)
+
+
+def _report(value: Any) -> ReportSettings:
+    body = _mapping("report", value)
+    for key in body:
+        if key not in REPORT_KEYS:
+            raise _unknown("report", key, REPORT_KEYS)
+    margin = _float("report.margin", body.get("margin", DEFAULT_MARGIN), positive=True)
+    if margin >= 1:
+        raise LorankError(f"report.margin: must be in (0, 1) (a fraction of the metric: 0.01 = "
+                          f"1 point), got {margin:g}")
+    return ReportSettings(margin)
+
+
+@dataclass(frozen=True)
 class MethodOverride:
     """``methods.<name>``: fixed field values and ``only`` restrictions of grid values."""
 
@@ -263,6 +293,7 @@ class SweepSpec:
     runs: tuple[RunConfig, ...]
     description: str = ""
     source: Path | None = None
+    report: ReportSettings = ReportSettings()
 
 
 def _methods(value: Any, grid_keys: tuple[str, ...]) -> dict[str, MethodOverride]:
@@ -357,8 +388,9 @@ def parse_spec(data: Any, source: Path | None = None) -> SweepSpec:
     if not runs:
         raise LorankError("the sweep expands to no runs (check grid, only and exclude)")
     store = paths["store"] or Path("results") / f"{name}.sqlite"
+    report = _report(data["report"]) if data.get("report") is not None else ReportSettings()
     return SweepSpec(name, store, paths["data_dir"], paths["cache_dir"], tuple(runs),
-                     description, source)
+                     description, source, report)
 
 
 def _seq(key: str, data: Mapping[str, Any]) -> list:

@@ -23,15 +23,20 @@ import pandas as pd
 from lorank.atomic import atomic_dir
 from lorank.errors import LorankError
 from lorank.report import figures as F
+from lorank.report.controls import capacity_section, planted_section, split_controls
 from lorank.report.failures import failures_table, unfinished_runs
+from lorank.report.metrics import label_shots, prepare
+from lorank.report.stats import DEFAULT_MARGIN, check_margin
 from lorank.report.tables import (
+    Headline,
+    RankEffect,
     Table,
-    accuracy_by_rank,
-    best_ranks,
+    by_rank,
     headline,
     headline_table,
     multiclass_table,
     prescription_table,
+    rank_effects,
     to_latex,
     to_markdown,
 )
@@ -77,44 +82,31 @@ def runs_frame(store_path: str | Path, sweep: str | None = None,
     return pd.DataFrame(rows), records
 
 
-def _task_K(task: str, df: pd.DataFrame | None = None) -> int:
-    """K of a registered task, or of a user's own data (its pinned label set, stored with the
-    run as ``data.labels``)."""
-    from lorank.data import get_task
-    from lorank.data.tasks import REGISTRY
-
-    if task in REGISTRY or df is None or "data.labels" not in df:
-        return get_task(task).K
-    labels = df.loc[df["task"] == task, "data.labels"].dropna()
-    if labels.empty:
-        return get_task(task).K
-    value = labels.iloc[0]
-    return len(json.loads(value) if isinstance(value, str) else value)
-
-
-def prescriptions_vs_best(df: pd.DataFrame) -> list[dict]:
-    """For each task × model × method: K, N, every prescription and the measured best rank."""
+def prescriptions_vs_best(df: pd.DataFrame, effects: list[RankEffect]) -> list[dict]:
+    """For each task × model × method: K, N, every prescription and the measured rank effect
+    (the best rank and the ranks tied with it, "none detected" or "did not train")."""
     from lorank.models.arch import adapted_matrices
     from lorank.models.bundled import load_config
     from lorank.theory import prescribe
 
     out = []
-    for _, best in best_ranks(df).iterrows():
-        first = df[(df["task"] == best.task) & (df["model"] == best.model)].iloc[0]
-        K = _task_K(best.task, df)
+    for eff in effects:
+        first = df[(df["task"] == eff.task) & (df["model"] == eff.model)].iloc[0]
         stored_N = first.get("N")  # the engine's count (a user's explicit files need it)
         N = (int(stored_N) if stored_N is not None and stored_N == stored_N
-             else int(first.get("k", 16)) * K)
+             else int(first.get("k", 16)) * eff.K)
         targets = json.loads(first["targets"]) if isinstance(first.get("targets"), str) \
             else first.get("targets")
         layers = first.get("layers", "all")
         layers = json.loads(layers) if isinstance(layers, str) and layers.startswith("[") \
             else layers
-        shapes = [m.shape for m in adapted_matrices(load_config(best.model), targets, layers)]
-        p = prescribe(K, N, shapes)
-        out.append(dict(task=best.task, model=best.model, method=best.method, K=K, N=N,
+        shapes = [m.shape for m in adapted_matrices(load_config(eff.model), targets, layers)]
+        p = prescribe(eff.K, N, shapes)
+        measured = eff.text() if not eff.detected else (
+            ", ".join(map(str, eff.tied)) if len(eff.tied) > 1 else str(eff.best))
+        out.append(dict(task=eff.task, model=eff.model, method=eff.method, K=eff.K, N=N,
                         sard_exact=p.sard_exact, sard_rounded=p.sard_rounded,
-                        manifold_total=p.manifold_total, ce=p.ce, best_rank=int(best["rank"])))
+                        manifold_total=p.manifold_total, ce=p.ce, best_rank=measured))
     return out
 
 
@@ -127,29 +119,37 @@ def reference_rank(df: pd.DataFrame, preferred: int = 12) -> int | None:
     return max(ranks) if ranks and max(ranks) > 1 else None
 
 
-def findings(df: pd.DataFrame, items, K_of: dict[str, int], r_ref: int | None = 12
-             ) -> list[str]:
-    """Plain sentences: per binary task and encoder whether r = 1 is competitive with r = r_ref,
-    and the measured best rank of every K > 2 task. Generated from the numbers, never typed."""
+def findings(items: list[Headline], effects: list[RankEffect]) -> list[str]:
+    """Plain sentences, one per task × model × method: r = 1 against r = 12 (and the best rank)
+    with the verdict and its numbers, then the rank effect. Generated from the numbers, never
+    typed."""
     out = []
-    for h in items:
-        if K_of.get(h.task, 2) != 2:
-            continue
-        ci = ("" if not math.isfinite(h.ci_low)
-              else f", 95% CI [{h.ci_low * 100:+.1f}, {h.ci_high * 100:+.1f}]")
-        out.append(f"{h.task} / {h.model} / {h.method}: r = 1 {h.acc_r1 * 100:.1f}% vs r = {r_ref} "
-                   f"{h.acc_ref * 100:.1f}% over {h.n_seeds} seeds (difference "
-                   f"{h.diff * 100:+.1f} pts{ci}) — {h.verdict}.")
-    best = best_ranks(df)
-    for _, b in best.iterrows():
-        if K_of.get(b.task, 2) > 2:
-            sub = df[(df["task"] == b.task) & (df["model"] == b.model)
-                     & (df["method"] == b.method)]
-            means = sub.groupby("rank")["test_acc"].mean()
-            out.append(f"{b.task} (K = {K_of[b.task]}) / {b.model} / {b.method}: measured best "
-                       f"rank r = {int(b['rank'])} ({b['test_acc'] * 100:.1f}% mean test "
-                       f"accuracy; all {len(means)} ranks within "
-                       f"{(means.max() - means.min()) * 100:.1f} pts).")
+    for eff in effects:
+        K = f" (K = {eff.K})" if eff.K > 2 else ""
+        mine = [h for h in items if (h.task, h.model, h.method) == (eff.task, eff.model,
+                                                                    eff.method)]
+        parts = []
+        for h in mine:
+            c = h.comparison
+            if c.verdict == "did not train":
+                parts.append(f"r = 1 vs {h.against}: {h.detail()}")
+                continue
+            left = (f"; {c.untrained_pairs} of {c.n_pairs} seeds where neither rank moved off "
+                    "W0 left out" if c.untrained_pairs else "")
+            parts.append(f"r = 1 vs {h.against}: {c.mean_a * 100:.1f} vs {c.mean_b * 100:.1f}, "
+                         f"difference {c.diff * 100:+.1f} pts over {c.n} "
+                         f"seed{'s' if c.n != 1 else ''}{left} — {h.detail()}")
+        if not eff.trained:
+            rank_text = "no cell moved off W0 at any rank (did not train)"
+        elif eff.detected:
+            rank_text = f"rank effect detected: {eff.text()}"
+        else:
+            finite = sum(1 for m in eff.means.values() if math.isfinite(m))
+            rank_text = (f"no rank effect detected (all {finite} ranks tied with the best, "
+                         f"{eff.cells_moved} of {eff.cells} cells trained)")
+        out.append(f"{eff.task}{K} / {eff.model} / {eff.method} "
+                   f"({'F1' if eff.metric == 'f1' else 'accuracy'}): "
+                   + "; ".join([*parts, rank_text]) + ".")
     return out
 
 
@@ -167,46 +167,77 @@ def _cstar_results(records: list) -> list[dict]:
 
 
 def build_report(store_path: str | Path, out_dir: str | Path, sweep: str | None = None,
-                 title: str = "lorank report", run_ids: Collection[str] | None = None
-                 ) -> ReportPaths:
-    """Build every table, figure and the HTML page from the store into ``out_dir``."""
+                 title: str = "lorank report", run_ids: Collection[str] | None = None,
+                 margin: float = DEFAULT_MARGIN) -> ReportPaths:
+    """Build every table, figure and the HTML page from the store into ``out_dir``.
+
+    ``margin`` is the equivalence margin δ of the headline and the tie rule, as a fraction of
+    the task's metric (0.01 = 1 point).
+    """
+    margin = check_margin(margin, "the equivalence margin")
     df, records = runs_frame(store_path, sweep, run_ids)
-    engine = df[df["method"].isin(ENGINE_METHODS)] if not df.empty else df
+    main, capacity, planted = split_controls(df)
+    engine = label_shots(main[main["method"].isin(ENGINE_METHODS)] if not main.empty else main)
+    controls = control_sections(capacity, planted)
     unfinished = failures_table(unfinished_runs(store_path, sweep, run_ids), store_path)
-    if engine.empty and not _cstar_results(records):
+    if engine.empty and not _cstar_results(records) and not controls:
         raise LorankError(f"no finished runs in {str(store_path)!r}"
                           + (f" for sweep {sweep!r}" if sweep else ""))
     out = Path(out_dir)
     with atomic_dir(out, kind="report", protect=[store_path]) as tmp:
-        paths = _write(engine, records, tmp, title, store_path, unfinished)
+        paths = _write(prepare(engine), records, tmp, title, store_path, margin, unfinished,
+                       controls)
     return ReportPaths(**{k: (Path(str(v).replace(str(tmp), str(out))) if isinstance(v, Path)
                               else tuple(Path(str(p).replace(str(tmp), str(out))) for p in v))
                           for k, v in asdict(paths).items()})
 
 
+def control_sections(capacity: pd.DataFrame, planted: pd.DataFrame
+                     ) -> list[tuple[Table, list[str]]]:
+    """The positive controls' tables and verdict sentences (:mod:`lorank.report.controls`),
+    titled as the section "Can this setup detect a rank effect?"."""
+    out = []
+    if not capacity.empty:
+        out.append(capacity_section(capacity))
+    if not planted.empty:
+        out.append(planted_section(planted))
+    for table, _ in out:
+        table.title = f"Can this setup detect a rank effect? — {table.title}"
+    return out
+
+
 def _write(engine: pd.DataFrame, records: list, out: Path, title: str, store,
-           unfinished: Table | None = None) -> ReportPaths:
-    K_of = ({t: _task_K(t, engine) for t in engine["task"].unique()} if not engine.empty
-            else {})
+           margin: float, unfinished: Table | None = None,
+           controls: list[tuple[Table, list[str]]] | None = None) -> ReportPaths:
     tables: list[Table] = []
-    items = []
+    items: list[Headline] = []
+    effects: list[RankEffect] = []
+    r_ref = None
     if not engine.empty:
-        tables.append(accuracy_by_rank(engine))
-        if "test_acc_final" in engine:
-            tables.append(accuracy_by_rank(engine, "test_acc_final"))
-            tables[-1].title = "Final-step test accuracy (%) by rank (no selection: over-fitting)"
+        effects = rank_effects(engine, margin)
+        tables.append(by_rank(engine, margin))
+        if (engine["metric"] != "accuracy").any():
+            tables.append(by_rank(engine, margin, "acc", "Test accuracy (%) by rank — selected "
+                                  "checkpoint, mean ± std over seeds (every task)",
+                                  full_note=False))
+        if engine["value_final"].notna().any():
+            tables.append(by_rank(engine, margin, "value_final", "Final-step test metric (%) "
+                                  "by rank (no selection: over-fitting)", use_moved=False,
+                                  full_note=False))
         r_ref = reference_rank(engine)
-        items = headline(engine, r_ref) if r_ref else []
+        items = headline(engine, r_ref, margin) if r_ref else []
         if items:
-            tables.append(headline_table(items, r_ref))
-        if any(k > 2 for k in K_of.values()):
-            tables.append(multiclass_table(engine, K_of))
-        tables.append(prescription_table(prescriptions_vs_best(engine)))
+            tables.append(headline_table(items, margin))
+        if (engine["K"] > 2).any():
+            tables.append(multiclass_table(engine, margin))
+        tables.append(prescription_table(prescriptions_vs_best(engine, effects)))
+    tables += [table for table, _ in controls or []]
     tables += [unfinished] if unfinished is not None else []
     figdir = out / "figures"
     figs: list[tuple[str, Path]] = []
     for caption, paths in (
-        ("Test accuracy vs rank", F.accuracy_vs_rank(engine, figdir / "accuracy_vs_rank")),
+        ("Test metric vs rank (accuracy; F1 for MRPC)",
+         F.accuracy_vs_rank(engine, figdir / "accuracy_vs_rank")),
         ("Linearized training loss and PL ratio", F.loss_and_pl(engine, figdir / "loss_pl")),
         ("C* success curves", F.cstar_curves(_cstar_results(records), figdir / "cstar")),
         ("Real vs linearized prediction gap", F.ntk_gap(engine, figdir / "ntk_gap")),
@@ -214,7 +245,7 @@ def _write(engine: pd.DataFrame, records: list, out: Path, title: str, store,
     ):
         if paths:
             figs.append((caption, paths[0]))
-    summary = findings(engine, items, K_of, r_ref) if not engine.empty else []
+    summary = findings(items, effects) + [s for _, lines in controls or [] for s in lines]
     provenance = _provenance(records, store)
     from lorank.report.html import render
 
@@ -228,9 +259,13 @@ def _write(engine: pd.DataFrame, records: list, out: Path, title: str, store,
     tex = out / "tables.tex"
     tex.write_text("\n".join(to_latex(t) for t in tables), encoding="utf-8")
     summ = out / "summary.json"
-    summ.write_text(json.dumps({"findings": summary, "headline": [asdict(h) for h in items],
-                                "provenance": provenance}, indent=2, default=str),
-                    encoding="utf-8")
+    summ.write_text(json.dumps(_finite({
+        "findings": summary, "margin": margin, "reference_rank": r_ref,
+        "controls": [{"title": t.title, "verdicts": lines} for t, lines in controls or []],
+        "headline": [{**asdict(h), "detail": h.detail()} for h in items],
+        "rank_effects": [{**asdict(e), "text": e.text(), "detected": e.detected}
+                         for e in effects],
+        "provenance": provenance}), indent=2, default=str), encoding="utf-8")
     all_figs = tuple(sorted(figdir.glob("*"))) if figdir.exists() else ()
     return ReportPaths(out, html, md, tex, all_figs, summ)
 
@@ -250,9 +285,21 @@ def _provenance(records: list, store) -> dict:
 
 
 def _config_summary(records: list) -> dict:
-    """Every config field with the set of values it took across the runs."""
-    values: dict[str, set] = {}
+    """Every config field with the distinct values it took across the runs (JSON values, in
+    the order of their JSON text)."""
+    values: dict[str, dict[str, object]] = {}
     for r in records:
         for k, v in r.config.items():
-            values.setdefault(k, set()).add(json.dumps(v, sort_keys=True))
-    return {k: sorted(v) for k, v in sorted(values.items())}
+            values.setdefault(k, {})[json.dumps(v, sort_keys=True)] = v
+    return {k: [v[key] for key in sorted(v)] for k, v in sorted(values.items())}
+
+
+def _finite(value):
+    """JSON-safe: NaN and ±inf become None (strict JSON), recursively; tuple keys as strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

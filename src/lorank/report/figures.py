@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lorank.report.tables import GROUP, mean_std
+from lorank.report.metrics import GROUP
+from lorank.report.tables import mean_std
 
 
 def _plt():
@@ -47,33 +48,43 @@ def _grid(n: int):
     return fig, list(axes.flat[:n])
 
 
-def accuracy_vs_rank(df: pd.DataFrame, stem: Path, metric: str = "test_acc") -> list[Path]:
-    """Test accuracy vs rank per task (mean ± std over seeds), one line per model × method,
-    with the zero-shot level dashed."""
-    if df.empty or metric not in df:
+def accuracy_vs_rank(df: pd.DataFrame, stem: Path, metric: str = "value") -> list[Path]:
+    """The task's test metric vs rank per task (mean ± std over seeds), one line per model ×
+    method, with f(W0) dashed ("zero-shot", or "head at W0" when the head was fitted on the
+    training split). ``df`` carries the columns of :func:`lorank.report.metrics.prepare`."""
+    if df.empty:
         return []
+    if "value" not in df:
+        from lorank.report.metrics import prepare
+
+        df = prepare(df)
+    if metric not in df or df[metric].isna().all():
+        return []
+    from lorank.report.metrics import LABELS
+
     tasks = sorted(df["task"].unique())
     fig, axes = _grid(len(tasks))
     for ax, task in zip(axes, tasks, strict=True):
         sub = df[df["task"] == task]
         for (model, method), g in sub.groupby(["model", "method"]):
             ranks = sorted(g["rank"].unique())
-            stats = [mean_std(g.loc[g["rank"] == r, metric].to_numpy()) for r in ranks]
+            stats = [mean_std(g.loc[g["rank"] == r, metric].to_numpy(float)) for r in ranks]
             ax.errorbar(ranks, [100 * m for m, _ in stats], yerr=[100 * s for _, s in stats],
                         marker="o", capsize=3, label=f"{model} {method}")
         # f(W0) of the linearized runs (the real-LoRA runs may use other seeds or a test cap)
         base = sub[sub["method"] == "linearized"] if (sub["method"] == "linearized").any() \
             else sub
-        if "zero_shot_test_acc" in base:
-            zs, _ = mean_std(base.groupby("seed")["zero_shot_test_acc"].first().to_numpy())
-            if math.isfinite(zs):
-                ax.axhline(100 * zs, ls="--", c="grey", lw=1, label="zero-shot")
+        w0, _ = mean_std(base.groupby("seed")["w0"].first().to_numpy(float))
+        if math.isfinite(w0):
+            fitted = any(v is True for v in base["head_fitted"])
+            ax.axhline(100 * w0, ls="--", c="grey", lw=1,
+                       label="head at W0 (fitted)" if fitted else "zero-shot")
         ax.set_xscale("log", base=2)
         ax.set_title(task)
         ax.set_xlabel("rank r")
-        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylabel(f"test {LABELS.get(str(sub['metric'].iloc[0]), 'metric')} (%)")
         ax.legend(fontsize=7)
-    fig.suptitle("Test accuracy vs LoRA rank (mean ± std over seeds)")
+    fig.suptitle("Test metric vs LoRA rank (mean ± std over seeds; F1 for MRPC)")
     return save(fig, stem)
 
 

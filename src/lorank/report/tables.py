@@ -1,10 +1,12 @@
-"""Result tables from the results store: accuracy by rank, r = 1 vs r = 12, best rank, rules.
+"""Result tables from the results store: metric by rank with ties, r = 1 vs r = 12 by TOST.
 
 Input is a pandas DataFrame with one row per finished run (see
-:func:`lorank.report.build.runs_frame`): columns ``task, model, method, rank, seed`` and metric
-columns such as ``test_acc``. Every table is a :class:`Table` (header, rows, per-row bold cells)
-rendered to Markdown, LaTeX or HTML by one function each.
-Aggregation over seeds is mean ± sample std (ddof = 1), as in LM-BFF.
+:func:`lorank.report.build.runs_frame`) with the report columns of
+:func:`lorank.report.metrics.prepare` (``value`` = the task's primary metric, ``moved``, ``w0``,
+...; added on the fly when missing). Every table is a :class:`Table` (header, rows, per-row bold
+cells, a note) rendered to Markdown, LaTeX or HTML by one function each. Aggregation over seeds
+is mean ± sample std (ddof = 1), as in LM-BFF; comparisons are paired over seeds
+(:mod:`lorank.report.stats`: TOST at a margin δ, the tie rule, power).
 """
 
 from __future__ import annotations
@@ -14,9 +16,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-GROUP = ["task", "model", "method"]
+from lorank.report.metrics import GROUP, LABELS, prepare
+from lorank.report.stats import (
+    DEFAULT_MARGIN,
+    DID_NOT_TRAIN,
+    EQUIVALENT,
+    INCONCLUSIVE,
+    Comparison,
+    compare,
+    mde,
+    tied_with_best,
+)
+
+__all__ = ["GROUP", "Headline", "RankEffect", "Table", "by_rank", "headline", "headline_table",
+           "mean_std", "multiclass_table", "prescription_table", "rank_effect", "rank_effects",
+           "to_html", "to_latex", "to_markdown"]
 
 
 @dataclass
@@ -48,118 +63,313 @@ def fmt(mean: float, std: float | None = None, scale: float = 100.0) -> str:
     return f"{mean * scale:.1f} ± {std * scale:.1f}"
 
 
-def accuracy_by_rank(df: pd.DataFrame, metric: str = "test_acc") -> Table:
-    """Rows task × model × method, columns the ranks (mean ± std over seeds); best rank in bold.
+def _ensure(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs with the report columns of :func:`lorank.report.metrics.prepare`."""
+    return df if "value" in df.columns else prepare(df)
 
-    Baseline columns (zero-shot f(W0), kernel regression on the same features) are added when
-    the runs carry ``zero_shot_test_acc`` / ``kernel_test_acc``.
-    """
-    ranks = sorted(int(r) for r in df["rank"].dropna().unique())
-    baselines = [c for c in ("zero_shot_test_acc", "kernel_test_acc") if c in df.columns]
-    header = [*GROUP, *[{"zero_shot_test_acc": "zero-shot", "kernel_test_acc": "kernel"}[c]
-                        for c in baselines], *[f"r={r}" for r in ranks]]
-    rows, bold = [], set()
-    for i, (key, sub) in enumerate(df.groupby(GROUP, sort=True)):
-        row = [str(k) for k in key]
-        for col in baselines:
-            per_seed = sub.groupby("seed")[col].first()
-            row.append(fmt(*mean_std(per_seed.to_numpy())))
-        means = {}
-        for r in ranks:
-            vals = sub.loc[sub["rank"] == r, metric].to_numpy()
-            m, s = mean_std(vals) if vals.size else (math.nan, math.nan)
-            means[r] = m
-            row.append(fmt(m, s))
-        finite = {r: m for r, m in means.items() if math.isfinite(m)}
-        if finite:
-            best = max(finite.values())
-            for j, r in enumerate(ranks):
-                if r in finite and finite[r] == best:
-                    bold.add((i, len(GROUP) + len(baselines) + j))
-        rows.append(row)
-    return Table(f"Test accuracy (%) by rank — {metric}, mean ± std over seeds", header, rows,
-                 bold)
+
+def _pts(x: float) -> str:
+    return "-" if not math.isfinite(x) else f"{x * 100:+.1f}"
+
+
+def _ci(ci: tuple[float, float] | None) -> str:
+    """An interval in points with two decimals (so that a bound next to the margin reads on the
+    side of it the test saw)."""
+    if ci is None or not all(math.isfinite(v) for v in ci):
+        return "-"
+    return f"[{ci[0] * 100:+.2f}, {ci[1] * 100:+.2f}]"
+
+
+def _size(x: float) -> str:
+    return "-" if not math.isfinite(x) else f"{x * 100:.1f}"
+
+
+def paired(sub: pd.DataFrame, rank_a: int, rank_b: int, column: str = "value",
+           use_moved: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+    """Per-seed values of two ranks of one group, over the seeds both have a finite value:
+    (a, b, trained, seeds), ``trained[i]`` = at least one of the two moved off W0 on seed i
+    (all True when ``use_moved`` is False, e.g. for the final checkpoint)."""
+    def per_seed(rank: int) -> pd.DataFrame:
+        rows = sub[(sub["rank"] == rank) & np.isfinite(sub[column].astype(float))]
+        return rows.groupby("seed").agg(value=(column, "mean"), moved=("moved", "any"))
+
+    A, B = per_seed(rank_a), per_seed(rank_b)
+    seeds = sorted(set(A.index) & set(B.index))
+    a = A.loc[seeds, "value"].to_numpy(float)
+    b = B.loc[seeds, "value"].to_numpy(float)
+    if use_moved:
+        trained = (A.loc[seeds, "moved"].to_numpy(bool) | B.loc[seeds, "moved"].to_numpy(bool))
+    else:
+        trained = np.ones(len(seeds), bool)
+    return a, b, trained, seeds
 
 
 @dataclass(frozen=True)
-class Headline:
-    """Paired comparison of r = 1 against r = r_ref for one task × model × method."""
+class RankEffect:
+    """Ranks of one task × model × method: means, the best rank and the ranks tied with it.
+
+    Tie rule (:func:`lorank.report.stats.tied_with_best`): r is tied with the best rank b (the
+    largest mean; exact ties go to the smaller rank) unless the paired difference x_b − x_r is
+    significant (two-sided paired t-test, α = 0.05, over the seeds where at least one of the two
+    moved off W0) and its mean is at least the margin δ. Power: ``paired_sd`` is the root mean
+    square of the SDs of those paired differences, ``mde`` the minimal detectable difference at
+    80% power for that SD and the median number of tested seed pairs.
+    """
 
     task: str
     model: str
     method: str
-    n_seeds: int
-    acc_r1: float
-    acc_ref: float
-    diff: float
-    ci_low: float
-    ci_high: float
-    verdict: str
+    metric: str
+    K: int
+    means: dict[int, float]
+    stds: dict[int, float]
+    best: int | None
+    tied: tuple[int, ...]
+    n: int
+    cells: int
+    cells_moved: int
+    paired_sd: float
+    mde: float
+    margin: float
+
+    @property
+    def trained(self) -> bool:
+        """Some cell of the group moved off W0."""
+        return self.cells_moved > 0
+
+    @property
+    def detected(self) -> bool:
+        """A rank effect: some rank with a value is not tied with the best."""
+        finite = [r for r, m in self.means.items() if math.isfinite(m)]
+        return self.trained and len(self.tied) < len(finite)
+
+    def text(self) -> str:
+        """"did not train", "none detected" or "best r = b (tied: …)"."""
+        if not self.trained:
+            return DID_NOT_TRAIN
+        if self.best is None:
+            return "-"
+        if not self.detected:
+            return "none detected"
+        others = [r for r in self.tied if r != self.best]
+        return f"best r = {self.best}" + (f" (tied: {', '.join(map(str, others))})"
+                                          if others else "")
 
 
-def paired_ci(diffs: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean of paired differences and its Student-t confidence interval (n − 1 dof)."""
-    diffs = np.asarray(diffs, dtype=float)
-    n = diffs.size
-    mean = float(diffs.mean())
-    if n < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * diffs.std(ddof=1) / math.sqrt(n))
-    return mean, mean - half, mean + half
-
-
-def verdict(ci_low: float, ci_high: float, diff: float) -> str:
-    """"competitive" when the CI contains 0 or r = 1 is better; "r_ref better" when CI < 0."""
-    if not math.isfinite(ci_low):
-        return "too few seeds"
-    if ci_high < 0:
-        return "higher rank better"
-    return "competitive" if ci_low <= 0 else "r=1 better (competitive)"
-
-
-def headline(df: pd.DataFrame, r_ref: int = 12, metric: str = "test_acc") -> list[Headline]:
-    """r = 1 vs r = r_ref per task, encoder and method, paired over the seeds both ranks ran."""
-    out = []
-    for (task, model, method), sub in df.groupby(GROUP, sort=True):
-        a = sub[sub["rank"] == 1].groupby("seed")[metric].mean()
-        b = sub[sub["rank"] == r_ref].groupby("seed")[metric].mean()
-        seeds = sorted(set(a.index) & set(b.index))
-        if not seeds:
+def rank_effect(sub: pd.DataFrame, margin: float = DEFAULT_MARGIN, column: str = "value",
+                use_moved: bool = True) -> RankEffect:
+    """The :class:`RankEffect` of one group (rows of one task × model × method)."""
+    sub = _ensure(sub)
+    first = sub.iloc[0]
+    ranks = sorted(int(r) for r in sub["rank"].dropna().unique())
+    means, stds = {}, {}
+    for r in ranks:
+        means[r], stds[r] = mean_std(sub.loc[sub["rank"] == r, column].to_numpy(float))
+    finite = {r: m for r, m in means.items() if math.isfinite(m)}
+    best = min(finite, key=lambda r: (-finite[r], r)) if finite else None
+    tied, sds, ns = [], [], []
+    for r in finite:
+        if r == best:
+            tied.append(r)
             continue
-        d = a.loc[seeds].to_numpy() - b.loc[seeds].to_numpy()
-        mean, lo, hi = paired_ci(d)
-        out.append(Headline(task, model, method, len(seeds), float(a.loc[seeds].mean()),
-                            float(b.loc[seeds].mean()), mean, lo, hi, verdict(lo, hi, mean)))
+        a, b, trained, _ = paired(sub, best, r, column, use_moved)
+        if tied_with_best(a, b, margin, trained):
+            tied.append(r)
+        if trained.sum() >= 2:
+            sds.append(float((a - b)[trained].std(ddof=1)))
+            ns.append(int(trained.sum()))
+    moved = sub["moved"].astype(bool) if use_moved else pd.Series(True, index=sub.index)
+    sd = math.sqrt(float(np.mean(np.square(sds)))) if sds else math.nan
+    n = int(np.median(ns)) if ns else int(sub["seed"].nunique())  # typical tested pairs
+    return RankEffect(str(first["task"]), str(first["model"]), str(first["method"]),
+                      str(first["metric"]), int(first["K"]), means, stds, best,
+                      tuple(sorted(tied)), int(sub["seed"].nunique()), len(sub),
+                      int(moved.sum()), sd, mde(sd, n) if sds else math.inf, margin)
+
+
+def rank_effects(df: pd.DataFrame, margin: float = DEFAULT_MARGIN, column: str = "value",
+                 use_moved: bool = True) -> list[RankEffect]:
+    """:func:`rank_effect` of every task × model × method (sorted)."""
+    df = _ensure(df)
+    return [rank_effect(sub, margin, column, use_moved)
+            for _, sub in df.groupby(GROUP, sort=True)]
+
+
+def _w0_header(df: pd.DataFrame) -> tuple[str, str]:
+    """Header of the f(W0) column and a note (CONTRACT: "zero-shot" only for unfitted heads)."""
+    fitted = {v for v in df["head_fitted"] if v is not None}
+    if fitted == {False}:
+        return "zero-shot", ""
+    if fitted == {True}:
+        return "head at W0 (fitted on train)", ""
+    return "f(W0)", ("f(W0): the model before adapter training; † marks a head fitted on the "
+                     "training split (head at W0, not zero-shot).")
+
+
+RULES_NOTE = ("Bold: the best rank and the ranks tied with it — r is tied with the best rank "
+              "unless the paired difference (best − r) is significant (two-sided paired t-test, "
+              "α = 0.05, over the seeds where at least one of the two ranks moved off W0) and "
+              "its mean is at least the margin δ = {margin} pts; \"none detected\": every rank "
+              "tied. Power: paired SD = root mean square of the SDs of the paired differences "
+              "against the best rank; MDE ≈ (t(0.975; n−1) + t(0.80; n−1))·SD/√n, the "
+              "smallest difference a paired t-test detects with 80% power, n the median number "
+              "of seed pairs tested.")
+
+
+#: the value column of a by-rank table -> its f(W0) and kernel columns
+BASELINES = {"value": ("w0", "kernel"), "value_final": ("w0", "kernel"),
+             "acc": ("w0_acc", "kernel_acc")}
+
+
+def by_rank(df: pd.DataFrame, margin: float = DEFAULT_MARGIN, column: str = "value",
+            title: str | None = None, use_moved: bool = True, full_note: bool = True) -> Table:
+    """Rows task × model × method, columns f(W0), kernel and the ranks (mean ± std over seeds,
+    in %), then the rank effect and the power of the row.
+
+    ``column`` is ``"value"`` (the task's primary metric, selected checkpoint), ``"value_final"``
+    (last step) or ``"acc"`` (accuracy for every task). The best rank and every rank tied with
+    it are bold (:class:`RankEffect`); "cells trained" counts the (rank, seed) cells that moved
+    off W0. ``full_note`` states the tie and power rules (else a pointer to them).
+    """
+    df = _ensure(df)
+    ranks = sorted(int(r) for r in df["rank"].dropna().unique())
+    w0_col, kernel_col = BASELINES.get(column, ("w0", "kernel"))
+    baselines = [c for c in (w0_col, kernel_col) if df[c].notna().any()]
+    w0_name, w0_note = _w0_header(df)
+    header = [*GROUP, "metric", *[w0_name if c == w0_col else "kernel" for c in baselines],
+              *[f"r={r}" for r in ranks], "rank effect", "seeds",
+              *(["cells trained"] if use_moved else []), "paired SD", "MDE (80%)"]
+    rows, bold = [], set()
+    for i, (key, sub) in enumerate(df.groupby(GROUP, sort=True)):
+        eff = rank_effect(sub, margin, column, use_moved)
+        row = [str(k) for k in key] + [LABELS["accuracy" if column == "acc" else eff.metric]]
+        for col in baselines:
+            cell = fmt(*mean_std(sub.groupby("seed")[col].first().to_numpy(float)))
+            if col == w0_col and w0_note and any(v is True for v in sub["head_fitted"]):
+                cell += " †"
+            row.append(cell)
+        offset = len(row)
+        for j, r in enumerate(ranks):
+            row.append(fmt(eff.means.get(r, math.nan), eff.stds.get(r, math.nan)))
+            if eff.trained and r in eff.tied:
+                bold.add((i, offset + j))
+        row += [eff.text(), str(eff.n),
+                *([f"{eff.cells_moved}/{eff.cells}"] if use_moved else []),
+                _size(eff.paired_sd), _size(eff.mde)]
+        rows.append(row)
+    note = (RULES_NOTE.format(margin=f"{margin * 100:g}") if full_note else
+            "Bold (tied with the best rank), paired SD and MDE: as in the first table.")
+    if use_moved:
+        note += " A cell that kept W0 (selected step 0) did not train."
+    return Table(title or "Test metric (%) by rank — selected checkpoint, mean ± std over seeds "
+                          "(accuracy; F1 for MRPC)", header, rows, bold,
+                 " ".join(x for x in (note, w0_note) if x))
+
+
+@dataclass(frozen=True)
+class Headline:
+    """r = 1 against another rank for one task × model × method (paired over seeds).
+
+    ``against`` is "r = 12" (the reference rank) or "best r = b" (the rank with the best mean,
+    chosen after seeing the data: that comparison is biased in b's favour).
+    """
+
+    task: str
+    model: str
+    method: str
+    metric: str
+    K: int
+    rank: int
+    against: str
+    comparison: Comparison
+
+    @property
+    def verdict(self) -> str:
+        return self.comparison.verdict
+
+    def detail(self) -> str:
+        """The verdict with the numbers a reader needs to check it."""
+        c, d = self.comparison, f"{self.comparison.margin * 100:g}"
+        if c.verdict == DID_NOT_TRAIN:
+            return (f"did not train: neither rank moved off W0 on any of the {c.n_pairs} seeds "
+                    "(their difference is 0 by construction), so there is no rank comparison")
+        if c.verdict == EQUIVALENT:
+            return f"equivalent within ±{d} pts (90% CI {_ci(c.ci90)})"
+        if c.verdict != INCONCLUSIVE:
+            return f"{c.verdict} (95% CI {_ci(c.ci95)} excludes 0)"
+        if c.n < 2:
+            return (f"inconclusive: {_seeds(c.n)} with training at either rank, no interval")
+        need = (f"; about {c.seeds_needed} seeds would show equivalence at ±{d} pts if the "
+                "ranks were equal" if c.seeds_needed and c.seeds_needed > c.n else "")
+        return (f"inconclusive: the 90% CI {_ci(c.ci90)} is not inside ±{d} pts (no "
+                f"equivalence) and the 95% CI {_ci(c.ci95)} includes 0 (no difference shown); "
+                f"{_seeds(c.n)} detect differences of about {_size(c.mde)} pts at 80% "
+                f"power{need}")
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed" if n == 1 else f"{n} seeds"
+
+
+def headline(df: pd.DataFrame, r_ref: int = 12, margin: float = DEFAULT_MARGIN,
+             best: bool = True) -> list[Headline]:
+    """r = 1 against r = r_ref per task, encoder and method, paired over the seeds both ranks
+    ran; with ``best``, also against the rank with the best mean when it is neither 1 nor r_ref."""
+    df = _ensure(df)
+    out = []
+    for _, sub in df.groupby(GROUP, sort=True):
+        eff = rank_effect(sub, margin)
+        against = [(r_ref, f"r = {r_ref}")]
+        if best and eff.best is not None and eff.best not in (1, r_ref) and eff.trained:
+            against.append((eff.best, f"best r = {eff.best}"))
+        for rank, label in against:
+            a, b, trained, seeds = paired(sub, 1, rank)
+            if not seeds or rank == 1:
+                continue
+            out.append(Headline(eff.task, eff.model, eff.method, eff.metric, eff.K, rank, label,
+                                compare(a, b, margin, trained)))
     return out
 
 
-def headline_table(items: list[Headline], r_ref: int = 12) -> Table:
-    """The headline comparison as a table (differences in accuracy points)."""
-    header = [*GROUP, "seeds", "r=1", f"r={r_ref}", "diff (pts)", "95% CI", "verdict"]
+def headline_table(items: list[Headline], margin: float = DEFAULT_MARGIN) -> Table:
+    """The headline comparisons as a table (differences in points of the primary metric)."""
+    header = [*GROUP, "metric", "r = 1 vs", "seeds", "r=1", "other", "diff (pts)", "90% CI",
+              "bootstrap 90% CI", "MDE (80%)", "verdict"]
     rows = []
     for h in items:
-        ci = "-" if not math.isfinite(h.ci_low) else f"[{h.ci_low*100:+.1f}, {h.ci_high*100:+.1f}]"
-        rows.append([h.task, h.model, h.method, str(h.n_seeds), fmt(h.acc_r1), fmt(h.acc_ref),
-                     f"{h.diff * 100:+.1f}", ci, h.verdict])
-    return Table(f"Headline: r = 1 vs r = {r_ref} (paired over seeds, Student-t 95% CI)",
-                 header, rows, note="competitive: the CI contains 0 or r = 1 is better")
+        c = h.comparison
+        seeds = str(c.n) if c.n == c.n_pairs else f"{c.n} of {c.n_pairs}"
+        verdict = c.verdict + (f" (±{margin * 100:g})" if c.verdict == EQUIVALENT else "")
+        rows.append([h.task, h.model, h.method, LABELS[h.metric], h.against, seeds,
+                     fmt(c.mean_a), fmt(c.mean_b), _pts(c.diff), _ci(c.ci90), _ci(c.boot90),
+                     _size(c.mde), verdict])
+    d = f"{margin * 100:g}"
+    note = (f"Paired over seeds; margin δ = {d} pts of the task's metric (accuracy; F1 for "
+            f"MRPC). equivalent: the 90% CI d̄ ± t(0.95; n−1)·SE lies inside (−{d}, +{d}) "
+            "(TOST, α = 0.05); r = 1 better / worse: otherwise, when the 95% CI excludes 0; "
+            "inconclusive: neither; did not train: no seed on which either rank moved off W0. "
+            "Seeds on which neither rank moved (both kept f(W0): a difference of 0 by "
+            "construction) are left out (\"3 of 5\"). MDE: the smallest difference a paired "
+            "t-test detects with 80% power, ≈ (t(0.975; n−1) + t(0.80; n−1))·s_d/√n. Bootstrap "
+            "(BCa, n ≥ 5 seeds): a cross-check of the 90% CI. \"best r\" is chosen after seeing "
+            "the data, which biases that comparison in its favour.")
+    disagree = [h for h in items if h.comparison.bootstrap_agrees is False]
+    if disagree:
+        note += (" The bootstrap interval gives a different equivalence call for: "
+                 + ", ".join(f"{h.task}/{h.model}/{h.method} vs {h.against}" for h in disagree)
+                 + ".")
+    refs = sorted({h.against for h in items if not h.against.startswith("best")})
+    return Table(f"Headline: r = 1 vs {' / '.join(refs) or 'r = 12'} and vs the best rank — "
+                 f"TOST at ±{d} pts",
+                 header, rows, note=note)
 
 
-def best_ranks(df: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
-    """Per task × model × method: the rank with the best mean metric over seeds."""
-    means = df.groupby([*GROUP, "rank"])[metric].mean().reset_index()
-    idx = means.groupby(GROUP)[metric].idxmax()
-    return means.loc[idx.dropna().astype(int)].reset_index(drop=True)
-
-
-def multiclass_table(df: pd.DataFrame, K_of: dict[str, int], metric: str = "test_acc") -> Table:
-    """Accuracy by rank for tasks with K > 2 classes, the best rank marked."""
-    tasks = [t for t in df["task"].unique() if K_of.get(t, 2) > 2]
-    table = accuracy_by_rank(df[df["task"].isin(tasks)], metric)
-    table.title = "Tasks with K > 2 classes: test accuracy (%) by rank, best rank in bold"
-    best = best_ranks(df[df["task"].isin(tasks)], metric)
-    table.note = "; ".join(f"{b.task}/{b.model}/{b.method}: best r = {int(b['rank'])}"
-                           for _, b in best.iterrows())
+def multiclass_table(df: pd.DataFrame, margin: float = DEFAULT_MARGIN) -> Table:
+    """:func:`by_rank` for the tasks with K > 2 classes."""
+    df = _ensure(df)
+    table = by_rank(df[df["K"] > 2], margin)
+    table.title = ("Tasks with K > 2 classes: test metric (%) by rank, the best rank and the "
+                   "ranks tied with it in bold")
     return table
 
 
@@ -171,10 +381,14 @@ PRESCRIPTION_COLUMNS = (
 
 
 def prescription_table(rows: list[dict]) -> Table:
-    """Prescriptions (Sard exact/rounded, manifold, CE) next to the measured best rank."""
+    """Prescriptions (Sard exact/rounded, manifold, CE) next to the measured rank effect."""
     header = [h for h, _ in PRESCRIPTION_COLUMNS]
     body = [[str(row[key]) for _, key in PRESCRIPTION_COLUMNS] for row in rows]
-    return Table("Prescribed ranks vs the measured best rank", header, body)
+    return Table("Prescribed ranks vs the measured best rank", header, body,
+                 note="CE (PL): rank-free while the linearized training data are separable "
+                      "(docs/prescriptions.md). Measured best r: the best rank and the ranks "
+                      "tied with it (tie rule of the by-rank table); \"none detected\": all "
+                      "ranks tied.")
 
 
 def to_markdown(table: Table) -> str:
@@ -191,7 +405,7 @@ def to_markdown(table: Table) -> str:
 
 def _latex_escape(text: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
-                 ("#", r"\#"), ("±", r"$\pm$")):
+                 ("#", r"\#"), ("±", r"$\pm$"), ("†", r"$^\dagger$")):
         text = text.replace(a, b)
     return text
 
