@@ -117,6 +117,22 @@ def test_cli_zeroshot_json(capsys: pytest.CaptureFixture, data_dir) -> None:
     assert 0 <= out["mean"] <= 1 and 0.5 <= out["majority_rate"] <= 1
 
 
+def test_cli_head_names_what_was_fitted_and_reports_mrpc_f1(capsys, data_dir) -> None:
+    """`lorank head` (old name `zeroshot`): a fitted head is never called zero-shot; MRPC
+    reports F1 of the positive class beside accuracy, with the always-positive baseline."""
+    main(["head", "--model", "minilm", "--task", "mrpc", "--head", "pair", "--seeds", "13",
+          "--test-max", "40", "--data-dir", str(data_dir), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["fitted"] is True and out["what"] == "head at W0 (fitted on train)"
+    assert out["metric"] == "f1" and 0 <= out["f1_mean"] <= 1
+    p = out["majority_rate"]  # MRPC's majority class is the positive one (label 1)
+    assert out["f1_always_positive"] == pytest.approx(2 * p / (1 + p))
+    main(["head", "--model", "minilm", "--task", "sst2", "--seeds", "13", "--test-max", "16",
+          "--data-dir", str(data_dir)])
+    text = capsys.readouterr().out
+    assert "zero-shot" in text and "fitted" not in text
+
+
 def test_cli_zeroshot_errors(capsys: pytest.CaptureFixture) -> None:
     assert "unknown head" in _one_line_error(capsys, ["zeroshot", "--task", "sst2", "--head",
                                                       "bogus"])

@@ -28,7 +28,8 @@ COMMANDS: dict[str, str] = {
     "reproduce": "reproduce",
     "sweep": "sweep",
     "runs": "runs",
-    "zeroshot": "zeroshot",
+    "head": "zeroshot",
+    "zeroshot": "zeroshot",  # the old name of `head` (kept: scripts and docs use it)
     "data": "data",
     "ntk": "ntk",
     "train": "train",

@@ -1,7 +1,8 @@
-"""``lorank zeroshot``: accuracy of a classification head at W0, before any fine-tuning.
+"""``lorank head`` (alias ``lorank zeroshot``): a classification head at W0, before any LoRA.
 
-Zero-shot heads (verbalizer, prompt) need no data but the test split; fitted heads (probe, pair)
-fit a few numbers on each seed's k-shot train split (C chosen on its dev split). The data is a
+Zero-shot heads (verbalizer, prompt) need no data but the test split: their numbers are zero-shot.
+Fitted heads (probe, pair) fit a few numbers on each seed's k-shot train split (C chosen on its
+dev split): their numbers are a *head at W0, fitted on train*, never called zero-shot. The data is a
 registered task (``--task``) or your own files (``--data``, :mod:`lorank.cli.options_data`).
 Reports the test accuracy, mean ± std over the LM-BFF seeds, next to the majority-class rate of
 the test split.
@@ -40,23 +41,31 @@ def render(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{result['head']} head on {result['task']} — {result['model']} "
-                        f"({result['test_rows']} test rows)", title_justify="left")
+    table = Table(title=f"{result['head']} head on {result['task']} — {result['model']}, "
+                        f"{result['what']} ({result['test_rows']} test rows)",
+                  title_justify="left")
+    f1 = result.get("metric") == "f1"
     table.add_column("seed", justify="right")
+    if f1:
+        table.add_column("test F1", justify="right")
     table.add_column("test accuracy", justify="right")
     table.add_column("C (dev-selected)", justify="right")
     for row in result["per_seed"]:
         c = "-" if "C" not in row else f"{row['C']:g}"
-        table.add_row(str(row["seed"]), f"{row['accuracy']:.4f}", c)
+        table.add_row(str(row["seed"]), *([f"{row['f1']:.4f}"] if f1 else []),
+                      f"{row['accuracy']:.4f}", c)
     console = Console()
     console.width = max(console.width, 100)
     console.print(table)
     console.print(f"mean ± std: {result['mean']:.4f} ± {result['std']:.4f}   "
                   f"majority-class rate: {result['majority_rate']:.4f}   "
                   f"margin: {result['mean'] - result['majority_rate']:+.4f}")
+    if f1:
+        console.print(f"F1 (the task's metric): {result['f1_mean']:.4f} ± {result['f1_std']:.4f}"
+                      f"   always-positive F1: {result['f1_always_positive']:.4f}")
 
 
-@click.command("zeroshot")
+@click.command("head")
 @click.option("--model", default="minilm", show_default=True,
               help="Bundled name (minilm, mpnet), local folder or hub id.")
 @click.option("--task", default=None,
@@ -81,7 +90,7 @@ def render(result: dict) -> None:
 def command(model: str, task: str | None, head: str, data_dir: str | None, seeds: str, k: int,
             test_max: int | None, tau: float | None, pair_features: str | None, max_length: int,
             as_json: bool, **own: Any) -> None:
-    """Accuracy of a head at W0 (zero-shot or fitted head) over seeds vs the majority rate."""
+    """A head at W0 (zero-shot, or fitted on train) over seeds vs the majority rate."""
     from lorank.models.factory import HEADS
 
     source = source_from_options(task=task if own["data"] else None, **own)

@@ -76,9 +76,30 @@ def evaluate_head(enc: Encoder, task: Any, head: str, seeds: Sequence[int] = LMB
             if zs_logits is None:
                 zs_logits = clf.logits(test, batch_size, max_length)
             logits, extra = zs_logits, {}
-        per_seed.append({"seed": seed, "accuracy": accuracy(logits, test.labels), **extra})
+        row = {"seed": seed, "accuracy": accuracy(logits, test.labels), **extra}
+        if data.task.primary_metric == "f1":
+            row["f1"] = f1_positive(logits, test.labels)
+        per_seed.append(row)
     accs = np.array([r["accuracy"] for r in per_seed])
-    return {"model": enc.name, "task": clf.task.name, "head": head, "k": data.k,
-            "test_rows": len(test), "test_max": test_max,
-            "majority_rate": majority_rate(test), "mean": float(accs.mean()),
-            "std": float(accs.std()), "per_seed": per_seed, "classifier": clf.config_dict()}
+    fitted = head in FITTED_HEADS
+    out = {"model": enc.name, "task": clf.task.name, "head": head, "k": data.k,
+           "fitted": fitted,
+           "what": "head at W0 (fitted on train)" if fitted else "zero-shot",
+           "test_rows": len(test), "test_max": test_max,
+           "majority_rate": majority_rate(test), "mean": float(accs.mean()),
+           "std": float(accs.std()), "per_seed": per_seed, "classifier": clf.config_dict()}
+    if data.task.primary_metric == "f1":
+        f1s = np.array([r["f1"] for r in per_seed])
+        out.update(metric="f1", f1_mean=float(f1s.mean()), f1_std=float(f1s.std()),
+                   f1_always_positive=f1_positive(np.tile([0.0, 1.0], (len(test), 1)),
+                                                  test.labels))
+    return out
+
+
+def f1_positive(logits: np.ndarray, labels: Sequence[int]) -> float:
+    """F1 of label index 1 (the positive class of MRPC/QQP in GLUE and LM-BFF) of the argmax
+    predictions: 2·TP / (2·TP + FP + FN) (0 when there are no positives at all)."""
+    pred = np.asarray(logits).argmax(axis=1) == 1
+    true = np.asarray(labels) == 1
+    tp, fp, fn = int((pred & true).sum()), int((pred & ~true).sum()), int((~pred & true).sum())
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
