@@ -46,14 +46,21 @@ class PlantedSpec:
         flip: φ, the fraction of the sample whose teacher label differs from the W0 prediction.
         n_train: N, teacher-labelled training examples (a seeded subset of the train pool).
         seed: draws the teacher's factors and the training subset.
+        subspace: q > 0 draws the factors inside the top-q principal directions of the
+            sample's layer inputs and backpropagated signals (:func:`data_subspaces`); 0 draws
+            them uniformly.
     """
 
     teacher_rank: int = 8
     flip: float = 0.25
     n_train: int = 1024
     seed: int = 0
+    subspace: int = 32
 
     def __post_init__(self) -> None:
+        if isinstance(self.subspace, bool) or not isinstance(self.subspace, int) \
+                or self.subspace < 0:
+            raise LorankError(f"subspace must be an integer >= 0, got {self.subspace!r}")
         for name in ("teacher_rank", "n_train"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -65,23 +72,58 @@ class PlantedSpec:
         return asdict(self)
 
 
-def planted_update(blocks: Sequence[Block], s: int, seed: int) -> Tensor:
+def planted_update(blocks: Sequence[Block], s: int, seed: int,
+                   bases: Sequence[tuple[Tensor, Tensor]] | None = None) -> Tensor:
     """vec(U_ℓ V_ℓᵀ) over the blocks (unit scale κ = 1): (P,) float64.
 
     U_ℓ, V_ℓ: the Q factors of (m, s) and (n, s) standard Gaussian draws from
     ``torch.Generator().manual_seed(seed)`` (block after block), so ‖U_ℓV_ℓᵀ‖_F = √s and every
-    non-zero singular value is 1. LorankError if s exceeds min(m, n) of a block.
+    non-zero singular value is 1. With ``bases`` [(Q_U (m, q), Q_V (n, q)) per block, orthonormal
+    columns], the draws are (q, s) and U = Q_U·orth(draw), V = Q_V·orth(draw): random orthonormal
+    factors inside the given subspaces (:func:`data_subspaces`). LorankError if s exceeds
+    min(m, n) (or q) of a block.
     """
     gen = torch.Generator().manual_seed(int(seed))
     parts = []
-    for b in blocks:
-        if s > min(b.m, b.n):
-            raise LorankError(f"teacher rank {s} exceeds min(m, n) = {min(b.m, b.n)} of "
+    for j, b in enumerate(blocks):
+        QU, QV = bases[j] if bases is not None else (None, None)
+        cap = min(b.m, b.n) if QU is None else min(QU.shape[1], QV.shape[1])
+        if s > cap:
+            raise LorankError(f"teacher rank {s} exceeds the {cap} dimensions available in "
                               f"{b.name}")
-        U, _ = torch.linalg.qr(torch.randn(b.m, s, generator=gen, dtype=torch.float64))
-        V, _ = torch.linalg.qr(torch.randn(b.n, s, generator=gen, dtype=torch.float64))
+        U, _ = torch.linalg.qr(torch.randn(b.m if QU is None else QU.shape[1], s,
+                                           generator=gen, dtype=torch.float64))
+        V, _ = torch.linalg.qr(torch.randn(b.n if QV is None else QV.shape[1], s,
+                                           generator=gen, dtype=torch.float64))
+        if QU is not None:
+            U, V = QU.to(torch.float64) @ U, QV.to(torch.float64) @ V
         parts.append((U @ V.T).reshape(-1))
     return torch.cat(parts)
+
+
+def data_subspaces(features: Features, q: int) -> list[tuple[Tensor, Tensor]]:
+    """Per block, orthonormal bases (m, q) and (n, q) of the top-q principal directions of the
+    backpropagated signals δ_t and of the layer inputs x_t over every token of the sample
+    (the per-token factors G_i = Σ_t δ_t x_tᵀ, :class:`~lorank.ntk.jacobian.TokenFactors`).
+
+    A planted update inside these subspaces changes the logits along directions the examples
+    actually vary in; uniformly random directions of a 384-dimensional space sit mostly where
+    the (strongly anisotropic) token representations barely vary, and no training budget that
+    the rank experiments use learns them. LorankError without token factors.
+    """
+    if features.factors is None:
+        raise LorankError("data subspaces need the per-token factors (outer Jacobian method)")
+    out = []
+    for b in features.blocks:
+        fac = features.factors[b.name]
+        X = fac.X.to(torch.float64)
+        D = fac.Delta.to(torch.float64).reshape(-1, b.m)
+        if q > min(b.m, b.n, X.shape[0]):
+            raise LorankError(f"q = {q} exceeds the dimensions of {b.name}")
+        QV = torch.linalg.svd(X, full_matrices=False).Vh[:q].T
+        QU = torch.linalg.svd(D, full_matrices=False).Vh[:q].T
+        out.append((QU, QV))
+    return out
 
 
 def teacher_logits(features: Features, delta: Tensor, kappa: float) -> Tensor:
@@ -148,7 +190,8 @@ def planted_splits(sample: Features, spec: PlantedSpec, n_pool: int, n_dev: int
     if n_pool + n_dev >= sample.N:
         raise LorankError(f"the sample of {sample.N} leaves no test examples after "
                           f"{n_pool} train and {n_dev} dev")
-    delta = planted_update(sample.blocks, spec.teacher_rank, spec.seed)
+    bases = data_subspaces(sample, spec.subspace) if spec.subspace else None
+    delta = planted_update(sample.blocks, spec.teacher_rank, spec.seed, bases)
     kappa = calibrate(sample, delta, spec.flip)
     labels = teacher_logits(sample, delta, kappa).argmax(1)
     gen = torch.Generator().manual_seed(int(spec.seed) * 7919 + spec.n_train)

@@ -1,0 +1,120 @@
+r"""The squared-loss floor of rank-r linearized LoRA, by alternating least squares (ALS).
+
+For squared loss with targets Y the rank-r problem is
+
+    L*(r) = min_{A_ℓ, B_ℓ} (1/2N) Σ_i ‖f0_i + Σ_ℓ ⟨G_ℓ(x_i), B_ℓ A_ℓ⟩ − Y_i‖²,
+
+a non-convex problem whose floor is positive when the manifold dimension
+d(r) = Σ_ℓ r(m_ℓ + n_ℓ) − r² is below KN and (generically) zero above it (science notes §2.2; the
+capacity control of docs/experiments.md). Gradient descent approaches it at a speed set by the
+conditioning of the NTK, which for real encoders is far too slow to reach it in the budgets the
+rank experiments use; ALS reaches it in tens of iterations because each half-step is an exact
+linear least-squares solve:
+
+* B-step (A fixed): the logits are linear in B, with design columns ⟨G_ℓ(x_i)_k, E_{pq} A⟩, i.e.
+  D_B[(i,k), (ℓ, p, q)] = (G_ℓ(x_i)_k A_ℓᵀ)_{pq} = Σ_{t∈i} δ_{k,t,p} (A_ℓ x_t)_q;
+* A-step (B fixed): D_A[(i,k), (ℓ, q, j)] = (B_ℓᵀ G_ℓ(x_i)_k)_{qj} = Σ_{t∈i} (B_ℓᵀ δ_{k,t})_q x_{t,j},
+
+both built from the per-token factors G_i = Σ_t δ_t x_tᵀ (never from J) and solved in float64
+by least squares (minimum norm when under-determined). The loss never increases from one
+half-step to the next. Initialisation: A from :func:`lorank.linearized.model.init_factors`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lorank.errors import LorankError
+from lorank.linearized.losses import targets as make_targets
+from lorank.linearized.model import init_factors
+from lorank.ntk.features import Features
+
+
+@dataclass(frozen=True)
+class AlsFit:
+    """The ALS solution of one rank: the loss after every half-step and the factors."""
+
+    rank: int
+    losses: list[float]
+    A: list[Tensor]
+    B: list[Tensor]
+
+    @property
+    def floor(self) -> float:
+        """The last (lowest) loss reached."""
+        return self.losses[-1]
+
+
+def _design_B(features: Features, A: list[Tensor]) -> Tensor:
+    """D_B (NK, Σ_ℓ m_ℓ r) from the token factors (module doc)."""
+    N, K = features.N, features.K
+    cols = []
+    for a, b in zip(A, features.blocks, strict=True):
+        fac = features.factors[b.name]
+        P = fac.X.to(torch.float64) @ a.T  # (T, r)
+        Dt = fac.Delta.to(torch.float64)  # (K, T, m)
+        outer = Dt[:, :, :, None] * P[None, :, None, :]  # (K, T, m, r)
+        out = torch.zeros(N, K, b.m, a.shape[0], dtype=torch.float64)
+        out.index_add_(0, fac.ex, outer.permute(1, 0, 2, 3))
+        cols.append(out.reshape(N * K, -1))
+    return torch.cat(cols, dim=1)
+
+
+def _design_A(features: Features, B: list[Tensor]) -> Tensor:
+    """D_A (NK, Σ_ℓ r n_ℓ) from the token factors (module doc)."""
+    N, K = features.N, features.K
+    cols = []
+    for bm, b in zip(B, features.blocks, strict=True):
+        fac = features.factors[b.name]
+        Q = fac.Delta.to(torch.float64) @ bm  # (K, T, r)
+        X = fac.X.to(torch.float64)  # (T, n)
+        outer = Q[:, :, :, None] * X[None, :, None, :]  # (K, T, r, n)
+        out = torch.zeros(N, K, bm.shape[1], b.n, dtype=torch.float64)
+        out.index_add_(0, fac.ex, outer.permute(1, 0, 2, 3))
+        cols.append(out.reshape(N * K, -1))
+    return torch.cat(cols, dim=1)
+
+
+def _lstsq(D: Tensor, y: Tensor) -> Tensor:
+    """Least-squares (minimum-norm when under-determined) solution of D x ≈ y, float64."""
+    return torch.linalg.lstsq(D, y[:, None], driver="gelsy").solution[:, 0]
+
+
+def als_floor(features: Features, r: int, seed: int = 0, iters: int = 50,
+              tol: float = 1e-10, mse_target: str = "onehot") -> AlsFit:
+    """Minimise the rank-r linearized squared loss by ALS (module doc); stops after ``iters``
+    iterations or when an iteration lowers the loss by less than ``tol`` relative.
+
+    Needs the per-token factors (the outer Jacobian method). Shapes: A_ℓ (r, n_ℓ), B_ℓ (m_ℓ, r).
+    """
+    if features.factors is None:
+        raise LorankError("the ALS floor needs per-token factors (outer Jacobian method)")
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise LorankError(f"rank must be a positive integer, got {r!r}")
+    N, K = features.N, features.K
+    Y = make_targets(features.labels, K, mse_target, torch.float64)
+    resid = (Y - features.f0.to(torch.float64)).reshape(-1)
+    A, B = init_factors(features.blocks, r, seed, torch.float64)
+    losses: list[float] = []
+    for _ in range(iters):
+        D = _design_B(features, A)
+        sol = _lstsq(D, resid)
+        B, pos = [], 0
+        for b in features.blocks:
+            B.append(sol[pos:pos + b.m * r].reshape(b.m, r))
+            pos += b.m * r
+        D = _design_A(features, B)
+        sol = _lstsq(D, resid)
+        A, pos = [], 0
+        for b in features.blocks:
+            A.append(sol[pos:pos + r * b.n].reshape(r, b.n))
+            pos += r * b.n
+        loss = 0.5 * float((resid - D @ sol).square().sum()) / N
+        done = bool(losses) and losses[-1] - loss <= tol * max(losses[-1], 1e-300)
+        losses.append(loss)
+        if done or loss <= 1e-14:
+            break
+    return AlsFit(r, losses, A, B)
