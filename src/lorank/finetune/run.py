@@ -197,6 +197,30 @@ class Selection:
         return self.runs[self.best]
 
 
+def select_and_measure(adapter: Adapter, records: list[LoraRunRecord],
+                       results: Sequence[FitResult], prepared: PreparedData,
+                       train: TrainSettings, gap: bool = True) -> Selection:
+    """Select among the runs of one grid (:func:`select`) and measure the selected one.
+
+    ``adapter`` is attached with the grid's :class:`LoraSettings`; ``results[i]`` holds run i's
+    best and final states (adapter-state dicts). The selected record gets the final state's test
+    metric and gap (loaded first), then the selected state's full :func:`measure`; the adapter
+    is left holding the selected state.
+    """
+    best = select(records)
+    rec, res = records[best], results[best]
+    rec.selected = True
+    if res.final_state is not None and prepared.test is not None:
+        adapter.load_state(res.final_state)
+        rec.final_test_accuracy, _, rec.final_test_metric = _split_metrics(
+            adapter.clf, prepared.test, train.loss, train.metric)
+        if gap and rec.best_step != rec.steps:
+            rec.final_gap = linearization_gap(adapter, prepared.test)
+    adapter.load_state(res.best_state)
+    measure(adapter, rec, prepared, train.loss, gap=gap, metric=train.metric)
+    return Selection(list(records), best)
+
+
 def finetune(
     clf: torch.nn.Module,
     data: Any,
@@ -243,18 +267,7 @@ def finetune(
             res = fit(adapter, prepared.train, prepared.dev, s)
             records.append(_record(adapter, lora, s, res, clf))
             results.append(res)
-        best = select(records)
-        rec, res = records[best], results[best]
-        rec.selected = True
-        if res.final_state is not None and prepared.test is not None:
-            adapter.load_state(res.final_state)
-            rec.final_test_accuracy, _, rec.final_test_metric = _split_metrics(
-                clf, prepared.test, train.loss, train.metric)
-            if gap and rec.best_step != rec.steps:
-                rec.final_gap = linearization_gap(adapter, prepared.test)
-        adapter.load_state(res.best_state)
-        measure(adapter, rec, prepared, train.loss, gap=gap, metric=train.metric)
-        return Selection(records, best)
+        return select_and_measure(adapter, records, results, prepared, train, gap)
     finally:
         if own:
             adapter.detach()

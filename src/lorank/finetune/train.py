@@ -147,15 +147,20 @@ def task_metric(logits: torch.Tensor, y: torch.Tensor, metric: str) -> float:
     return float(lin_metric(metric, logits[:, :, None], y)[0])
 
 
-def evaluate(adapter: Adapter, data: PreparedSplit, loss: str, step: int,
-             metric: str = "accuracy") -> Evaluation:
-    """Dev metric, accuracy and loss of the classifier as it is now (NaN if a logit is not
-    finite)."""
-    logits = predict(adapter.clf, data)
+def evaluation(logits: torch.Tensor, y: torch.Tensor, loss: str, step: int,
+               metric: str = "accuracy") -> Evaluation:
+    """Dev metric, accuracy and loss of logits (n, K) against labels (n,) (all NaN if a logit
+    is not finite)."""
     if not bool(torch.isfinite(logits).all()):
         return Evaluation(step, math.nan, math.nan, math.nan)
-    return Evaluation(step, task_metric(logits, data.y, metric), accuracy(logits, data.y),
-                      float(loss_fn(logits, data.y, loss)))
+    return Evaluation(step, task_metric(logits, y, metric), accuracy(logits, y),
+                      float(loss_fn(logits, y, loss)))
+
+
+def evaluate(adapter: Adapter, data: PreparedSplit, loss: str, step: int,
+             metric: str = "accuracy") -> Evaluation:
+    """:func:`evaluation` of the classifier as it is now on a prepared split."""
+    return evaluation(predict(adapter.clf, data), data.y, loss, step, metric)
 
 
 def fit(adapter: Adapter, train: PreparedSplit, dev: PreparedSplit, s: TrainSettings,
