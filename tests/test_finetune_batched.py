@@ -504,3 +504,43 @@ def test_minilm_equal_to_peft(data_dir, dtype, tol):
         mine = predict_states(problems[cfg.problem].clf, problems[cfg.problem].data.test,
                               [cfg.lora], [got.final_state])
         torch.testing.assert_close(mine[0], logits, rtol=0, atol=tol)
+
+
+# ---------------------------------------------------------------- the sweep method
+
+
+def test_sweep_method_trains_the_group_in_one_call(tiny_paths, data_dir):
+    """The ``lora`` method trains every rank of ``ctx.group`` in one batched call and gives the
+    results of the one-at-a-time engine (``engine: sequential``)."""
+    from lorank.experiments.config import RunConfig
+    from lorank.experiments.registry import RunContext, get_method
+
+    method = get_method("lora")
+    base = dict(sweep="t", method="lora", task="sst2", model=str(tiny_paths["bert"]), seed=13,
+                lrs=(0.1, 0.3), steps=6, eval_interval=2, max_length=24, test_cap=30)
+    batched = [RunConfig(rank=r, **base) for r in (1, 2)]
+    ctx = RunContext(data_dir=data_dir, group=tuple(batched))
+    out = [method.run(c, ctx) for c in batched]
+    assert [m["metrics"]["computed_here"] for m in out] == [True, False]
+    assert all(m["metrics"]["ranks_trained_together"] == [1, 2] for m in out)
+    assert out[1]["metrics"]["train_s"] == out[0]["metrics"]["train_s"]
+    seq_ctx = RunContext(data_dir=data_dir)
+    for r, got in zip((1, 2), out, strict=True):
+        ref = method.run(RunConfig(rank=r, **base, options={"engine": "sequential"}), seq_ctx)
+        a, b = got["metrics"], ref["metrics"]
+        assert (a["engine"], b["engine"]) == ("batched", "sequential")
+        for key in ("test_acc", "test_acc_final", "zero_shot_test_acc", "dev_acc",
+                    "selected_lr", "selected_step", "numerical_rank"):
+            assert a[key] == b[key], key
+        np.testing.assert_allclose(got["curves"]["train_loss"], ref["curves"]["train_loss"],
+                                   rtol=0, atol=1e-4)
+
+
+def test_sweep_method_rejects_unknown_engine():
+    from lorank.experiments.config import RunConfig
+    from lorank.finetune.method import settings
+
+    config = RunConfig(sweep="t", method="lora", task="sst2", model="m", rank=1, seed=13,
+                       options={"engine": "gpu"})
+    with pytest.raises(LorankError, match="engine must be one of batched, sequential"):
+        settings(config)
