@@ -65,7 +65,7 @@ from lorank.finetune.run import (
     LoraRunRecord,
     PreparedData,
     Selection,
-    _record,
+    run_record,
     select_and_measure,
 )
 from lorank.finetune.stacked import (
@@ -75,7 +75,7 @@ from lorank.finetune.stacked import (
     stack_factors,
     stacked_logits,
 )
-from lorank.finetune.train import FitResult, _batches, deterministic, evaluation, loss_fn
+from lorank.finetune.train import FitResult, batch_indices, deterministic, evaluation, loss_fn
 
 #: fields every configuration of one call must share (the rest may differ per configuration)
 SHARED_LORA = ("targets", "layers", "dropout")
@@ -527,7 +527,7 @@ def train_batched(problems: Mapping[Hashable, Problem], configurations: Sequence
             problem = problems[first.problem]
             total = max(engine.totals[i] for i in rows)
             gen = torch.Generator().manual_seed(first.train.seed)
-            cohorts.append(_Cohort(problem, rows[0], rows[-1] + 1, total, _batches(
+            cohorts.append(_Cohort(problem, rows[0], rows[-1] + 1, total, batch_indices(
                 len(problem.data.train), first.train.batch_size, total, gen)))
         tensors = stack.tensors()
         opt = StackedOptimizer(internal[0].train.optimizer, tensors, stack.masks(),
@@ -642,7 +642,7 @@ def measure_cell(problems: Mapping[Hashable, Problem], training: CellsTraining, 
                           else cell.init_seed)
     try:
         records: list[LoraRunRecord] = [
-            _record(adapter, cell.lora, training.fit.configurations[j].train, res, problem.clf)
+            run_record(adapter, cell.lora, training.fit.configurations[j].train, res, problem.clf)
             for j, res in zip(training.spans[i], results, strict=True)]
         return select_and_measure(adapter, records, results, problem.data, cell.train, gap)
     finally:

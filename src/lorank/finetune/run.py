@@ -128,8 +128,10 @@ def select(records: Sequence[LoraRunRecord]) -> int:
     return int(select_checkpoint(curves, higher_is_better=True).key)
 
 
-def _record(adapter: Adapter, lora: LoraSettings, s: TrainSettings, res: FitResult,
-            clf: torch.nn.Module) -> LoraRunRecord:
+def run_record(adapter: Adapter, lora: LoraSettings, s: TrainSettings, res: FitResult,
+               clf: torch.nn.Module) -> LoraRunRecord:
+    """The :class:`LoraRunRecord` of one trained grid point (test fields left for
+    :func:`measure`); ``adapter`` gives the parameter count."""
     return LoraRunRecord(
         lora=lora.to_dict(), train=s.to_dict(), classifier=_classifier_config(clf),
         status="diverged" if res.diverged_step is not None else "ok", steps=res.steps,
@@ -265,7 +267,7 @@ def finetune(
         for s in grid:
             adapter.reset(seed)
             res = fit(adapter, prepared.train, prepared.dev, s)
-            records.append(_record(adapter, lora, s, res, clf))
+            records.append(run_record(adapter, lora, s, res, clf))
             results.append(res)
         return select_and_measure(adapter, records, results, prepared, train, gap)
     finally:

@@ -121,8 +121,8 @@ def _schedule(opt: torch.optim.Optimizer, s: TrainSettings, total: int
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0)
 
 
-def _batches(n: int, batch: int | None, total: int, gen: torch.Generator
-             ) -> Iterator[torch.Tensor | slice]:
+def batch_indices(n: int, batch: int | None, total: int, gen: torch.Generator
+                  ) -> Iterator[torch.Tensor | slice]:
     """Index sets for ``total`` steps: the full batch, or shuffled epochs of size ``batch``."""
     if batch is None or batch >= n:
         for _ in range(total):
@@ -205,7 +205,7 @@ def fit(adapter: Adapter, train: PreparedSplit, dev: PreparedSplit, s: TrainSett
 
     with deterministic():
         checkpoint(0)
-        for step, index in enumerate(_batches(len(train), s.batch_size, total, gen), start=1):
+        for step, index in enumerate(batch_indices(len(train), s.batch_size, total, gen), start=1):
             adapter.set_dropout_training(True)
             loss = loss_fn(train.logits(clf, index), train.y[index], s.loss)
             if not torch.isfinite(loss):
