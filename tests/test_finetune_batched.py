@@ -517,7 +517,8 @@ def test_sweep_method_trains_the_group_in_one_call(tiny_paths, data_dir):
 
     method = get_method("lora")
     base = dict(sweep="t", method="lora", task="sst2", model=str(tiny_paths["bert"]), seed=13,
-                lrs=(0.1, 0.3), steps=6, eval_interval=2, max_length=24, test_cap=30)
+                lrs=(0.1, 0.3), steps=6, eval_interval=2, max_length=24, test_cap=30,
+                dtype="float64")
     batched = [RunConfig(rank=r, **base) for r in (1, 2)]
     ctx = RunContext(data_dir=data_dir, group=tuple(batched))
     out = [method.run(c, ctx) for c in batched]
@@ -533,7 +534,8 @@ def test_sweep_method_trains_the_group_in_one_call(tiny_paths, data_dir):
                     "selected_lr", "selected_step", "numerical_rank"):
             assert a[key] == b[key], key
         np.testing.assert_allclose(got["curves"]["train_loss"], ref["curves"]["train_loss"],
-                                   rtol=0, atol=1e-4)
+                                   rtol=0, atol=1e-8)
+        assert a["ntk_gap"] == pytest.approx(b["ntk_gap"], rel=1e-6, nan_ok=True)
 
 
 def test_sweep_method_rejects_unknown_engine():
