@@ -138,7 +138,7 @@ def configurations(arch: str, layers: str = "all", steps: int = 7) -> list[Confi
 
 def solo(problem: Problem, cfg: Configuration):
     """The reference: peft, one configuration, fit(); returns (FitResult, final test logits)."""
-    adapter = attach_lora(problem.clf, cfg.lora, seed=cfg.seed)
+    adapter = attach_lora(problem.clf, cfg.lora, seed=cfg.adapter_seed)
     try:
         res = fit(adapter, problem.data.train, problem.data.dev, cfg.train)
         logits = None
@@ -463,6 +463,10 @@ def test_bad_batched_inputs(bert_problems, tiny_paths):
     with pytest.raises(LorankError, match="rank r=40 exceeds"):
         train_batched(bert_problems, [Configuration(1, LoraSettings(r=40, layers="last"),
                                                     TrainSettings(steps=2))])
+    above = Problem(bert_problems[1].clf, prepare_data(bert_problems[1].clf, Data(1), 1))
+    with pytest.raises(LorankError, match=r"caches layers \[0, 1\) but LoRA adapts layer 0"):
+        train_batched({1: above}, [Configuration(1, LoraSettings(r=1, layers="all"),
+                                                 TrainSettings(steps=2))])
     adapter = attach_lora(bert_problems[1].clf, lora)
     try:
         with pytest.raises(LorankError, match="already holds a LoRA adapter"):

@@ -113,7 +113,8 @@ class Configuration:
     init_seed: int | None = None
 
     @property
-    def seed(self) -> int:
+    def adapter_seed(self) -> int:
+        """The seed peft draws the init from: ``init_seed``, else ``train.seed``."""
         return self.train.seed if self.init_seed is None else int(self.init_seed)
 
 
@@ -197,6 +198,16 @@ def _check(problems: Mapping[Hashable, Problem], configs: Sequence[Configuration
         d = problems[k].data
         if d.train.start != d.dev.start:
             raise LorankError(f"problem {k!r}: train and dev must share the cached prefix")
+        _check_prefix(problems[k].clf, d.train, first.lora, f"problem {k!r}")
+
+
+def _check_prefix(clf: torch.nn.Module, split: PreparedSplit, lora: LoraSettings,
+                  where: str) -> None:
+    """The cached prefix [0, start) must lie below every adapted layer."""
+    lowest = min(m.layer for m in clf.adapted_matrices(lora.targets, lora.layers))
+    if split.start is not None and split.start > lowest:
+        raise LorankError(f"{where}: the split caches layers [0, {split.start}) but LoRA adapts "
+                          f"layer {lowest}; prepare it with start <= {lowest}")
 
 
 def initial_factors(clf: torch.nn.Module, lora: LoraSettings, seeds: Sequence[int]
@@ -292,6 +303,7 @@ def predict_states(clf: torch.nn.Module, split: PreparedSplit, loras: Sequence[L
     with their :class:`LoraSettings` for r and s) on a prepared split, all in one batched
     forward; the classifier must hold no adapter."""
     settings = settings or BatchedSettings()
+    _check_prefix(clf, split, loras[0], f"split {split.name!r}")
     prefix = _prefix(clf)
     paths = [m.path for m in clf.adapted_matrices(loras[0].targets, loras[0].layers)]
     factors = [{p: (st[f"{prefix}{p}.lora_A.{ADAPTER}.weight"],
@@ -506,7 +518,7 @@ def train_batched(problems: Mapping[Hashable, Problem], configurations: Sequence
         # peft draws every init (one attach per distinct LoraSettings)
         init: dict[LoraSettings, tuple[dict, float]] = {}
         for lora in dict.fromkeys(c.lora for c in configs):
-            seeds = [c.seed for c in configs if c.lora == lora]
+            seeds = [c.adapter_seed for c in configs if c.lora == lora]
             init[lora] = initial_factors(clf0, lora, seeds)
         for p, _ in flags.values():
             p.requires_grad_(False)
@@ -515,7 +527,7 @@ def train_batched(problems: Mapping[Hashable, Problem], configurations: Sequence
         cohort_order = list(dict.fromkeys(keys))
         order = sorted(range(len(configs)), key=lambda i: cohort_order.index(keys[i]))
         internal = [configs[i] for i in order]
-        stack = stack_factors([init[c.lora][0][c.seed] for c in internal],
+        stack = stack_factors([init[c.lora][0][c.adapter_seed] for c in internal],
                               [init[c.lora][1] for c in internal])
         init_s = time.perf_counter() - t0
         engine = _Engine(problems, internal, stack, settings)
