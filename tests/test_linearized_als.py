@@ -10,9 +10,10 @@ from lorank.linearized.als import als_floor
 from lorank.ntk.features import Block, Features
 from lorank.ntk.jacobian import TokenFactors
 
+ONE = (Block("q", 0, "query", 5, 4),)
 
-def factor_features(N=12, K=2, blocks=(Block("q", 0, "query", 5, 4),), tokens=3, seed=0,
-                    f0_scale=0.3) -> Features:
+
+def factor_features(N=12, K=2, blocks=ONE, tokens=3, seed=0, f0_scale=0.3) -> Features:
     """Random per-token factors (tokens per example), J built from them, labels i mod K."""
     g = torch.Generator().manual_seed(seed)
     ex = torch.arange(N).repeat_interleave(tokens)

@@ -44,8 +44,40 @@ def test_planted_update_has_rank_s_and_unit_singular_values(s, seed):
 
 
 def test_planted_update_rejects_a_rank_above_the_matrix():
-    with pytest.raises(LorankError, match="exceeds min"):
+    with pytest.raises(LorankError, match="exceeds the 8 dimensions"):
         planted_update(BLOCKS, 9, 0)
+
+
+def test_planted_update_inside_given_subspaces():
+    g = torch.Generator().manual_seed(1)
+    bases = [(torch.linalg.qr(torch.randn(b.m, 4, generator=g, dtype=torch.float64))[0],
+              torch.linalg.qr(torch.randn(b.n, 4, generator=g, dtype=torch.float64))[0])
+             for b in BLOCKS]
+    delta = planted_update(BLOCKS, 3, 5, bases)
+    pos = 0
+    for b, (QU, QV) in zip(BLOCKS, bases, strict=True):
+        W = delta[pos:pos + b.size].reshape(b.m, b.n)
+        pos += b.size
+        torch.testing.assert_close(QU @ QU.T @ W @ QV @ QV.T, W)  # inside both subspaces
+        torch.testing.assert_close(torch.linalg.svdvals(W)[:3], torch.ones(3, dtype=W.dtype))
+    with pytest.raises(LorankError, match="exceeds the 4 dimensions"):
+        planted_update(BLOCKS, 5, 0, bases)
+
+
+def test_data_subspaces_are_the_principal_directions_of_the_token_factors():
+    from tests.test_linearized_als import factor_features
+
+    from lorank.linearized.planted import data_subspaces
+
+    f = factor_features(N=30, K=2, blocks=(Block("q", 0, "query", 5, 4),), tokens=4)
+    (QU, QV), = data_subspaces(f, 2)
+    X = f.factors["q"].X
+    top = torch.linalg.svd(X, full_matrices=False).Vh[:2].T
+    torch.testing.assert_close(QV @ QV.T, top @ top.T)
+    assert QU.shape == (5, 2)
+    f.factors = None
+    with pytest.raises(LorankError, match="per-token factors"):
+        data_subspaces(f, 2)
 
 
 @pytest.mark.parametrize("flip", [0.1, 0.25, 0.4])
@@ -58,17 +90,21 @@ def test_calibrate_finds_the_smallest_scale_reaching_the_flip_fraction(flip):
     assert flip_fraction(f, delta, kappa * 0.98) <= flip
 
 
+def _spec(seed: int) -> PlantedSpec:
+    return PlantedSpec(teacher_rank=2, flip=0.2, n_train=50, seed=seed, subspace=0)
+
+
 def test_planted_splits_layout_labels_and_w0_accuracy():
     f = synthetic_features(N=300, K=3, blocks=BLOCKS, f0_scale=3.0)
-    data = planted_splits(f, PlantedSpec(teacher_rank=2, flip=0.2, n_train=50, seed=4), 200, 40)
+    data = planted_splits(f, _spec(4), 200, 40)
     assert (data.train.N, data.dev.N, data.test.N) == (50, 40, 60)
-    again = planted_splits(f, PlantedSpec(teacher_rank=2, flip=0.2, n_train=50, seed=4), 200, 40)
+    again = planted_splits(f, _spec(4), 200, 40)
     assert torch.equal(data.train.labels, again.train.labels)  # reproducible per seed
     assert torch.equal(data.test.J, f.J[240:]) and torch.equal(data.dev.J, f.J[200:240])
     w0 = float((data.test.f0.argmax(1) == data.test.labels).double().mean())
     assert data.w0_test_acc == pytest.approx(w0)
     assert data.flip_sample >= 0.2
-    other = planted_splits(f, PlantedSpec(teacher_rank=2, flip=0.2, n_train=50, seed=5), 200, 40)
+    other = planted_splits(f, _spec(5), 200, 40)
     assert not torch.equal(other.test.labels, data.test.labels)
     with pytest.raises(LorankError, match="exceeds the train pool"):
         planted_splits(f, PlantedSpec(n_train=201), 200, 40)
@@ -109,6 +145,13 @@ def test_movement_flags_step_zero_and_negligible_drops():
 
 def test_early_checkpoints_are_geometric_and_logged():
     assert [early_step(j) for j in range(10)] == [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]
+    from lorank.finetune.config import TrainSettings as LoraTrain
+    from lorank.linearized.train import is_early_step
+
+    assert [t for t in range(40) if is_early_step(t)] == [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]
+    real = LoraTrain(steps=100, eval_every=25)
+    assert [t for t in range(1, 101) if real.is_eval_step(t, 100)] == sorted(
+        TrainSettings(steps=100, eval_every=25).eval_steps() - {0})
     steps = TrainSettings(steps=100, eval_every=25).eval_steps()
     assert sorted(steps) == [0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 25, 50, 75, 100]
     plain = TrainSettings(steps=100, eval_every=25, eval_early=False).eval_steps()

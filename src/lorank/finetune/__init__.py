@@ -9,6 +9,11 @@
 * :mod:`lorank.finetune.gap` — real vs linearized predictions (forward-mode jvp).
 * :mod:`lorank.finetune.metrics` — ΔW spectra and numerical ranks.
 * :mod:`lorank.finetune.run` — :func:`finetune`: grid, selection, measurement, records.
+* :mod:`lorank.finetune.batched` — many configurations (ranks, seeds, lrs, inits) trained in one
+  program, equal to peft one at a time: :func:`train_batched`, :func:`finetune_batched`;
+  its pieces: :mod:`lorank.finetune.stacked` (stacked adapters under vmap, the stacked
+  optimiser) and :mod:`lorank.finetune.buckets` (length buckets).
+* :mod:`lorank.finetune.method` — the ``lora`` sweep method.
 
 Submodules import torch and peft; import them explicitly (this package imports nothing).
 """

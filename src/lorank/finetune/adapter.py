@@ -248,9 +248,9 @@ def attach_lora(clf: torch.nn.Module, settings: LoraSettings, seed: int = 0) -> 
     matrices = clf.adapted_matrices(settings.targets, layers)
     if not matrices:
         raise LorankError("no matrix selected for LoRA (check targets and layers)")
-    base, prefix = base_model_of(clf, matrices[0])
-    if any(isinstance(m, _lora_linear_type()) for m in base.modules()):
+    if any(isinstance(m, _lora_linear_type()) for m in clf.modules()):
         raise LorankError("this classifier already holds a LoRA adapter; detach it first")
+    base, prefix = base_model_of(clf, matrices[0])
     config = lora_config(settings, _spec_of(base), matrices, int(base.config.num_hidden_layers))
     with torch.random.fork_rng(devices=[]):  # peft's init must not move the global RNG
         peft_model = get_peft_model(base, config, adapter_name=ADAPTER)

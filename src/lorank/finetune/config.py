@@ -156,7 +156,10 @@ class TrainSettings:
         loss: ``"ce"`` (cross-entropy over the K logits) or ``"mse"``
             (½‖f(x) − e_y‖² averaged over examples).
         eval_every: evaluate the k-shot dev split every this many steps (and at steps 0 and
-            the last); the best dev accuracy wins, ties go to the earlier step.
+            the last); the best dev metric wins, ties go to the lower dev loss, then to the
+            earlier step (as the linearized engine, :mod:`lorank.linearized.selection`).
+        eval_early: also evaluate dev at steps 1, 2, 3, 4, 6, 8, 12, … below ``eval_every``
+            (:meth:`is_eval_step`; the linearized engine's schedule).
         keep: ``"best"`` (the best-dev state, LM-BFF) or ``"last"`` (the final state, e.g.
             Jang et al.'s fixed-budget protocol).
         metric: dev metric for checkpoint selection (``"f1"``: binary F1 of label 1).
@@ -179,6 +182,7 @@ class TrainSettings:
     seed: int = 42
     train_head: bool = False
     cache_prefix: bool = True
+    eval_early: bool = True
 
     def __post_init__(self) -> None:
         if _finite("lr (learning rate)", self.lr) <= 0:
@@ -203,6 +207,15 @@ class TrainSettings:
         _choice("keep", self.keep, ("best", "last"))
         if isinstance(self.seed, bool) or not isinstance(self.seed, Integral):
             raise LorankError(f"seed must be an integer, got {self.seed!r}")
+
+    def is_eval_step(self, step: int, total: int) -> bool:
+        """Whether dev is evaluated after ``step`` of ``total`` steps (step 0 always is):
+        every ``eval_every`` steps, the last step and, with ``eval_early``, the geometric
+        steps of :func:`lorank.linearized.train.early_step` below ``eval_every``."""
+        from lorank.linearized.train import is_early_step
+
+        return (step % self.eval_every == 0 or step == total
+                or (self.eval_early and step < self.eval_every and is_early_step(step)))
 
     def total_steps(self, N: int) -> int:
         """Number of optimiser steps for N training examples."""

@@ -2,24 +2,33 @@
 
 Once per features group (model, head, task, data seed, k, targets, layers, dtype, max_length,
 test cap) and process, the run loads the split, builds the classifier and caches the frozen
-lower layers' hidden states (:func:`lorank.finetune.run.prepare_data`); then it attaches a rank-r
-adapter, trains it for every learning rate of the grid, selects (lr, step) on the k-shot dev
+lower layers' hidden states (:func:`lorank.finetune.run.prepare_data`). All runs of the group
+that differ only in their rank (``ctx.group``) are trained together: every rank × learning rate
+in one batched program (:func:`lorank.finetune.batched.train_cells`; equal to peft one at a time
+to rounding, tested), memoised for the group. Each run then selects (lr, step) on the k-shot dev
 split (LM-BFF), measures test accuracy of the selected and the final state and the
-real-vs-linearized gap f(W0+ΔW) vs f(W0) + ⟨G, ΔW⟩ on the test split
-(:mod:`lorank.finetune.gap`), and detaches the adapter.
+real-vs-linearized gap f(W0+ΔW) vs f(W0) + ⟨G, ΔW⟩ on the test split (:mod:`lorank.finetune.gap`)
+through a peft adapter, attached for the measurement and detached again
+(:func:`lorank.finetune.batched.measure_cell`).
 
 Stored metrics (what :mod:`lorank.report` reads): ``test_acc``, ``test_acc_final``,
-``zero_shot_test_acc``, ``dev_acc``, ``train_acc``, ``train_loss``, ``selected_lr``,
+``w0_test_acc`` (f(W0); ``head_fitted`` says whether that head was fitted on train),
+``metric`` (the task's), the movement record of :func:`lorank.linearized.experiment.movement`
+(``moved``, ``train_loss_init``, ``train_loss_drop``, ``delta_fro``, …), ``dev_acc``,
+``train_acc``, ``train_loss``, ``selected_lr``,
 ``selected_step``, ``ntk_gap`` (relative: ‖f − f_lin‖/‖f − f(W0)‖ on test, selected state),
 ``ntk_gap_final``, ``ntk_gap_max_abs``, ``argmax_agreement``, ``numerical_rank``,
-``steps_per_s``, ``diverged``; curves ``train_loss``, ``dev_steps``, ``dev_metric``,
-``singular_values``.
+``steps_per_s``, ``diverged``, ``engine``, ``ranks_trained_together``, ``computed_here``;
+curves ``train_loss``, ``dev_steps``, ``dev_metric``, ``singular_values``.
 
-Timing metrics (seconds, this run only): ``features_s`` — loading the encoder, split and
-classifier and running the frozen prefix over train/dev/test (0 when memoised in this process),
-plus attaching the adapter; ``train_s`` — the GD fits over the lr grid (dev evaluations every
-``eval_interval`` steps included); ``test_s`` — the rest of :func:`~lorank.finetune.run.finetune`:
-final/selected-state metrics on train/dev/test and the real-vs-linearized gap on test (JVPs).
+Timing metrics (seconds): ``features_s`` — what *this run* spent loading the encoder, the split
+and the classifier and running the frozen prefix over train/dev/test (0 when an earlier run of
+the group in this process had done it); ``train_s`` — the training of the lr grid, dev
+evaluations included: for the batched engine the whole vectorised call of the
+``ranks_trained_together`` (shared by them, spent in this run only when ``computed_here``);
+``test_s`` — this run's selection and measurement (final/selected-state metrics on
+train/dev/test, the real-vs-linearized gap on test: JVPs). ``steps_per_s`` is the amortised
+rate (the call's configuration-steps per second for the batched engine).
 
 Learning rates: with ``lr_unit: eta0`` (the default) the grid ``lrs`` holds multiples c of the
 kernel step η0 of the run's train split at W0 (the linearized model's, from the same cached NTK
@@ -28,7 +37,9 @@ linearized runs of a cell try the same learning rates; ``lr_unit: abs`` takes th
 Stored: ``eta0`` and ``lr_mult`` (the selected c) next to ``selected_lr``.
 
 Options: ``scaling`` (none|lora|rslora; default none, as the linearized engine), ``alpha``,
-``weight_decay``, ``optimizer`` (gd|sgd|adam|adamw; default gd), ``batch_size``.
+``weight_decay``, ``optimizer`` (gd|sgd|adam|adamw; default gd), ``batch_size``, ``engine``
+(``batched``, the default, or ``sequential``: peft one configuration at a time,
+:func:`lorank.finetune.run.finetune`, the reference).
 """
 
 from __future__ import annotations
@@ -40,8 +51,10 @@ from typing import Any
 from lorank.errors import LorankError
 from lorank.experiments.config import RunConfig
 from lorank.experiments.registry import RunContext, register_method
+from lorank.linearized.experiment import movement
 
-_OPTIONS = ("scaling", "alpha", "weight_decay", "optimizer", "batch_size")
+_OPTIONS = ("scaling", "alpha", "weight_decay", "optimizer", "batch_size", "engine")
+ENGINES = ("batched", "sequential")
 
 
 def settings(config: RunConfig, metric: str = "accuracy") -> tuple[Any, Any]:
@@ -52,6 +65,7 @@ def settings(config: RunConfig, metric: str = "accuracy") -> tuple[Any, Any]:
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
         raise LorankError(f"unknown lora option {unknown[0]!r}; known: {', '.join(_OPTIONS)}")
+    engine(config)
     layers = config.layers if isinstance(config.layers, str) else tuple(config.layers)
     lora = LoraSettings(r=config.rank, alpha=options.get("alpha", 1.0),
                         scaling=options.get("scaling", "none"), targets=tuple(config.targets),
@@ -65,12 +79,40 @@ def settings(config: RunConfig, metric: str = "accuracy") -> tuple[Any, Any]:
     return lora, train
 
 
+def engine(config: RunConfig) -> str:
+    """The run's training engine (option ``engine``; default ``batched``)."""
+    value = config.options.to_json().get("engine", "batched")
+    if value not in ENGINES:
+        raise LorankError(f"lora option engine must be one of {', '.join(ENGINES)}; "
+                          f"got {value!r}")
+    return str(value)
+
+
 def _validate(config: RunConfig) -> None:
     from lorank.data.tasks import get_task
 
     if config.data is None:  # an unknown task fails here, before the sweep, not at run time
         get_task(config.task)
     settings(config)
+
+
+def _settings_digest(config: RunConfig) -> str:
+    """Identity of the run without its rank (runs equal in all else train together)."""
+    import hashlib
+    import json
+
+    identity = {k: v for k, v in config.identity().items() if k != "rank"}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()
+                          ).hexdigest()[:16]
+
+
+def group_ranks(config: RunConfig, ctx: RunContext) -> tuple[int, ...]:
+    """Ranks of the runs in ``ctx.group`` that differ from ``config`` only in their rank (the
+    run's own rank alone without a group)."""
+    digest = _settings_digest(config)
+    ranks = {c.rank for c in ctx.group if c.method == config.method
+             and _settings_digest(c) == digest}
+    return tuple(sorted(ranks | {config.rank}))
 
 
 def _group(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
@@ -117,52 +159,116 @@ def kernel_step(config: RunConfig, ctx: RunContext, memo: dict[str, Any]) -> flo
     return memo["eta0"]
 
 
+def _fitted(config: RunConfig) -> bool:
+    from lorank.models.factory import FITTED_HEADS
+
+    return config.head in FITTED_HEADS
+
+
 def _num(value: Any) -> float:
     return float("nan") if value is None else float(value)
+
+
+def _prepared(memo: dict[str, Any], config: RunConfig, start: int) -> Any:
+    """The group's prepared splits with the frozen prefix [0, start) cached (memoised)."""
+    from lorank.finetune.run import prepare_data
+
+    if memo.get("prepared") is None or memo["prepared"].start != start:
+        memo["prepared"] = prepare_data(memo["clf"], memo["data"], start, config.max_length)
+    return memo["prepared"]
+
+
+def _sequential(config: RunConfig, memo: dict[str, Any], lora: Any, train: Any,
+                lrs: tuple[float, ...]) -> tuple[Any, dict[str, Any]]:
+    """peft one configuration at a time (the reference): this run's lr grid."""
+    from lorank.finetune.adapter import attach_lora
+    from lorank.finetune.run import finetune
+
+    t0 = time.perf_counter()
+    clf = memo["clf"]
+    adapter = attach_lora(clf, lora, seed=train.seed)
+    try:
+        prepared = _prepared(memo, config, adapter.start)
+        features_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        sel = finetune(clf, memo["data"], lora, train, lrs=list(lrs), prepared=prepared,
+                       adapter=adapter, max_length=config.max_length)
+        finetune_s = time.perf_counter() - t0
+    finally:
+        adapter.detach()
+    train_s = sum(r.fit_s for r in sel.runs)
+    return sel, {"features_s": features_s, "train_s": train_s, "test_s": finetune_s - train_s,
+                 "computed_here": True, "ranks_trained_together": [config.rank]}
+
+
+def _batched(config: RunConfig, ctx: RunContext, memo: dict[str, Any], lora: Any, train: Any,
+             lrs: tuple[float, ...]) -> tuple[Any, dict[str, Any]]:
+    """Every rank × lr of the group in one batched call (memoised), then this run's cell."""
+    from dataclasses import replace
+
+    from lorank.finetune.batched import Cell, Problem, measure_cell, train_cells
+
+    ranks = group_ranks(config, ctx)
+    slot = ("batched", _settings_digest(config), ranks)
+    computed_here = slot not in memo
+    features_s = 0.0
+    if computed_here:
+        t0 = time.perf_counter()
+        clf = memo["clf"]
+        start = min(m.layer for m in clf.adapted_matrices(lora.targets, lora.layers))
+        problems = {0: Problem(clf, _prepared(memo, config, start))}
+        features_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cells = [Cell(0, replace(lora, r=r), train, lrs=tuple(lrs),
+                      init_seed=train.seed) for r in ranks]
+        training = train_cells(problems, cells)
+        memo[slot] = (problems, training, time.perf_counter() - t0)
+    problems, training, train_s = memo[slot]
+    t0 = time.perf_counter()
+    sel = measure_cell(problems, training, ranks.index(config.rank))
+    return sel, {"features_s": features_s, "train_s": train_s,
+                 "test_s": time.perf_counter() - t0, "computed_here": computed_here,
+                 "ranks_trained_together": list(ranks)}
 
 
 @register_method("lora", validate=_validate)
 def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     """Train, select and measure one real-LoRA cell; see the module doc."""
-    from lorank.finetune.adapter import attach_lora
-    from lorank.finetune.run import finetune, prepare_data
-
     t0 = time.perf_counter()
     memo = _group(config, ctx)
-    clf, data = memo["clf"], memo["data"]
+    group_s = time.perf_counter() - t0
     lora, train = settings(config, memo["metric"])
+    t0 = time.perf_counter()
     eta0 = kernel_step(config, ctx, memo)
-    lrs = [c * eta0 for c in config.lrs] if eta0 is not None else list(config.lrs)
-    adapter = attach_lora(clf, lora, seed=train.seed)
-    try:
-        if memo.get("prepared") is None or memo["prepared"].start != adapter.start:
-            memo["prepared"] = prepare_data(clf, data, adapter.start, config.max_length)
-        features_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        sel = finetune(clf, data, lora, train, lrs=lrs, prepared=memo["prepared"],
-                       adapter=adapter, max_length=config.max_length)
-        finetune_s = time.perf_counter() - t0
-    finally:
-        adapter.detach()
+    group_s += time.perf_counter() - t0
+    lrs = tuple(c * eta0 for c in config.lrs) if eta0 is not None else tuple(config.lrs)
+    kind = engine(config)
+    if kind == "sequential":
+        sel, timing = _sequential(config, memo, lora, train, lrs)
+    else:
+        sel, timing = _batched(config, ctx, memo, lora, train, lrs)
+    timing["features_s"] += group_s
     rec = sel.record
-    train_s = sum(r.fit_s for r in sel.runs)
     gap, final_gap = rec.gap, rec.final_gap
     metrics = {
+        "metric": memo["metric"],
         "test_acc": _num(rec.test_accuracy), "test_acc_final": _num(rec.final_test_accuracy),
-        "zero_shot_test_acc": _num(rec.zero_shot_test_accuracy),
+        "w0_test_acc": _num(rec.zero_shot_test_accuracy), "head_fitted": _fitted(config),
         "test_metric": _num(rec.test_metric), "dev_acc": _num(rec.dev_accuracy),
         "train_acc": _num(rec.train_accuracy), "train_loss": _num(rec.train_loss),
         "selected_lr": rec.lr, "selected_step": rec.best_step, "eta0": eta0,
         "lr_mult": (config.lrs[lrs.index(rec.lr)] if eta0 is not None and rec.lr in lrs
                     else None),
+        **movement({"steps": list(range(len(rec.loss_curve))), "loss": rec.loss_curve},
+                   rec.best_step, rec.norms.get("delta_fro")),
         "ntk_gap": gap.relative if gap else float("nan"),
         "ntk_gap_final": final_gap.relative if final_gap else float("nan"),
         "ntk_gap_max_abs": gap.max_abs if gap else float("nan"),
         "argmax_agreement": gap.agreement if gap else float("nan"),
         "numerical_rank": max((d.numerical_rank for d in rec.delta), default=0),
         "steps_per_s": rec.steps_per_s,
-        "diverged": any(r.status == "diverged" for r in sel.runs),
-        "features_s": features_s, "train_s": train_s, "test_s": finetune_s - train_s,
+        "diverged": any(r.status == "diverged" for r in sel.runs), "engine": kind,
+        **timing,
     }
     curves = {
         "train_loss": [x for x in rec.loss_curve if x is not None and math.isfinite(x)],

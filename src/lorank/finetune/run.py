@@ -116,20 +116,33 @@ class LoraRunRecord:
 
 def select(records: Sequence[LoraRunRecord]) -> int:
     """Index of the run to keep, by :func:`lorank.linearized.selection.select_checkpoint` over the
-    runs' kept checkpoints: best dev metric (accuracy or F1), ties to fewer steps, then to the
+    runs' kept checkpoints: best dev metric (accuracy or F1), then the lower dev loss, then fewer
+    steps, then to the
     earlier grid point (grids list learning rates in ascending order, so: the smaller learning
     rate). Runs whose every dev value is NaN (diverged from the start) are never chosen."""
     from lorank.linearized.selection import select_checkpoint
 
     if not records:
         raise LorankError("no runs to select from")
-    # each run contributes the checkpoint it kept (its best-dev step, or its last with keep="last")
-    curves = {i: ([r.best_step], [r.dev_metric]) for i, r in enumerate(records)}
+    # each run contributes the checkpoint it kept (its best-dev step, or its last with keep="last");
+    # its dev loss breaks ties on the metric, as within a run
+    curves = {i: ([r.best_step], [r.dev_metric], [_dev_loss_at(r, r.best_step)])
+              for i, r in enumerate(records)}
     return int(select_checkpoint(curves, higher_is_better=True).key)
 
 
-def _record(adapter: Adapter, lora: LoraSettings, s: TrainSettings, res: FitResult,
-            clf: torch.nn.Module) -> LoraRunRecord:
+def _dev_loss_at(record: LoraRunRecord, step: int) -> float:
+    """The dev loss the run measured at ``step`` (NaN if it did not evaluate there)."""
+    for ev in record.evals:
+        if ev.get("step") == step and ev.get("dev_loss") is not None:
+            return float(ev["dev_loss"])
+    return math.nan
+
+
+def run_record(adapter: Adapter, lora: LoraSettings, s: TrainSettings, res: FitResult,
+               clf: torch.nn.Module) -> LoraRunRecord:
+    """The :class:`LoraRunRecord` of one trained grid point (test fields left for
+    :func:`measure`); ``adapter`` gives the parameter count."""
     return LoraRunRecord(
         lora=lora.to_dict(), train=s.to_dict(), classifier=_classifier_config(clf),
         status="diverged" if res.diverged_step is not None else "ok", steps=res.steps,
@@ -197,6 +210,30 @@ class Selection:
         return self.runs[self.best]
 
 
+def select_and_measure(adapter: Adapter, records: list[LoraRunRecord],
+                       results: Sequence[FitResult], prepared: PreparedData,
+                       train: TrainSettings, gap: bool = True) -> Selection:
+    """Select among the runs of one grid (:func:`select`) and measure the selected one.
+
+    ``adapter`` is attached with the grid's :class:`LoraSettings`; ``results[i]`` holds run i's
+    best and final states (adapter-state dicts). The selected record gets the final state's test
+    metric and gap (loaded first), then the selected state's full :func:`measure`; the adapter
+    is left holding the selected state.
+    """
+    best = select(records)
+    rec, res = records[best], results[best]
+    rec.selected = True
+    if res.final_state is not None and prepared.test is not None:
+        adapter.load_state(res.final_state)
+        rec.final_test_accuracy, _, rec.final_test_metric = _split_metrics(
+            adapter.clf, prepared.test, train.loss, train.metric)
+        if gap and rec.best_step != rec.steps:
+            rec.final_gap = linearization_gap(adapter, prepared.test)
+    adapter.load_state(res.best_state)
+    measure(adapter, rec, prepared, train.loss, gap=gap, metric=train.metric)
+    return Selection(list(records), best)
+
+
 def finetune(
     clf: torch.nn.Module,
     data: Any,
@@ -241,20 +278,9 @@ def finetune(
         for s in grid:
             adapter.reset(seed)
             res = fit(adapter, prepared.train, prepared.dev, s)
-            records.append(_record(adapter, lora, s, res, clf))
+            records.append(run_record(adapter, lora, s, res, clf))
             results.append(res)
-        best = select(records)
-        rec, res = records[best], results[best]
-        rec.selected = True
-        if res.final_state is not None and prepared.test is not None:
-            adapter.load_state(res.final_state)
-            rec.final_test_accuracy, _, rec.final_test_metric = _split_metrics(
-                clf, prepared.test, train.loss, train.metric)
-            if gap and rec.best_step != rec.steps:
-                rec.final_gap = linearization_gap(adapter, prepared.test)
-        adapter.load_state(res.best_state)
-        measure(adapter, rec, prepared, train.loss, gap=gap, metric=train.metric)
-        return Selection(records, best)
+        return select_and_measure(adapter, records, results, prepared, train, gap)
     finally:
         if own:
             adapter.detach()

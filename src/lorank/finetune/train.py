@@ -121,8 +121,8 @@ def _schedule(opt: torch.optim.Optimizer, s: TrainSettings, total: int
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0)
 
 
-def _batches(n: int, batch: int | None, total: int, gen: torch.Generator
-             ) -> Iterator[torch.Tensor | slice]:
+def batch_indices(n: int, batch: int | None, total: int, gen: torch.Generator
+                  ) -> Iterator[torch.Tensor | slice]:
     """Index sets for ``total`` steps: the full batch, or shuffled epochs of size ``batch``."""
     if batch is None or batch >= n:
         for _ in range(total):
@@ -147,15 +147,26 @@ def task_metric(logits: torch.Tensor, y: torch.Tensor, metric: str) -> float:
     return float(lin_metric(metric, logits[:, :, None], y)[0])
 
 
-def evaluate(adapter: Adapter, data: PreparedSplit, loss: str, step: int,
-             metric: str = "accuracy") -> Evaluation:
-    """Dev metric, accuracy and loss of the classifier as it is now (NaN if a logit is not
-    finite)."""
-    logits = predict(adapter.clf, data)
+def evaluation(logits: torch.Tensor, y: torch.Tensor, loss: str, step: int,
+               metric: str = "accuracy") -> Evaluation:
+    """Dev metric, accuracy and loss of logits (n, K) against labels (n,) (all NaN if a logit
+    is not finite)."""
     if not bool(torch.isfinite(logits).all()):
         return Evaluation(step, math.nan, math.nan, math.nan)
-    return Evaluation(step, task_metric(logits, data.y, metric), accuracy(logits, data.y),
-                      float(loss_fn(logits, data.y, loss)))
+    return Evaluation(step, task_metric(logits, y, metric), accuracy(logits, y),
+                      float(loss_fn(logits, y, loss)))
+
+
+def evaluate(adapter: Adapter, data: PreparedSplit, loss: str, step: int,
+             metric: str = "accuracy") -> Evaluation:
+    """:func:`evaluation` of the classifier as it is now on a prepared split."""
+    return evaluation(predict(adapter.clf, data), data.y, loss, step, metric)
+
+
+def dev_key(ev: Evaluation) -> tuple[float, float]:
+    """What checkpoint selection maximises: (dev metric, −dev loss); a non-finite loss never
+    wins a tie (:mod:`lorank.linearized.selection`)."""
+    return (ev.dev_metric, -ev.dev_loss if math.isfinite(ev.dev_loss) else -math.inf)
 
 
 def fit(adapter: Adapter, train: PreparedSplit, dev: PreparedSplit, s: TrainSettings,
@@ -185,22 +196,23 @@ def fit(adapter: Adapter, train: PreparedSplit, dev: PreparedSplit, s: TrainSett
     opt = _optimizer(params, s)
     sched = _schedule(opt, s, total)
     result = FitResult()
-    best_acc = -math.inf
+    best = (-math.inf, -math.inf)  # (dev metric, −dev loss): the loss breaks metric ties
     t0 = time.perf_counter()
 
     def checkpoint(step: int) -> None:
-        nonlocal best_acc
+        nonlocal best
         adapter.set_dropout_training(False)
         ev = evaluate(adapter, dev, s.loss, step, s.metric)
         result.evals.append(ev)
         last = s.keep == "last" and math.isfinite(ev.dev_metric)
-        if last or ev.dev_metric > best_acc:
-            best_acc = ev.dev_metric
+        key = dev_key(ev)
+        if last or (math.isfinite(ev.dev_metric) and key > best):
+            best = key
             result.best_step, result.best_state = step, adapter.state(extra)
 
     with deterministic():
         checkpoint(0)
-        for step, index in enumerate(_batches(len(train), s.batch_size, total, gen), start=1):
+        for step, index in enumerate(batch_indices(len(train), s.batch_size, total, gen), start=1):
             adapter.set_dropout_training(True)
             loss = loss_fn(train.logits(clf, index), train.y[index], s.loss)
             if not torch.isfinite(loss):
@@ -212,7 +224,7 @@ def fit(adapter: Adapter, train: PreparedSplit, dev: PreparedSplit, s: TrainSett
             opt.step()
             sched.step()
             result.steps = step
-            if step % s.eval_every == 0 or step == total:
+            if s.is_eval_step(step, total):
                 checkpoint(step)
     adapter.set_dropout_training(False)
     if result.diverged_step is None:

@@ -13,7 +13,8 @@ linear least-squares solve:
 
 * B-step (A fixed): the logits are linear in B, with design columns ⟨G_ℓ(x_i)_k, E_{pq} A⟩, i.e.
   D_B[(i,k), (ℓ, p, q)] = (G_ℓ(x_i)_k A_ℓᵀ)_{pq} = Σ_{t∈i} δ_{k,t,p} (A_ℓ x_t)_q;
-* A-step (B fixed): D_A[(i,k), (ℓ, q, j)] = (B_ℓᵀ G_ℓ(x_i)_k)_{qj} = Σ_{t∈i} (B_ℓᵀ δ_{k,t})_q x_{t,j},
+* A-step (B fixed): D_A[(i,k), (ℓ, q, j)] = (B_ℓᵀ G_ℓ(x_i)_k)_{qj}
+  = Σ_{t∈i} (B_ℓᵀ δ_{k,t})_q x_{t,j},
 
 both built from the per-token factors G_i = Σ_t δ_t x_tᵀ (never from J) and solved in float64
 by least squares (minimum norm when under-determined). The loss never increases from one

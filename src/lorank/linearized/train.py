@@ -156,6 +156,17 @@ class TrainSettings:
         return frozenset(out)
 
 
+def is_early_step(step: int) -> bool:
+    """Whether ``step`` is one of the early checkpoints 1, 2, 3, 4, 6, 8, 12, … (2^i or
+    3·2^(i−1))."""
+    if step < 1:
+        return False
+    odd = step
+    while odd % 2 == 0:
+        odd //= 2
+    return odd in (1, 3)
+
+
 def early_step(j: int) -> int:
     """The j-th early checkpoint: 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, … (≈ 2^(j/2), integers)."""
     if j == 0:

@@ -1,0 +1,694 @@
+r"""Real LoRA for a whole group of configurations in one program (issue #21).
+
+C configurations — ranks, initialisations, learning rates, weight decays, and training splits of
+one task (seeds) — adapt the same matrices W_ℓ of one frozen encoder. One at a time, each is a
+peft run (:func:`lorank.finetune.train.fit`). Here all of them train together:
+
+1. **Frozen prefix once per split.** Below the lowest adapted layer s nothing depends on the
+   adapter: the splits arrive as :class:`~lorank.finetune.inputs.PreparedSplit` holding
+   h_s(x) (:func:`lorank.finetune.run.prepare_data`), shared by every configuration of the split.
+2. **Cohorts.** Configurations whose steps see the same rows (same split; same batch order, i.e.
+   full batch, or the same batch size and seed) form a cohort. Per step and cohort the upper
+   layers run once for all its configurations under :func:`torch.func.vmap`
+   (:func:`lorank.finetune.stacked.stacked_logits`), zero-padded to the largest rank; the
+   adapter-independent work of the first adapted block (W_k h, W_q h, W_v h) is shared.
+3. **Length buckets** (:mod:`lorank.finetune.buckets`). The rows of a step run as ≤ 8 groups of
+   similar length, each cut to its longest row: the padding positions that every block above
+   the prefix would otherwise process (58 % of the SST-2 train tokens on MiniLM) are skipped;
+   logits are unchanged (masked positions never reach a kept one).
+4. **Per-configuration optimisation.** The losses of the C configurations are summed and
+   differentiated once; configuration c's parameters receive exactly ∂L_c/∂θ_c (nothing couples
+   two configurations). :class:`~lorank.finetune.stacked.StackedOptimizer` applies torch's SGD,
+   Adam or AdamW with c's own learning rate, schedule, weight decay and step count.
+5. **The one-at-a-time protocol per configuration**: dev evaluation at step 0, every
+   ``eval_every`` steps (and the early steps of ``TrainSettings.is_eval_step``) and at its last
+   step; the best-dev state kept (ties to the lower dev loss, then the earlier step;
+   ``keep="last"``: the last finite state); a non-finite training loss stops that configuration
+   at that step (``diverged_step``) — its rows are never updated again, so no NaN reaches the
+   others.
+
+Equal to peft: for the same init (drawn by peft itself, :func:`initial_factors`), data and steps,
+every configuration's losses, dev curve, selected step and adapter weights match
+:func:`~lorank.finetune.train.fit` run alone (tested in float64 to 1e-8 and float32 to 1e-4 on
+every supported architecture). The states come back as peft adapter states, so
+:meth:`lorank.finetune.adapter.Adapter.load_state` and :func:`save_adapter` export them in peft's
+format.
+
+Cost (FLOP accounting, docs/benchmarks.md): batching does not remove arithmetic — each
+configuration's activations above the adapted layer differ — so on a CPU, where the
+one-at-a-time step already runs its GEMMs near peak, the gain comes from the skipped padding and
+the shared frozen projections; on an accelerator the batched GEMMs also replace C small launches.
+
+:func:`finetune_batched` is the entry point for sweeps and the CLI: cells (rank, seed) × their
+(lr, batch size) grids trained in one call, then each cell selected on dev and measured on test
+exactly as :func:`lorank.finetune.run.finetune`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lorank.errors import LorankError
+from lorank.finetune.adapter import ADAPTER, attach_lora, base_model_of
+from lorank.finetune.buckets import cut_rows, plan_buckets, row_lengths
+from lorank.finetune.config import LoraSettings, TrainSettings
+from lorank.finetune.inputs import PreparedSplit
+from lorank.finetune.run import (
+    LoraRunRecord,
+    PreparedData,
+    Selection,
+    run_record,
+    select_and_measure,
+)
+from lorank.finetune.stacked import (
+    LoraStack,
+    StackedOptimizer,
+    lora_hooks,
+    stack_factors,
+    stacked_logits,
+)
+from lorank.finetune.train import (
+    FitResult,
+    batch_indices,
+    deterministic,
+    dev_key,
+    evaluation,
+    loss_fn,
+)
+
+#: fields every configuration of one call must share (the rest may differ per configuration)
+SHARED_LORA = ("targets", "layers", "dropout")
+SHARED_TRAIN = ("optimizer", "loss", "eval_every", "eval_early", "keep", "metric",
+                "train_head")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What configurations train on: a classifier (no adapter attached) and its prepared splits.
+
+    Problems of one call share the encoder (``clf.model``); their heads may differ (a pair head
+    fitted per data seed). ``data.start`` is the cached prefix (None = full forward).
+    """
+
+    clf: torch.nn.Module
+    data: PreparedData
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One real-LoRA training run.
+
+    Attributes:
+        problem: key of its :class:`Problem`.
+        lora: the adapter (r, α, scaling, init may differ per configuration; targets, layers
+            and dropout must be shared, dropout 0).
+        train: the optimisation (lr, weight decay, schedule, steps/epochs, batch size and seed
+            may differ; optimiser, loss, eval period, keep rule and metric must be shared).
+        init_seed: seed of the adapter init (default ``train.seed``), drawn by peft.
+    """
+
+    problem: Hashable
+    lora: LoraSettings
+    train: TrainSettings
+    init_seed: int | None = None
+
+    @property
+    def adapter_seed(self) -> int:
+        """The seed peft draws the init from: ``init_seed``, else ``train.seed``."""
+        return self.train.seed if self.init_seed is None else int(self.init_seed)
+
+
+@dataclass(frozen=True)
+class BatchedSettings:
+    """How the batched trainer lays out the work (the results do not depend on it beyond
+    floating-point summation order).
+
+    Attributes:
+        max_buckets: length groups per step (1 = the padded batch, as peft runs it). Measured
+            on MiniLM SST-2 (32 rows): 8 groups leave ~5 % padding (1 group: 100–150 %) and
+            were the fastest of 1/4/8/12/16/32.
+        max_rows: configurations × padded tokens per vmapped call; larger cohorts are chunked
+            (bounds the activation memory; on a CPU, tensors beyond the allocator's mmap
+            threshold, 32 MiB, pay page faults on every allocation). 2,048–32,768 measured
+            within noise of each other.
+    """
+
+    max_buckets: int = 8
+    max_rows: int = 8192
+
+    def __post_init__(self) -> None:
+        for name in ("max_buckets", "max_rows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise LorankError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass
+class BatchedFit:
+    """Result of :func:`train_batched`: one :class:`FitResult` per configuration (input order).
+
+    ``wall_s``/``cpu_s``: the whole call; ``init_s``: drawing the inits (peft) and stacking;
+    ``eval_s``/``eval_cpu_s``: the dev evaluations (``evals`` of them, each of every due
+    configuration);
+    ``steps``: optimiser steps run. Each FitResult's ``wall_s`` is the call's training wall
+    time divided by C (amortised). ``config_steps``: Σ_c steps taken.
+    """
+
+    configurations: list[Configuration]
+    fits: list[FitResult]
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    init_s: float = 0.0
+    eval_s: float = 0.0
+    eval_cpu_s: float = 0.0
+    evals: int = 0
+    steps: int = 0
+    cohorts: int = 0
+    config_steps: int = 0
+
+
+def _check(problems: Mapping[Hashable, Problem], configs: Sequence[Configuration]) -> None:
+    if not configs:
+        raise LorankError("no configurations to train")
+    missing = [c.problem for c in configs if c.problem not in problems]
+    if missing:
+        raise LorankError(f"configuration refers to unknown problem {missing[0]!r}")
+    first = configs[0]
+    for c in configs[1:]:
+        for name in SHARED_LORA:
+            if getattr(c.lora, name) != getattr(first.lora, name):
+                raise LorankError(f"batched configurations must share lora.{name} "
+                                  f"({getattr(first.lora, name)!r} vs {getattr(c.lora, name)!r})")
+        for name in SHARED_TRAIN:
+            if getattr(c.train, name) != getattr(first.train, name):
+                raise LorankError(f"batched configurations must share train.{name} "
+                                  f"({getattr(first.train, name)!r} vs "
+                                  f"{getattr(c.train, name)!r})")
+    if first.lora.dropout != 0:
+        raise LorankError("the batched trainer runs LoRA without dropout (dropout draws differ "
+                          "from peft's); use the one-at-a-time trainer for dropout > 0")
+    if first.train.train_head:
+        raise LorankError("the batched trainer keeps the head frozen; train_head needs the "
+                          "one-at-a-time trainer")
+    used = {c.problem for c in configs}
+    models = {id(problems[k].clf.model) for k in used}
+    if len(models) != 1:
+        raise LorankError("the problems of one batched call must share one encoder")
+    for k in used:
+        d = problems[k].data
+        if d.train.start != d.dev.start:
+            raise LorankError(f"problem {k!r}: train and dev must share the cached prefix")
+        _check_prefix(problems[k].clf, d.train, first.lora, f"problem {k!r}")
+
+
+def _check_prefix(clf: torch.nn.Module, split: PreparedSplit, lora: LoraSettings,
+                  where: str) -> None:
+    """The cached prefix [0, start) must lie below every adapted layer."""
+    lowest = min(m.layer for m in clf.adapted_matrices(lora.targets, lora.layers))
+    if split.start is not None and split.start > lowest:
+        raise LorankError(f"{where}: the split caches layers [0, {split.start}) but LoRA adapts "
+                          f"layer {lowest}; prepare it with start <= {lowest}")
+
+
+def initial_factors(clf: torch.nn.Module, lora: LoraSettings, seeds: Sequence[int]
+                    ) -> tuple[dict[int, dict[str, tuple[torch.Tensor, torch.Tensor]]], float]:
+    """The initial (A, B) of every adapted matrix, drawn by peft exactly as
+    :func:`lorank.finetune.adapter.attach_lora` + :meth:`Adapter.reset` draw them.
+
+    Returns ({seed: {path: (A (r, n), B (m, r))}}, peft's scaling s); the classifier is left
+    without adapter.
+    """
+    adapter = attach_lora(clf, lora, seed=seeds[0])
+    try:
+        scaling = float(adapter.module(adapter.matrices[0]).scaling[ADAPTER])
+        out = {}
+        for seed in dict.fromkeys(seeds):
+            adapter.reset(seed)
+            out[seed] = {m.path: (adapter.module(m).lora_A[ADAPTER].weight.detach().clone(),
+                                  adapter.module(m).lora_B[ADAPTER].weight.detach().clone())
+                         for m in adapter.matrices}
+        return out, scaling
+    finally:
+        adapter.detach()
+
+
+def _base(clf: torch.nn.Module) -> tuple[torch.nn.Module, str]:
+    """The classifier's base model (where adapted paths start) and its parameter prefix."""
+    return base_model_of(clf, clf.adapted_matrices(None, "all")[0])
+
+
+def _prefix(clf: torch.nn.Module) -> str:
+    return _base(clf)[1]
+
+
+def save_adapter(clf: torch.nn.Module, lora: LoraSettings, state: Mapping[str, torch.Tensor],
+                 folder: str | os.PathLike) -> Path:
+    """Export a trained state (e.g. ``fit.best_state``) in peft's format: attach a peft adapter
+    with ``lora``, load the state, :meth:`Adapter.save`, detach. Loads with
+    ``PeftModel.from_pretrained(AutoModel.from_pretrained(base), folder)``."""
+    adapter = attach_lora(clf, lora)
+    try:
+        adapter.load_state(dict(state))
+        return adapter.save(folder)
+    finally:
+        adapter.detach()
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Rows run together: their positions in the step's batch, their row ids in the split, and
+    the kept length per tower (:mod:`lorank.finetune.buckets`)."""
+
+    positions: np.ndarray
+    ids: np.ndarray
+    keep: tuple[int, ...]
+
+    @property
+    def tokens(self) -> int:
+        return len(self.ids) * sum(self.keep)
+
+
+def plan_rows(lengths: np.ndarray, ids: np.ndarray, max_buckets: int) -> list[Bucket]:
+    """Length buckets for the rows ``ids`` of a split whose row lengths are ``lengths``."""
+    groups = plan_buckets(lengths[ids], max_buckets)
+    return [Bucket(g, ids[g], tuple(int(v) for v in lengths[ids[g]].max(axis=0)))
+            for g in groups]
+
+
+def chunked(members: list[int], plan: Sequence[Bucket], max_rows: int) -> list[list[int]]:
+    """Configurations in chunks of ≤ max_rows // (padded tokens of the plan) (at least 1)."""
+    size = max(1, max_rows // max(1, sum(b.tokens for b in plan)))
+    return [members[i:i + size] for i in range(0, len(members), size)]
+
+
+def bucketed_logits(clf: torch.nn.Module, split: PreparedSplit, plan: Sequence[Bucket],
+                    A: Mapping[str, torch.Tensor], B: Mapping[str, torch.Tensor],
+                    s: torch.Tensor, slot: dict) -> torch.Tensor:
+    """(C, b, K) logits of C stacked configurations on the planned rows, in batch order."""
+    parts, positions = [], []
+    for bucket in plan:
+        x = cut_rows(split.x, bucket.ids, clf.towers, bucket.keep)
+        parts.append(stacked_logits(clf, x, split.start, slot, A, B, s))
+        positions.append(bucket.positions)
+    out = torch.cat(parts, dim=1)
+    inverse = torch.as_tensor(np.argsort(np.concatenate(positions), kind="stable"))
+    return out.index_select(1, inverse)
+
+
+@torch.no_grad()
+def predict_states(clf: torch.nn.Module, split: PreparedSplit, loras: Sequence[LoraSettings],
+                   states: Sequence[Mapping[str, torch.Tensor]],
+                   settings: BatchedSettings | None = None) -> torch.Tensor:
+    """Logits (C, n, K) of C trained adapters (peft-named states, e.g. ``fit.best_state``,
+    with their :class:`LoraSettings` for r and s) on a prepared split, all in one batched
+    forward; the classifier must hold no adapter."""
+    settings = settings or BatchedSettings()
+    _check_prefix(clf, split, loras[0], f"split {split.name!r}")
+    prefix = _prefix(clf)
+    paths = [m.path for m in clf.adapted_matrices(loras[0].targets, loras[0].layers)]
+    factors = [{p: (st[f"{prefix}{p}.lora_A.{ADAPTER}.weight"],
+                    st[f"{prefix}{p}.lora_B.{ADAPTER}.weight"]) for p in paths} for st in states]
+    stack = stack_factors(factors, [lora.s for lora in loras])
+    plan = plan_rows(row_lengths(split.x, clf.towers), np.arange(len(split)),
+                     settings.max_buckets)
+    out = []
+    with lora_hooks(_base(clf)[0], paths) as slot:
+        for chunk in chunked(list(range(len(states))), plan, settings.max_rows):
+            idx = torch.as_tensor(chunk)
+            out.append(bucketed_logits(
+                clf, split, plan, {p: stack.A[p][idx] for p in paths},
+                {p: stack.B[p][idx] for p in paths}, stack.s[idx], slot))
+    return torch.cat(out)
+
+
+@dataclass
+class _Cohort:
+    """Configurations [lo, hi) of the internal order that see the same rows at every step."""
+
+    problem: Problem
+    lo: int
+    hi: int
+    total: int
+    batches: Any
+    full_plan: list | None = None
+
+
+@dataclass
+class _Track:
+    """Per-configuration bookkeeping (what fit() keeps in locals)."""
+
+    result: FitResult = field(default_factory=FitResult)
+    best: tuple[float, float] = (-math.inf, -math.inf)  # (dev metric, −dev loss)
+
+
+class _Engine:
+    """The training loop of :func:`train_batched` (internal order = configurations sorted by
+    cohort, so a cohort's factors are contiguous rows of the stacks)."""
+
+    def __init__(self, problems: Mapping[Hashable, Problem], configs: list[Configuration],
+                 stack: LoraStack, settings: BatchedSettings) -> None:
+        self.problems = problems
+        self.configs = configs
+        self.stack = stack
+        self.settings = settings
+        first = configs[0].train
+        self.loss, self.metric, self.keep = first.loss, first.metric, first.keep
+        self.eval_every = first.eval_every
+        self.schedule = first  # TrainSettings.is_eval_step: the shared checkpoint schedule
+        self.totals = [c.train.total_steps(len(problems[c.problem].data.train))
+                       for c in configs]
+        self.tracks = [_Track() for _ in configs]
+        self.active = torch.ones(len(configs), dtype=torch.bool)
+        self.prefix = _prefix(problems[configs[0].problem].clf)
+        self.lengths: dict[tuple[int, str], np.ndarray] = {}
+        self.plans: dict[tuple[int, str], list] = {}
+
+    # ----- rows and logits ----------------------------------------------------------------
+    def _lengths(self, problem: Problem, split: PreparedSplit) -> np.ndarray:
+        key = (id(split), split.name)
+        if key not in self.lengths:  # the splits outlive the engine
+            self.lengths[key] = row_lengths(split.x, problem.clf.towers)
+        return self.lengths[key]
+
+    def _plan(self, problem: Problem, split: PreparedSplit, index: torch.Tensor | slice
+              ) -> list[Bucket]:
+        ids = np.arange(len(split)) if isinstance(index, slice) else index.numpy()
+        return plan_rows(self._lengths(problem, split), ids, self.settings.max_buckets)
+
+    def _logits(self, problem: Problem, split: PreparedSplit, plan: list[Bucket],
+                A: dict, B: dict, s: torch.Tensor, slot: dict) -> torch.Tensor:
+        return bucketed_logits(problem.clf, split, plan, A, B, s, slot)
+
+    def _chunks(self, members: list[int], plan: list[Bucket]) -> list[list[int]]:
+        return chunked(members, plan, self.settings.max_rows)
+
+    def _factors(self, rows: list[int], grad: bool) -> tuple[dict, dict, torch.Tensor]:
+        idx = torch.as_tensor(rows, dtype=torch.long)
+        A = {p: self.stack.A[p].index_select(0, idx) for p in self.stack.paths}
+        B = {p: self.stack.B[p].index_select(0, idx) for p in self.stack.paths}
+        if grad:
+            for t in (*A.values(), *B.values()):
+                t.requires_grad_(True)
+        return A, B, self.stack.s.index_select(0, idx)
+
+    # ----- evaluation ---------------------------------------------------------------------
+    def _state(self, c: int) -> dict[str, torch.Tensor]:
+        """Configuration c's factors as a peft adapter state (copies, unpadded)."""
+        out = {}
+        for p, (A, B) in self.stack.unpadded(c).items():
+            out[f"{self.prefix}{p}.lora_A.{ADAPTER}.weight"] = A
+            out[f"{self.prefix}{p}.lora_B.{ADAPTER}.weight"] = B
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, members: list[int], step: int, slot: dict) -> None:
+        """Dev evaluation of ``members`` at ``step`` and the keep-best rule of fit()."""
+        by_problem: dict[Hashable, list[int]] = {}
+        for c in members:
+            by_problem.setdefault(self.configs[c].problem, []).append(c)
+        for key, rows in by_problem.items():
+            problem = self.problems[key]
+            dev = problem.data.dev
+            plan = self.plans.setdefault((id(dev), "dev"), self._plan(problem, dev, slice(None)))
+            for chunk in self._chunks(rows, plan):
+                logits = self._logits(problem, dev, plan, *self._factors(chunk, False), slot)
+                for j, c in enumerate(chunk):
+                    ev = evaluation(logits[j], dev.y, self.loss, step, self.metric)
+                    track = self.tracks[c]
+                    track.result.evals.append(ev)
+                    last = self.keep == "last" and math.isfinite(ev.dev_metric)
+                    key = dev_key(ev)
+                    if last or (math.isfinite(ev.dev_metric) and key > track.best):
+                        track.best = key
+                        track.result.best_step, track.result.best_state = step, self._state(c)
+
+    # ----- one step -----------------------------------------------------------------------
+    def step(self, cohort: _Cohort, step: int, running: torch.Tensor, slot: dict,
+             grads: list[torch.Tensor]) -> None:
+        """Forward/backward of the cohort's running configurations on this step's rows."""
+        if step > cohort.total:
+            return
+        index = next(cohort.batches)  # once per step, whoever still runs: fit()'s batch order
+        members = [c for c in range(cohort.lo, cohort.hi) if bool(running[c])]
+        if not members:
+            return
+        problem, split = cohort.problem, cohort.problem.data.train
+        if isinstance(index, slice):
+            if cohort.full_plan is None:
+                cohort.full_plan = self._plan(problem, split, index)
+            plan, y = cohort.full_plan, split.y
+        else:
+            plan, y = self._plan(problem, split, index), split.y[index]
+        for chunk in self._chunks(members, plan):
+            A, B, s = self._factors(chunk, True)
+            logits = self._logits(problem, split, plan, A, B, s, slot)
+            losses = torch.stack([loss_fn(logits[j], y, self.loss) for j in range(len(chunk))])
+            finite = torch.isfinite(losses.detach())
+            for j, c in enumerate(chunk):
+                if bool(finite[j]):
+                    self.tracks[c].result.losses.append(float(losses[j].detach()))
+                else:
+                    self.tracks[c].result.diverged_step = step
+                    self.active[c] = False
+            if not bool(finite.any()):
+                continue
+            leaves = [t for p in self.stack.paths for t in (A[p], B[p])]
+            gs = torch.autograd.grad(losses[finite].sum(), leaves)
+            idx = torch.as_tensor(chunk, dtype=torch.long)
+            for buf, g in zip(grads, gs, strict=True):
+                buf.index_copy_(0, idx, g)
+
+    def factors(self, step: int) -> torch.Tensor:
+        """(C,) schedule factors of the update at ``step`` (LambdaLR after step − 1 calls)."""
+        out = []
+        for c, total in zip(self.configs, self.totals, strict=True):
+            linear = c.train.schedule == "linear"
+            out.append(max(0.0, 1.0 - (step - 1) / total) if linear else 1.0)
+        return torch.tensor(out, dtype=torch.float64)
+
+
+class _Clock:
+    """Accumulates wall and CPU time over ``with`` blocks, and counts them."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+        self.count = 0
+
+    def __enter__(self) -> _Clock:
+        self._t = (time.perf_counter(), time.process_time())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall += time.perf_counter() - self._t[0]
+        self.cpu += time.process_time() - self._t[1]
+        self.count += 1
+
+
+def _cohort_key(config: Configuration, n: int) -> tuple:
+    batch = config.train.batch_size
+    full = batch is None or batch >= n
+    return (config.problem, None if full else (batch, config.train.seed))
+
+
+def train_batched(problems: Mapping[Hashable, Problem], configurations: Sequence[Configuration],
+                  settings: BatchedSettings | None = None) -> BatchedFit:
+    """Train C real-LoRA configurations in one program (see the module doc).
+
+    Args:
+        problems: key -> :class:`Problem` (classifier + prepared train/dev splits).
+        configurations: what to train; see :class:`Configuration` for what may differ.
+        settings: work layout (length buckets, chunking); defaults are tuned on MiniLM.
+
+    Returns:
+        :class:`BatchedFit` with one :class:`FitResult` per configuration, as
+        :func:`lorank.finetune.train.fit` returns for that configuration alone: loss curve,
+        dev evaluations, best step and state, final state (None if diverged), steps taken,
+        ``diverged_step``. States are keyed by peft parameter names.
+
+    Raises:
+        LorankError: configurations that cannot share one program (see :class:`Configuration`),
+            dropout > 0, ``train_head``, unknown problem keys, problems on different encoders.
+    """
+    t0, c0 = time.perf_counter(), time.process_time()
+    settings = settings or BatchedSettings()
+    configs = list(configurations)
+    _check(problems, configs)
+    clfs = {id(problems[c.problem].clf): problems[c.problem].clf for c in configs}
+    flags = {id(p): (p, p.requires_grad) for clf in clfs.values() for p in clf.parameters()}
+    clf0 = problems[configs[0].problem].clf
+    try:
+        # peft draws every init (one attach per distinct LoraSettings)
+        init: dict[LoraSettings, tuple[dict, float]] = {}
+        for lora in dict.fromkeys(c.lora for c in configs):
+            seeds = [c.adapter_seed for c in configs if c.lora == lora]
+            init[lora] = initial_factors(clf0, lora, seeds)
+        for p, _ in flags.values():
+            p.requires_grad_(False)
+        n_train = {k: len(p.data.train) for k, p in problems.items()}
+        keys = [_cohort_key(c, n_train[c.problem]) for c in configs]
+        cohort_order = list(dict.fromkeys(keys))
+        order = sorted(range(len(configs)), key=lambda i: cohort_order.index(keys[i]))
+        internal = [configs[i] for i in order]
+        stack = stack_factors([init[c.lora][0][c.adapter_seed] for c in internal],
+                              [init[c.lora][1] for c in internal])
+        init_s = time.perf_counter() - t0
+        engine = _Engine(problems, internal, stack, settings)
+        cohorts = []
+        for key in cohort_order:
+            rows = [i for i, c in enumerate(internal) if _cohort_key(
+                c, n_train[c.problem]) == key]
+            first = internal[rows[0]]
+            problem = problems[first.problem]
+            total = max(engine.totals[i] for i in rows)
+            gen = torch.Generator().manual_seed(first.train.seed)
+            cohorts.append(_Cohort(problem, rows[0], rows[-1] + 1, total, batch_indices(
+                len(problem.data.train), first.train.batch_size, total, gen)))
+        tensors = stack.tensors()
+        opt = StackedOptimizer(internal[0].train.optimizer, tensors, stack.masks(),
+                               torch.tensor([c.train.lr for c in internal], dtype=torch.float64),
+                               torch.tensor([c.train.weight_decay for c in internal],
+                                            dtype=torch.float64))
+        totals = torch.tensor(engine.totals)
+        t_train = time.perf_counter()
+        clock = _Clock()
+        steps = 0
+        with deterministic(), lora_hooks(_base(clf0)[0], stack.paths) as slot:
+            with clock:
+                engine.evaluate(list(range(len(internal))), 0, slot)
+            for step in range(1, int(totals.max()) + 1):
+                running = engine.active & (totals >= step)
+                if not bool(running.any()):
+                    break
+                grads = [torch.zeros_like(t) for t in tensors]
+                for cohort in cohorts:
+                    engine.step(cohort, step, running, slot, grads)
+                updated = running & engine.active
+                opt.step(grads, engine.factors(step), updated)
+                steps = step
+                due = [c for c in range(len(internal)) if bool(updated[c]) and (
+                    engine.schedule.is_eval_step(step, engine.totals[c]))]
+                for c in torch.nonzero(updated).flatten().tolist():
+                    engine.tracks[c].result.steps = step
+                if due:
+                    with clock:
+                        engine.evaluate(due, step, slot)
+        train_wall = time.perf_counter() - t_train
+    finally:
+        for p, flag in flags.values():
+            p.requires_grad_(flag)
+    fits: list[FitResult] = [FitResult()] * len(configs)
+    for pos, i in enumerate(order):
+        res = engine.tracks[pos].result
+        if res.diverged_step is None:
+            res.final_state = engine._state(pos)
+        res.wall_s = train_wall / len(configs)
+        fits[i] = res
+    return BatchedFit(configurations=configs, fits=fits, wall_s=time.perf_counter() - t0,
+                      cpu_s=time.process_time() - c0, init_s=init_s, eval_s=clock.wall,
+                      eval_cpu_s=clock.cpu, evals=clock.count, steps=steps, cohorts=len(cohorts),
+                      config_steps=sum(f.steps for f in fits))
+
+
+# ----- cells: grids, selection and measurement (the entry point for sweeps and the CLI) ------
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (rank, seed) cell: an adapter trained from one seeded init at every point of an
+    (lr × batch size) grid, the grid point and step then selected on dev, as
+    :func:`lorank.finetune.run.finetune` does for one cell.
+
+    Attributes:
+        problem: key of its :class:`Problem`.
+        lora, train: the settings; ``lrs`` / ``batch_sizes`` replace ``train.lr`` /
+            ``train.batch_size`` per grid point (empty: just those).
+        init_seed: seed of the init (default ``train.seed``).
+    """
+
+    problem: Hashable
+    lora: LoraSettings
+    train: TrainSettings
+    lrs: tuple[float, ...] = ()
+    batch_sizes: tuple[int | None, ...] = ()
+    init_seed: int | None = None
+
+    def grid(self) -> list[TrainSettings]:
+        """The grid points in :func:`~lorank.finetune.run.finetune`'s order (lr ascending)."""
+        return [replace(self.train, lr=lr, batch_size=bs)
+                for lr in sorted(self.lrs or [self.train.lr])
+                for bs in (self.batch_sizes or [self.train.batch_size])]
+
+
+@dataclass
+class CellsTraining:
+    """The trained grids of :func:`train_cells`: ``spans[i]`` indexes cell i's configurations
+    in ``fit`` (grid order)."""
+
+    cells: list[Cell]
+    fit: BatchedFit
+    spans: list[range]
+
+    def results(self, i: int) -> list[FitResult]:
+        return [self.fit.fits[j] for j in self.spans[i]]
+
+
+def train_cells(problems: Mapping[Hashable, Problem], cells: Sequence[Cell],
+                settings: BatchedSettings | None = None) -> CellsTraining:
+    """Train every grid point of every cell in one :func:`train_batched` call."""
+    configs, spans = [], []
+    for cell in cells:
+        lo = len(configs)
+        configs += [Configuration(cell.problem, cell.lora, s, cell.init_seed)
+                    for s in cell.grid()]
+        spans.append(range(lo, len(configs)))
+    return CellsTraining(list(cells), train_batched(problems, configs, settings), spans)
+
+
+def measure_cell(problems: Mapping[Hashable, Problem], training: CellsTraining, i: int,
+                 gap: bool = True) -> Selection:
+    """Select cell i's grid point and step on dev and measure it on test, exactly as
+    :func:`~lorank.finetune.run.finetune` (a peft adapter is attached for the measurement and
+    detached again)."""
+    cell = training.cells[i]
+    problem = problems[cell.problem]
+    results = training.results(i)
+    adapter = attach_lora(problem.clf, cell.lora, seed=cell.train.seed if cell.init_seed is None
+                          else cell.init_seed)
+    try:
+        records: list[LoraRunRecord] = [
+            run_record(adapter, cell.lora, training.fit.configurations[j].train, res, problem.clf)
+            for j, res in zip(training.spans[i], results, strict=True)]
+        return select_and_measure(adapter, records, results, problem.data, cell.train, gap)
+    finally:
+        adapter.detach()
+
+
+def finetune_batched(problems: Mapping[Hashable, Problem], cells: Sequence[Cell],
+                     settings: BatchedSettings | None = None, gap: bool = True
+                     ) -> list[Selection]:
+    """Real LoRA for many cells at once: every (cell, lr, batch size) trained in one program
+    (:func:`train_batched`), then each cell selected on dev and measured on test
+    (:func:`measure_cell`). One :class:`~lorank.finetune.run.Selection` per cell, as
+    :func:`~lorank.finetune.run.finetune` returns it.
+
+    Example (five data seeds × six ranks × three learning rates = 90 configurations)::
+
+        problems = {seed: Problem(clf, prepare_data(clf, load_task("sst2", 16, seed), 5, 64))
+                    for seed in (13, 21, 42, 87, 100)}
+        cells = [Cell(seed, LoraSettings(r=r, layers="last", init="fan_in", scaling="none"),
+                      TrainSettings(steps=300, optimizer="gd", eval_every=25, seed=seed),
+                      lrs=(0.01, 0.03, 0.1))
+                 for seed in problems for r in (1, 2, 4, 8, 12, 16)]
+        selections = finetune_batched(problems, cells)
+    """
+    training = train_cells(problems, cells, settings)
+    return [measure_cell(problems, training, i, gap) for i in range(len(cells))]
