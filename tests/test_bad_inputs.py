@@ -130,7 +130,7 @@ CASES = [
      "unknown task 'nosuchtask'"),
     ("sweep-unknown-method-lists-providers", ["sweep", "{ws}/unknown_method.yaml",
                                               "--no-progress"], {},
-     "available methods: cstar, linearized, lora, planted, prescribe"),
+     "available methods: capacity, cstar, linearized, lora, planted, prescribe"),
     ("sweep-store-not-a-store", ["sweep", "{ws}/store_is_text.yaml", "--no-progress"], {},
      "is not a lorank results store"),
     ("reproduce-out-user-folder", ["reproduce", "--out", "{ws}/notes"], {},

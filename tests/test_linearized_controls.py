@@ -190,3 +190,26 @@ def test_planted_options_are_validated():
         options(RunConfig(**base, options={"n_train": 2048}))
     with pytest.raises(LorankError, match="teacher_rank must be a positive integer"):
         options(RunConfig(**base, options={"teacher_rank": 0}))
+
+
+def test_capacity_cell_floors_and_gd_on_factor_features():
+    """KN = 12 targets, one 5x4 matrix (d(1) = 8 < 12 ≤ d(2) = 14): the ALS floor separates the
+    ranks; GD reports its own (budget-limited) loss; test accuracy is measured for both."""
+    from tests.test_linearized_als import factor_features
+
+    from lorank.linearized.controls import capacity_cell, capacity_splits
+
+    sample = factor_features(N=10, K=2, seed=2)
+    opts = {"n_pool": 6, "n_dev": 0, "n_train": 6}
+    train, test = capacity_splits(sample, opts, seed=3)
+    assert (train.N, test.N) == (6, 4)
+    again, _ = capacity_splits(sample, opts, seed=3)
+    assert torch.equal(again.labels, train.labels)
+    cfg = RunConfig(sweep="s", method="capacity", task="sst2", model="m", rank=1, seed=3,
+                    loss="mse", lrs=(0.5,), steps=50)
+    cells = capacity_cell(train, test, (1, 2), cfg, als_iters=200)
+    assert cells[1]["als_floor"] > 1e-3 > 1e-6 > cells[2]["als_floor"]
+    assert cells[1]["train_loss_gd"] <= cells[1]["train_loss_init"]
+    assert 0 <= cells[1]["test_acc"] <= 1 and 0 <= cells[2]["als_test_acc"] <= 1
+    ce = capacity_cell(train, test, (1,), RunConfig(**{**cfg.to_dict(), "loss": "ce"}), 5)
+    assert "als_floor" not in ce[1]

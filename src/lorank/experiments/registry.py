@@ -40,6 +40,7 @@ METHOD_PROVIDERS: dict[str, str] = {
     "lora": "lorank.finetune.method",
     "cstar": "lorank.capacity.method",
     "planted": "lorank.linearized.controls",
+    "capacity": "lorank.linearized.controls",
 }
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -1,21 +1,35 @@
-"""The ``planted`` sweep method: the planted-rank positive control (:mod:`.planted`) as runs.
+"""The positive controls as sweep methods: ``planted`` and ``capacity`` (docs/experiments.md).
 
-One stored run = one student rank r for one (teacher rank s, N, seed) setting. The texts are a
-fixed sample of the task's pool (``options.n_pool + n_dev + n_test`` rows in LM-BFF's shuffled
-order for ``options.sample_seed``, :func:`lorank.data.lmbff.pool_sample`): their NTK features are
-computed once (on-disk cache, and kept in memory for the next settings of the same sample),
-relabelled by a teacher of rank s (seed = the run's seed) and split into a train pool, dev and
-test. The student ranks of one setting train together in one vectorised call, at c·η0 of the
-teacher-labelled train features, and are selected on the teacher-labelled dev split exactly as
-the ``linearized`` method selects (dev metric, then dev loss, then fewer steps).
+Both work on one fixed sample of the task's pool (``options.n_pool + n_dev + n_test`` rows in
+LM-BFF's shuffled order for ``options.sample_seed``, :func:`lorank.data.lmbff.pool_sample`),
+laid out as [train pool | dev | test]: its NTK features are computed once (on-disk cache, and
+kept in memory for the next runs of the same sample), so the two controls cost one feature
+computation. The runs of one setting that differ only in their rank train together in one
+vectorised call.
 
-Options: ``teacher_rank`` (s, default 8), ``flip`` (φ, 0.25), ``n_train`` (N, 1024),
-``n_pool`` (1024), ``n_dev`` (256), ``n_test`` (500), ``sample_seed`` (0), ``control``
-(a report label). Stored metrics: ``test_acc`` (selected student vs the teacher's labels),
-``w0_test_acc`` (the W0 head vs the teacher's labels: 1 − φ up to sampling), ``train_acc``,
-``dev_acc``, ``teacher_rank``, ``n_train``, ``flip``, ``kappa``, ``teacher_fro``,
-``selected_step``, ``selected_lr``, ``lr_mult``, ``eta0`` and the movement record of
-:func:`lorank.linearized.experiment.movement`.
+``planted`` — one stored run = one student rank r for one (teacher rank s, N, seed) setting
+(:mod:`lorank.linearized.planted`): the sample relabelled by a teacher of rank s (seed = the run's
+seed), students trained at c·η0 of the teacher-labelled train split (cross-entropy, GD) and
+selected on the teacher-labelled dev split exactly as the ``linearized`` method selects (dev
+metric, then dev loss, then fewer steps). Options: ``teacher_rank`` (s, default 8), ``flip``
+(φ, 0.25), ``n_train`` (N, 1024), ``subspace`` (q, 16; 0 = uniform factors).
+Metrics: ``test_acc`` (selected student vs the teacher), ``w0_test_acc`` (the W0 head vs the
+teacher: 1 − φ up to sampling), ``train_acc``, ``dev_acc``, ``teacher_rank``, ``n_train``,
+``flip``, ``kappa``, ``teacher_fro``, ``selected_step``, ``selected_lr``, ``lr_mult``, ``eta0``
+and the movement record.
+
+``capacity`` — one stored run = one rank r for one (loss, seed) setting, with the sample's own
+labels: train = a seeded subset of ``n_train`` rows of [train pool | dev] (N = 1,024 by default,
+KN = 2,048 squared-loss targets against d(1) = 1,534 and d(2) = 3,064 for last-layer q,v of
+MiniLM), test = the sample's test rows. It measures what each rank can reach on the training set:
+``train_loss_gd`` (the lowest final train loss of GD over the c·η0 grid after ``steps``, the
+budget the rank experiments use) and, for squared loss, ``als_floor`` — the converged floor by
+alternating least squares (:mod:`lorank.linearized.als`; GD at this conditioning approaches it
+far too slowly), with ``test_acc`` (GD) and ``als_test_acc``. Options: ``n_train`` (1024),
+``als_iters`` (15).
+
+Shared options: ``n_pool`` (1024), ``n_dev`` (256), ``n_test`` (500), ``sample_seed`` (0),
+``control`` (a report label).
 """
 
 from __future__ import annotations
@@ -26,36 +40,63 @@ import math
 from collections import OrderedDict
 from typing import Any
 
+import torch
+
 from lorank.errors import LorankError
 from lorank.experiments.config import RunConfig
 from lorank.experiments.registry import RunContext, register_method
+from lorank.linearized.als import als_floor
 from lorank.linearized.experiment import DTYPES, movement
 from lorank.linearized.planted import PlantedData, PlantedSpec, planted_splits
 from lorank.linearized.selection import select_checkpoint
 from lorank.linearized.step_size import full_kernel_step
 from lorank.linearized.train import RunSpec, TrainSettings, train_linearized
+from lorank.ntk.features import Features
 
-DEFAULTS: dict[str, Any] = {"teacher_rank": 8, "flip": 0.25, "n_train": 1024, "n_pool": 1024,
-                            "n_dev": 256, "n_test": 500, "sample_seed": 0, "control": "planted"}
-_SAMPLES: OrderedDict[str, Any] = OrderedDict()  # one sample's features per process
+SAMPLE = {"n_pool": 1024, "n_dev": 256, "n_test": 500, "sample_seed": 0}
+PLANTED = {**SAMPLE, "teacher_rank": 8, "flip": 0.25, "n_train": 1024, "subspace": 16,
+           "control": "planted"}
+CAPACITY = {**SAMPLE, "n_train": 1024, "als_iters": 15, "control": "capacity"}
+_SAMPLES: OrderedDict[str, Features] = OrderedDict()  # one sample's features per process
+
+
+def _positive_ints(opts: dict[str, Any], names: tuple[str, ...]) -> None:
+    for name in names:
+        v = opts[name]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise LorankError(f"options.{name} must be a positive integer, got {v!r}")
+
+
+def _options(config: RunConfig, defaults: dict[str, Any]) -> dict[str, Any]:
+    given = config.options.to_json()
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise LorankError(f"unknown {config.method} option {unknown[0]!r}; known: "
+                          + ", ".join(defaults))
+    out = {**defaults, **given}
+    _positive_ints(out, ("n_pool", "n_dev", "n_test", "n_train"))
+    return out
 
 
 def options(config: RunConfig) -> dict[str, Any]:
-    """The run's options with defaults filled in (LorankError on an unknown or bad one)."""
-    given = config.options.to_json()
-    unknown = sorted(set(given) - set(DEFAULTS))
-    if unknown:
-        raise LorankError(f"unknown planted option {unknown[0]!r}; known: "
-                          + ", ".join(DEFAULTS))
-    out = {**DEFAULTS, **given}
-    for name in ("teacher_rank", "n_train", "n_pool", "n_dev", "n_test"):
-        v = out[name]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise LorankError(f"options.{name} must be a positive integer, got {v!r}")
+    """A ``planted`` run's options with defaults filled in (LorankError on a bad one)."""
+    out = _options(config, PLANTED)
+    _positive_ints(out, ("teacher_rank",))
     if out["n_train"] > out["n_pool"]:
         raise LorankError(f"options.n_train ({out['n_train']}) exceeds options.n_pool "
                           f"({out['n_pool']})")
-    PlantedSpec(out["teacher_rank"], float(out["flip"]), out["n_train"], config.seed)
+    PlantedSpec(out["teacher_rank"], float(out["flip"]), out["n_train"], config.seed,
+                out["subspace"])
+    return out
+
+
+def capacity_options(config: RunConfig) -> dict[str, Any]:
+    """A ``capacity`` run's options with defaults filled in (LorankError on a bad one)."""
+    out = _options(config, CAPACITY)
+    _positive_ints(out, ("als_iters",))
+    if out["n_train"] > out["n_pool"] + out["n_dev"]:
+        raise LorankError(f"options.n_train ({out['n_train']}) exceeds options.n_pool + n_dev "
+                          f"({out['n_pool'] + out['n_dev']})")
     return out
 
 
@@ -65,8 +106,8 @@ def _validate(config: RunConfig) -> None:
         raise LorankError("the planted control trains with cross-entropy (loss: ce)")
 
 
-def _sample_features(config: RunConfig, opts: dict[str, Any], ctx: RunContext):
-    """Features of the control's text sample (cached on disk and, per process, in memory)."""
+def _sample_features(config: RunConfig, opts: dict[str, Any], ctx: RunContext) -> Features:
+    """Features of the controls' text sample (cached on disk and, per process, in memory)."""
     from lorank.data.lmbff import pool_sample
     from lorank.data.tasks import get_task
     from lorank.models import build_classifier, load_encoder
@@ -74,14 +115,13 @@ def _sample_features(config: RunConfig, opts: dict[str, Any], ctx: RunContext):
 
     key = json.dumps([config.model, config.head, config.task, list(config.targets),
                       config.layers if isinstance(config.layers, str) else list(config.layers),
-                      config.max_length, config.dtype, opts["n_pool"], opts["n_dev"],
-                      opts["n_test"], opts["sample_seed"]])
+                      config.max_length, config.dtype, *(opts[k] for k in SAMPLE)])
     if key in _SAMPLES:
         _SAMPLES.move_to_end(key)
         return _SAMPLES[key]
     if ctx.data_dir is None:
-        raise LorankError("the planted control samples texts from the task's pool: pass "
-                          "--data-dir or set LORANK_DATA_DIR")
+        raise LorankError(f"the {config.method} control samples texts from the task's pool: "
+                          "pass --data-dir or set LORANK_DATA_DIR")
     n = opts["n_pool"] + opts["n_dev"] + opts["n_test"]
     sample = pool_sample(config.task, n, opts["sample_seed"], ctx.data_dir)
     enc = load_encoder(config.model, dtype=DTYPES[config.dtype], device=ctx.device)
@@ -101,13 +141,33 @@ def _digest(config: RunConfig) -> str:
                           ).hexdigest()[:16]
 
 
+def _group(config: RunConfig, ctx: RunContext, build) -> Any:
+    """The memoised result of ``build(ranks)`` for the run's setting (its group's ranks)."""
+    memo = ctx.cache.get_or_build(config.method, config.features_key, dict)
+    slot = _digest(config)
+    if slot not in memo:
+        ranks = tuple(sorted({c.rank for c in ctx.group if c.method == config.method
+                              and _digest(c) == slot} | {config.rank}))
+        memo[slot] = build(ranks)
+    return memo[slot]
+
+
+def _lrs(train: Features, config: RunConfig) -> tuple[float | None, list[float], list[float]]:
+    """(η0 or None, the c grid, the absolute learning rates) of a control's training."""
+    eta0 = full_kernel_step(train, config.loss) if config.lr_unit == "eta0" else None
+    grid = sorted(config.lrs)
+    return eta0, grid, [c * eta0 for c in grid] if eta0 is not None else list(grid)
+
+
+def _accuracy(f: Features, delta: torch.Tensor) -> float:
+    return float(((f.f0 + f.J @ delta.to(f.J.dtype)).argmax(1) == f.labels).double().mean())
+
+
 def train_students(data: PlantedData, ranks: tuple[int, ...], config: RunConfig
                    ) -> dict[int, dict[str, Any]]:
     """Train every student rank × learning rate on the teacher-labelled train split, select on
     dev, and measure train/dev/test accuracy of the selected checkpoint per rank."""
-    eta0 = full_kernel_step(data.train, "ce") if config.lr_unit == "eta0" else None
-    grid = sorted(config.lrs)
-    lrs = [c * eta0 for c in grid] if eta0 is not None else list(grid)
+    eta0, grid, lrs = _lrs(data.train, config)
     runs = [RunSpec(r, config.seed, float(lr), 0) for r in ranks for lr in lrs]
     settings = TrainSettings(steps=config.steps, loss="ce", eval_every=config.eval_interval,
                              log_every=max(1, min(config.eval_interval, 10)))
@@ -120,44 +180,105 @@ def train_students(data: PlantedData, ranks: tuple[int, ...], config: RunConfig
         c = idx[select_checkpoint(curves).key]
         tr = res.trajectories[c]
         D = res.best[c].delta()
-        acc = {name: float(((f.f0 + f.J @ D.to(f.J.dtype)).argmax(1) == f.labels)
-                           .double().mean())
-               for name, f in (("train", data.train), ("dev", data.dev), ("test", data.test))}
-        fro = float(D.double().norm())
-        out[r] = {"test_acc": acc["test"], "train_acc": acc["train"], "dev_acc": acc["dev"],
-                  "selected_lr": tr.lr, "selected_step": tr.best_step, "eta0": eta0,
+        out[r] = {"test_acc": _accuracy(data.test, D), "train_acc": _accuracy(data.train, D),
+                  "dev_acc": _accuracy(data.dev, D), "selected_lr": tr.lr,
+                  "selected_step": tr.best_step, "eta0": eta0,
                   "lr_mult": grid[lrs.index(tr.lr)] if eta0 is not None else None,
                   "diverged": any(res.trajectories[i].diverged_step is not None
                                   for i in idx.values()),
-                  **movement(tr.to_dict(), tr.best_step, fro)}
+                  **movement(tr.to_dict(), tr.best_step, float(D.double().norm()))}
     return out
+
+
+def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in metrics.items()}
 
 
 @register_method("planted", validate=_validate)
 def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     """One student rank of a planted-teacher setting (see the module doc)."""
     opts = options(config)
-    memo = ctx.cache.get_or_build("planted", config.features_key, dict)
-    slot = _digest(config)
-    if slot not in memo:
-        ranks = tuple(sorted({c.rank for c in ctx.group if c.method == "planted"
-                              and _digest(c) == slot} | {config.rank}))
-        sample = _sample_features(config, opts, ctx)
+
+    def build(ranks: tuple[int, ...]) -> tuple[PlantedData, dict[int, dict[str, Any]]]:
         spec = PlantedSpec(opts["teacher_rank"], float(opts["flip"]), opts["n_train"],
-                           config.seed)
-        data = planted_splits(sample, spec, opts["n_pool"], opts["n_dev"])
-        memo[slot] = (data, train_students(data, ranks, config))
-    data, students = memo[slot]
-    if config.rank not in students:
-        raise LorankError(f"rank {config.rank} was not trained with its group")
-    cell = students[config.rank]
-    metrics = {**cell, "w0_test_acc": data.w0_test_acc, "head_fitted": False,
+                           config.seed, opts["subspace"])
+        data = planted_splits(_sample_features(config, opts, ctx), spec, opts["n_pool"],
+                              opts["n_dev"])
+        return data, train_students(data, ranks, config)
+
+    data, students = _group(config, ctx, build)
+    metrics = {**students[config.rank], "w0_test_acc": data.w0_test_acc, "head_fitted": False,
                "teacher_rank": opts["teacher_rank"], "n_train": opts["n_train"],
                "flip": float(opts["flip"]), "flip_sample": data.flip_sample,
                "kappa": data.kappa, "teacher_fro": data.teacher_fro,
-               "n_test": data.test.N, "control": opts["control"]}
-    return {"metrics": {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                        for k, v in metrics.items()}, "curves": {}}
+               "subspace": opts["subspace"], "n_test": data.test.N, "control": opts["control"]}
+    return {"metrics": _finite(metrics), "curves": {}}
 
 
-__all__ = ["options", "run", "train_students"]
+def capacity_splits(sample: Features, opts: dict[str, Any], seed: int
+                    ) -> tuple[Features, Features]:
+    """(train, test) of the capacity control: a seeded subset of ``n_train`` rows of
+    [train pool | dev] with the sample's own labels, and the sample's test rows."""
+    head = opts["n_pool"] + opts["n_dev"]
+    gen = torch.Generator().manual_seed(int(seed))
+    train_idx = torch.sort(torch.randperm(head, generator=gen)[:opts["n_train"]]).values
+    return sample.subset(train_idx), sample.subset(torch.arange(head, sample.N))
+
+
+def capacity_cell(train: Features, test: Features, ranks: tuple[int, ...], config: RunConfig,
+                  als_iters: int) -> dict[int, dict[str, Any]]:
+    """Per rank: GD over the c·η0 grid (the experiments' optimiser and budget) and, for
+    squared loss, the ALS floor; train loss reached and test accuracy of each."""
+    eta0, grid, lrs = _lrs(train, config)
+    runs = [RunSpec(r, config.seed, float(lr), 0) for r in ranks for lr in lrs]
+    settings = TrainSettings(steps=config.steps, loss=config.loss, eval_every=config.steps,
+                             log_every=max(1, config.steps // 10), eval_early=False)
+    res = train_linearized([train], runs, settings, None)
+    out = {}
+    for r in ranks:
+        idx = [c for c, run in enumerate(res.runs) if run.rank == r]
+        ok = [c for c in idx if res.trajectories[c].diverged_step is None]
+        best = min(ok, key=lambda c: res.trajectories[c].loss[-1]) if ok else idx[0]
+        tr = res.trajectories[best]
+        D = res.final[best].delta()
+        cell = {"train_loss_gd": tr.loss[-1] if ok else math.nan,
+                "train_loss_init": tr.loss[0], "test_acc": _accuracy(test, D) if ok else math.nan,
+                "train_acc": _accuracy(train, D) if ok else math.nan, "eta0": eta0,
+                "selected_lr": tr.lr, "lr_mult": grid[lrs.index(tr.lr)] if eta0 else None,
+                "selected_step": config.steps, "diverged": len(ok) < len(idx)}
+        if config.loss == "mse":
+            fit = als_floor(train, r, seed=config.seed, iters=als_iters)
+            delta = torch.cat([(b @ a).reshape(-1) for a, b in zip(fit.A, fit.B, strict=True)])
+            cell.update(als_floor=fit.floor, als_iters=len(fit.losses),
+                        als_test_acc=_accuracy(test, delta), als_train_acc=_accuracy(train, delta))
+        out[r] = cell
+    return out
+
+
+def _validate_capacity(config: RunConfig) -> None:
+    capacity_options(config)
+
+
+@register_method("capacity", validate=_validate_capacity)
+def run_capacity(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
+    """One rank of a (loss, seed) capacity setting (see the module doc)."""
+    from lorank.theory import manifold_dim
+
+    opts = capacity_options(config)
+
+    def build(ranks: tuple[int, ...]) -> tuple[Features, dict[int, dict[str, Any]]]:
+        train, test = capacity_splits(_sample_features(config, opts, ctx), opts, config.seed)
+        return train, capacity_cell(train, test, ranks, config, opts["als_iters"])
+
+    train, cells = _group(config, ctx, build)
+    dims = {q: sum(manifold_dim(min(q, b.m, b.n), b.m, b.n) for b in train.blocks)
+            for q in (1, 2, config.rank)}
+    metrics = {**cells[config.rank], "K": train.K, "N": train.N, "KN": train.K * train.N,
+               "d_rank": dims[config.rank], "d1": dims[1], "d2": dims[2],
+               "control": opts["control"]}
+    return {"metrics": _finite(metrics), "curves": {}}
+
+
+__all__ = ["capacity_cell", "capacity_options", "capacity_splits", "options", "run",
+           "run_capacity", "train_students"]

@@ -55,7 +55,7 @@ class PlantedSpec:
     flip: float = 0.25
     n_train: int = 1024
     seed: int = 0
-    subspace: int = 32
+    subspace: int = 16
 
     def __post_init__(self) -> None:
         if isinstance(self.subspace, bool) or not isinstance(self.subspace, int) \
