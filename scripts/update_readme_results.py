@@ -6,9 +6,11 @@ Rewrites the block between ``<!-- RESULTS -->`` and ``<!-- /RESULTS -->`` (inser
 first marker if the closing one is missing) with: when, on which machine and commit the run was
 made, how the verdicts are reached (the equivalence margin of the run's report), the findings
 (one sentence per task × model × method: the TOST verdict of r = 1 vs r = 12 and vs the best
-rank, and the rank effect), the headline table, the K > 2 table (both with their notes: rules and
-power), and the metric-vs-rank figure (copied to docs/figures/). Every number comes from
-``OUT/report/summary.json`` and ``OUT/report/report.md``.
+rank, and the rank effect; the positive controls' verdicts), the sweep's wall time (from the
+store's timestamps), the by-rank table (with the cells that trained), the headline table, the
+K > 2 table, the positive controls' tables (all with their notes: rules and power), and the
+metric-vs-rank figure (copied to docs/figures/). Every number comes from
+``OUT/report/summary.json``, ``OUT/report/report.md`` and ``OUT/results.sqlite``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,33 @@ def _machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, no GPU"
 
 
+def _wall_time(store: Path) -> str:
+    """One sentence: the sweep's wall time from the store's run timestamps (first start to last
+    finish) and the summed run time per method; '' without a store."""
+    import sqlite3
+
+    if not store.exists():
+        return ""
+    con = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT method, started_at, finished_at FROM runs "
+                           "WHERE status = 'done' AND started_at IS NOT NULL").fetchall()
+    finally:
+        con.close()
+    if not rows:
+        return ""
+    start = min(datetime.fromisoformat(r[1]) for r in rows)
+    end = max(datetime.fromisoformat(r[2]) for r in rows)
+    per: dict[str, float] = {}
+    for method, a, b in rows:
+        dt = (datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds()
+        per[method] = per.get(method, 0.0) + dt
+    spent = ", ".join(f"{m} {v / 60:.1f}" for m, v in sorted(per.items(), key=lambda x: -x[1]))
+    return (f"Sweep wall time (first run started to last run finished, from the store; set-up "
+            f"and report not included): {(end - start).total_seconds() / 60:.1f} min; minutes "
+            f"per method: {spent}.")
+
+
 def render(out: Path, machine: str, figures: Path | None = None) -> str:
     """The README block for the run in ``out`` (the figure is copied into ``figures``, default
     docs/figures/)."""
@@ -70,8 +99,12 @@ def render(out: Path, machine: str, figures: Path | None = None) -> str:
              f"{summary['provenance']['runs']} runs. {rules}The full report (all tables, "
              "figures and the configuration) is `lorank-out/report/report.html`.", "",
              *[f"- {line}" for line in summary["findings"]], ""]
+    wall = _wall_time(out / "results.sqlite")
+    if wall:
+        parts += [wall, ""]
     for title, table in tables.items():
-        if title.startswith(("Headline", "Tasks with K > 2")):
+        if title.startswith(("Headline", "Tasks with K > 2", "Test metric (%) by rank",
+                             "Can this setup detect a rank effect?")):
             parts += [f"**{title}**", "", table, ""]
     parts += ["![Test metric vs LoRA rank](docs/figures/accuracy_vs_rank.png)", "", END]
     return "\n".join(parts)

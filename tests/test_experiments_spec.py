@@ -156,7 +156,7 @@ def test_yaml_exponent_floats_and_int_lrs():
 
 def test_shipped_specs_expand():
     paper = load_spec(SWEEPS / "paper.yaml")
-    engines = [c for c in paper.runs if c.method != "cstar"]
+    engines = [c for c in paper.runs if c.method in ("linearized", "lora")]
     assert len(engines) == 5 * 2 * 2 * 6 * 5
     assert {c.head for c in engines if c.task == "sst2"} == {"verbalizer"}
     assert {c.head for c in engines if c.task != "sst2"} == {"pair"}
@@ -169,6 +169,17 @@ def test_shipped_specs_expand():
     assert {(c.task, c.rank, c.seed) for c in lora} == {
         (t, r, s) for t in ("sst2", "rte") for r in (1, 12) for s in (13, 42)}
     assert len({c.features_key for c in lin}) == 25
+    # learning rates in units of the kernel step, for every engine and control
+    assert {c.lr_unit for c in quick.runs if c.method != "cstar"} == {"eta0"}
+    assert {c.lrs for c in lin} == {(0.1, 0.3, 1.0)}
+    cap = [c for c in quick.runs if c.method == "capacity"]
+    assert {(c.loss, c.rank) for c in cap} == {
+        (loss, r) for loss in ("mse", "ce") for r in (1, 2, 4, 8, 12, 16)}
+    planted = [c for c in quick.runs if c.method == "planted"]
+    assert {(c.options.to_json()["teacher_rank"], c.options.to_json()["n_train"], c.rank)
+            for c in planted} == {(s, n, r) for s, n in ((8, 1024), (1, 1024), (8, 32))
+                                  for r in (1, 8)}
+    assert {c.task for c in cap + planted} == {"sst2"}
 
 
 def test_load_spec_file_errors(tmp_path):

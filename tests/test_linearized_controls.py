@@ -213,3 +213,17 @@ def test_capacity_cell_floors_and_gd_on_factor_features():
     assert 0 <= cells[1]["test_acc"] <= 1 and 0 <= cells[2]["als_test_acc"] <= 1
     ce = capacity_cell(train, test, (1,), RunConfig(**{**cfg.to_dict(), "loss": "ce"}), 5)
     assert "als_floor" not in ce[1]
+
+
+def test_capacity_ranks_are_nested_after_interpolation():
+    """Once a rank interpolates, higher ranks reuse its solution (rank-r ⊂ rank-r'): their floor
+    is that rank's, solved once; below interpolation every rank is solved on its own."""
+    from tests.test_linearized_als import factor_features
+
+    from lorank.linearized.controls import INTERPOLATED, _als_by_rank
+
+    train = factor_features(N=6, K=2, seed=2)
+    out = _als_by_rank(train, (3, 1, 2), seed=3, iters=200)
+    assert out[1][2] == 1 and out[1][0].floor > 1e-3
+    assert out[2][2] == 2 and out[2][0].floor <= INTERPOLATED
+    assert out[3][2] == 2 and out[3][0] is out[2][0] and torch.equal(out[3][1], out[2][1])

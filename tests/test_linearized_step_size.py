@@ -71,6 +71,20 @@ def test_full_kernel_step_is_inverse_top_hessian_eigenvalue(loss, K):
     assert full_kernel_step(f, loss, weight_decay=0.1) == pytest.approx(expected, rel=1e-9)
 
 
+@pytest.mark.parametrize("loss", ["ce", "mse"])
+@pytest.mark.parametrize("K", [2, 3])
+def test_lanczos_kernel_step_equals_dense(loss, K, monkeypatch):
+    """Above DENSE_MAX rows λ_max comes from Lanczos on J-products: the same η0 as the dense Gram
+    (float64 features: to 1e-8; float32 features: to 1e-5)."""
+    import lorank.linearized.step_size as step_size
+
+    f = synthetic_features(N=40, K=K, blocks=BLOCKS, f0_scale=1.0)
+    dense = full_kernel_step(f, loss, weight_decay=0.05)
+    monkeypatch.setattr(step_size, "DENSE_MAX", 4)
+    assert full_kernel_step(f, loss, weight_decay=0.05) == pytest.approx(dense, rel=1e-8)
+    assert full_kernel_step(f.to(torch.float32), loss, 0.05) == pytest.approx(dense, rel=1e-5)
+
+
 @settings(max_examples=15, deadline=None)
 @given(r=st.integers(1, 3), seed=st.integers(0, 50), loss=st.sampled_from(["ce", "mse"]),
        scaling=st.sampled_from(["none", "lora", "rslora"]), wd=st.sampled_from([0.0, 0.05]),

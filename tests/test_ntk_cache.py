@@ -154,13 +154,27 @@ def test_split_features_cached_and_keyed(clf, tmp_path):
                     seed=13),
         feature_key(clf, _split(), targets=("query", "value"), layers="last", max_length=64,
                     seed=13),
-        feature_key(clf, _split(), targets=("query", "value"), layers="last", max_length=128,
-                    seed=21),
     ]
     paths = {cache_path(k, tmp_path) for k in [key, *variants]}
-    assert len(paths) == 6
+    assert len(paths) == 5
+    # content-addressed: the same split under another data seed / k is the same file
+    other_seed = feature_key(clf, _split(), targets=("query", "value"), layers="last",
+                             max_length=128, seed=21, k=64)
+    assert cache_path(other_seed, tmp_path) == cache_path(key, tmp_path)
     assert key["head"]["head"] == "verbalizer" and key["dtype"] == "float64"
     assert key["model_id"]["config_sha256"] and key["code_version"]
     _, none_path, hit = split_features(clf, _split(), layers="last", use_cache=False)
     assert none_path is None and not hit
     assert os.path.exists(path)
+
+
+def test_equal_split_under_another_seed_is_a_cache_hit_with_its_own_provenance(clf, tmp_path):
+    """The test split is the same file for every LM-BFF seed: the second seed hits the cache,
+    gets identical features and its own k/seed in the provenance."""
+    f13, p13, hit13 = split_features(clf, _split("test"), layers="last", seed=13, k=16,
+                                      cache_root=tmp_path)
+    f21, p21, hit21 = split_features(clf, _split("test"), layers="last", seed=21, k=16,
+                                     cache_root=tmp_path)
+    assert (hit13, hit21) == (False, True) and p13 == p21
+    torch.testing.assert_close((f21.J, f21.f0), (f13.J, f13.f0))
+    assert (f21.meta["seed"], f21.meta["cached_from_seed"], f13.meta["seed"]) == (21, 13, 13)

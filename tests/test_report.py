@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import math
 import os
 import shutil
@@ -322,4 +323,11 @@ def test_readme_block_is_generated_from_the_report(store, tmp_path):
     assert "**Headline: r = 1 vs r = 12" in block and "**Tasks with K > 2" in block
     assert "inside ±1 pts (TOST)" in block and "MDE" in block
     assert "competitive" not in block
+    assert "**Test metric (%) by rank" in block and "cells trained" in block
     assert (tmp_path / "figs" / "accuracy_vs_rank.png").is_file()
+    assert "Sweep wall time" not in block  # no store beside the report
+    import shutil
+
+    shutil.copy(store, tmp_path / "out" / "results.sqlite")
+    timed = module.render(tmp_path / "out", "test machine", figures=tmp_path / "figs")
+    assert re.search(r"Sweep wall time .*: \d+\.\d min; minutes per method: linearized", timed)

@@ -25,7 +25,9 @@ MiniLM), test = the sample's test rows. It measures what each rank can reach on 
 ``train_loss_gd`` (the lowest final train loss of GD over the c·η0 grid after ``steps``, the
 budget the rank experiments use) and, for squared loss, ``als_floor`` — the converged floor by
 alternating least squares (:mod:`lorank.linearized.als`; GD at this conditioning approaches it
-far too slowly), with ``test_acc`` (GD) and ``als_test_acc``. Options: ``n_train`` (1024),
+far too slowly), with ``test_acc`` (GD) and ``als_test_acc``. Ranks are nested, so once a rank
+interpolates (floor ≤ 1e-12) the higher ranks reuse its solution (``als_rank_solved`` says which
+rank was solved). Options: ``n_train`` (1024),
 ``als_iters`` (15).
 
 Shared options: ``n_pool`` (1024), ``n_dev`` (256), ``n_test`` (500), ``sample_seed`` (0),
@@ -232,6 +234,7 @@ def capacity_cell(train: Features, test: Features, ranks: tuple[int, ...], confi
     squared loss, the ALS floor; train loss reached and test accuracy of each."""
     eta0, grid, lrs = _lrs(train, config)
     runs = [RunSpec(r, config.seed, float(lr), 0) for r in ranks for lr in lrs]
+    als = _als_by_rank(train, ranks, config.seed, als_iters) if config.loss == "mse" else {}
     settings = TrainSettings(steps=config.steps, loss=config.loss, eval_every=config.steps,
                              log_every=max(1, config.steps // 10), eval_early=False)
     res = train_linearized([train], runs, settings, None)
@@ -247,12 +250,35 @@ def capacity_cell(train: Features, test: Features, ranks: tuple[int, ...], confi
                 "train_acc": _accuracy(train, D) if ok else math.nan, "eta0": eta0,
                 "selected_lr": tr.lr, "lr_mult": grid[lrs.index(tr.lr)] if eta0 else None,
                 "selected_step": config.steps, "diverged": len(ok) < len(idx)}
-        if config.loss == "mse":
-            fit = als_floor(train, r, seed=config.seed, iters=als_iters)
-            delta = torch.cat([(b @ a).reshape(-1) for a, b in zip(fit.A, fit.B, strict=True)])
-            cell.update(als_floor=fit.floor, als_iters=len(fit.losses),
-                        als_test_acc=_accuracy(test, delta), als_train_acc=_accuracy(train, delta))
+        if r in als:
+            fit, delta, source = als[r]
+            cell.update(als_floor=fit.floor, als_iters=len(fit.losses) if source == r else 0,
+                        als_rank_solved=source, als_test_acc=_accuracy(test, delta),
+                        als_train_acc=_accuracy(train, delta))
         out[r] = cell
+    return out
+
+
+#: An ALS floor at or below this interpolates the targets (float64 least squares).
+INTERPOLATED = 1e-12
+
+
+def _als_by_rank(train: Features, ranks: tuple[int, ...], seed: int, iters: int
+                 ) -> dict[int, tuple[Any, torch.Tensor, int]]:
+    """Per rank: (ALS fit, its vec(ΔW), the rank actually solved). Ranks are nested (a rank-r
+    update is a rank-r' update for r' ≥ r, so L*(r') ≤ L*(r)): once a rank interpolates
+    (floor ≤ INTERPOLATED), every higher rank reuses its solution instead of a larger solve."""
+    out: dict[int, tuple[Any, torch.Tensor, int]] = {}
+    done = None
+    for r in sorted(ranks):
+        if done is None:
+            fit = als_floor(train, r, seed=seed, iters=iters)
+            delta = torch.cat([(b @ a).reshape(-1) for a, b in zip(fit.A, fit.B, strict=True)])
+            out[r] = (fit, delta, r)
+            if fit.floor <= INTERPOLATED:
+                done = out[r]
+        else:
+            out[r] = done
     return out
 
 

@@ -30,8 +30,9 @@ def split_features(
     """NTK features J (N, K, P), f0, labels of a ``lorank.data`` Split, cached on disk.
 
     The cache key (:func:`lorank.ntk.cache.feature_key`) covers model, head, task, split
-    contents, k, seed, targets, layers, dtype, max_length and the feature-code version; the
-    Jacobian method is not part of it (all methods give the same numbers).
+    name and contents, targets, layers, dtype, max_length and the feature-code version — not
+    k or seed, so equal test splits of different data seeds share one file; the Jacobian
+    method is not part of it (all methods give the same numbers).
 
     Returns:
         (features, cache file or None, whether it was a cache hit).
@@ -47,4 +48,7 @@ def split_features(
         return compute_features(clf, inputs, split.labels, targets=targets, layers=layers,
                                 method=method, memory_budget_mb=memory_budget_mb, meta=meta)
 
-    return cached_features(key, build, root=cache_root, use_cache=use_cache)
+    feats, path, hit = cached_features(key, build, root=cache_root, use_cache=use_cache)
+    if hit and (feats.meta.get("k"), feats.meta.get("seed")) != (k, seed):
+        feats.meta.update(k=k, seed=seed, cached_from_seed=feats.meta.get("seed"))
+    return feats, path, hit
