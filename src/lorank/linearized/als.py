@@ -49,32 +49,36 @@ class AlsFit:
         return self.losses[-1]
 
 
-def _design_B(features: Features, A: list[Tensor]) -> Tensor:
+def _factors64(features: Features) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """Per block (X (T, n), Delta (K, T, m), example index (T,)), the factors in float64 once."""
+    return [(fac.X.to(torch.float64), fac.Delta.to(torch.float64), fac.ex)
+            for fac in (features.factors[b.name] for b in features.blocks)]
+
+
+def _design_B(features: Features, A: list[Tensor],
+              fac64: list[tuple[Tensor, Tensor, Tensor]]) -> Tensor:
     """D_B (NK, Σ_ℓ m_ℓ r) from the token factors (module doc)."""
     N, K = features.N, features.K
     cols = []
-    for a, b in zip(A, features.blocks, strict=True):
-        fac = features.factors[b.name]
-        P = fac.X.to(torch.float64) @ a.T  # (T, r)
-        Dt = fac.Delta.to(torch.float64)  # (K, T, m)
+    for a, b, (X, Dt, ex) in zip(A, features.blocks, fac64, strict=True):
+        P = X @ a.T  # (T, r)
         outer = Dt[:, :, :, None] * P[None, :, None, :]  # (K, T, m, r)
         out = torch.zeros(N, K, b.m, a.shape[0], dtype=torch.float64)
-        out.index_add_(0, fac.ex, outer.permute(1, 0, 2, 3))
+        out.index_add_(0, ex, outer.permute(1, 0, 2, 3))
         cols.append(out.reshape(N * K, -1))
     return torch.cat(cols, dim=1)
 
 
-def _design_A(features: Features, B: list[Tensor]) -> Tensor:
+def _design_A(features: Features, B: list[Tensor],
+              fac64: list[tuple[Tensor, Tensor, Tensor]]) -> Tensor:
     """D_A (NK, Σ_ℓ r n_ℓ) from the token factors (module doc)."""
     N, K = features.N, features.K
     cols = []
-    for bm, b in zip(B, features.blocks, strict=True):
-        fac = features.factors[b.name]
-        Q = fac.Delta.to(torch.float64) @ bm  # (K, T, r)
-        X = fac.X.to(torch.float64)  # (T, n)
+    for bm, b, (X, Dt, ex) in zip(B, features.blocks, fac64, strict=True):
+        Q = Dt @ bm  # (K, T, r)
         outer = Q[:, :, :, None] * X[None, :, None, :]  # (K, T, r, n)
         out = torch.zeros(N, K, bm.shape[1], b.n, dtype=torch.float64)
-        out.index_add_(0, fac.ex, outer.permute(1, 0, 2, 3))
+        out.index_add_(0, ex, outer.permute(1, 0, 2, 3))
         cols.append(out.reshape(N * K, -1))
     return torch.cat(cols, dim=1)
 
@@ -100,14 +104,15 @@ def als_floor(features: Features, r: int, seed: int = 0, iters: int = 50,
     resid = (Y - features.f0.to(torch.float64)).reshape(-1)
     A, B = init_factors(features.blocks, r, seed, torch.float64)
     losses: list[float] = []
+    fac64 = _factors64(features)
     for _ in range(iters):
-        D = _design_B(features, A)
+        D = _design_B(features, A, fac64)
         sol = _lstsq(D, resid)
         B, pos = [], 0
         for b in features.blocks:
             B.append(sol[pos:pos + b.m * r].reshape(b.m, r))
             pos += b.m * r
-        D = _design_A(features, B)
+        D = _design_A(features, B, fac64)
         sol = _lstsq(D, resid)
         A, pos = [], 0
         for b in features.blocks:
