@@ -1,11 +1,11 @@
-"""lorank.capacity.separable: the CE rule's condition (separable linearized data) on features."""
+"""lorank.linearized.separable: the CE rule's condition (separable linearized data) on features."""
 
 from __future__ import annotations
 
 import torch
 
-from lorank.capacity.pl_real import ce_separable
-from lorank.capacity.separable import features_separability, margin_rank
+from lorank.linearized.pl_real import ce_separable
+from lorank.linearized.separable import features_separability, margin_rank
 from lorank.ntk.features import Features
 from synthetic_features import BLOCKS, synthetic_features
 

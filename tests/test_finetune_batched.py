@@ -544,7 +544,7 @@ def test_sweep_method_trains_the_group_in_one_call(tiny_paths, data_dir):
 
 def test_sweep_method_rejects_unknown_engine():
     from lorank.experiments.config import RunConfig
-    from lorank.finetune.method import settings
+    from lorank.experiments.methods.lora import settings
 
     config = RunConfig(sweep="t", method="lora", task="sst2", model="m", rank=1, seed=13,
                        options={"engine": "gpu"})

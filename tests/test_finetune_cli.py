@@ -41,6 +41,26 @@ def test_lora_mode_json(tiny, data_dir, registered, capsys):
     assert 0.0 <= out["table"][0]["selected"][0] <= 1.0
 
 
+def test_lora_mode_batched_equals_sequential(tiny, data_dir, registered, capsys):
+    """The default engine trains every seed × rank × lr in one program; peft one configuration
+    at a time gives the same selection, losses and test metric (float32, 1e-4)."""
+    def run(engine):
+        argv = args(tiny, data_dir, "lora", "--json", "--lora-engine", engine)
+        argv[argv.index("--seeds") + 1] = "13,21"
+        main(argv)
+        return json.loads(capsys.readouterr().out)
+
+    fast, ref = run("batched"), run("sequential")
+    assert fast["config"]["lora_engine"] == "batched" and len(fast["cells"]) == 4
+    for a, b in zip(fast["cells"], ref["cells"], strict=True):
+        assert (a["rank"], a["seed"], a["selected"]) == (b["rank"], b["seed"], b["selected"])
+        for ra, rb in zip(a["runs"], b["runs"], strict=True):
+            assert ra["loss_curve"] == pytest.approx(rb["loss_curve"], rel=1e-4, abs=1e-6)
+            assert ra["best_step"] == rb["best_step"]
+    for ra, rb in zip(fast["table"], ref["table"], strict=True):
+        assert ra["selected"] == pytest.approx(rb["selected"], abs=1e-4)
+
+
 def test_lora_mode_table(tiny, data_dir, registered, capsys):
     main(args(tiny, data_dir, "lora"))
     text = capsys.readouterr().out

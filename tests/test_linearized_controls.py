@@ -12,7 +12,7 @@ from tests.synthetic_features import synthetic_features
 
 from lorank.errors import LorankError
 from lorank.experiments.config import RunConfig
-from lorank.linearized.controls import options
+from lorank.experiments.methods.controls import options
 from lorank.linearized.experiment import MOVED_MIN_DROP, movement
 from lorank.linearized.planted import (
     PlantedSpec,
@@ -197,7 +197,7 @@ def test_capacity_cell_floors_and_gd_on_factor_features():
     ranks; GD reports its own (budget-limited) loss; test accuracy is measured for both."""
     from tests.test_linearized_als import factor_features
 
-    from lorank.linearized.controls import capacity_cell, capacity_splits
+    from lorank.experiments.methods.controls import capacity_cell, capacity_splits
 
     sample = factor_features(N=10, K=2, seed=2)
     opts = {"n_pool": 6, "n_dev": 0, "n_train": 6}
@@ -220,7 +220,7 @@ def test_capacity_ranks_are_nested_after_interpolation():
     is that rank's, solved once; below interpolation every rank is solved on its own."""
     from tests.test_linearized_als import factor_features
 
-    from lorank.linearized.controls import INTERPOLATED, _als_by_rank
+    from lorank.experiments.methods.controls import INTERPOLATED, _als_by_rank
 
     train = factor_features(N=6, K=2, seed=2)
     out = _als_by_rank(train, (3, 1, 2), seed=3, iters=200)

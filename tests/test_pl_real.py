@@ -1,4 +1,4 @@
-"""PL measurements on linearized-LoRA trajectories (lorank.capacity.pl_real, ``lorank pl``)."""
+"""PL measurements on linearized-LoRA trajectories (lorank.linearized.pl_real, ``lorank pl``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ import torch
 
 from cli_helpers import one_line_error as _error
 from lorank.capacity.pl import pl_ratios
-from lorank.capacity.pl_real import (
+from lorank.cli.main import main
+from lorank.errors import LorankError
+from lorank.linearized.losses import loss_and_grad
+from lorank.linearized.pl_real import (
     PLConfig,
     best_run,
     ce_separable,
@@ -21,9 +24,6 @@ from lorank.capacity.pl_real import (
     squared_loss_inf,
     summarize_trajectory,
 )
-from lorank.cli.main import main
-from lorank.errors import LorankError
-from lorank.linearized.losses import loss_and_grad
 from lorank.linearized.train import RunSpec, TrainSettings, train_linearized
 from lorank.ntk.features import Features
 from synthetic_features import BLOCKS, synthetic_features

@@ -8,22 +8,11 @@ curves for several step budgets (``--budgets``).
 from __future__ import annotations
 
 import json
-import math
 
 import click
 
+from lorank.cli.parsers import parse_floats
 from lorank.errors import LorankError
-
-
-def parse_floats(text: str, name: str) -> list[float]:
-    """Parse ``"0.8,0.9,1.0"``; LorankError on anything that is not a positive number."""
-    try:
-        vals = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise LorankError(f"{name} must be comma-separated numbers, got {text!r}") from None
-    if not vals or any(not math.isfinite(v) or v <= 0 for v in vals):
-        raise LorankError(f"{name} must be comma-separated numbers > 0, got {text!r}")
-    return vals
 
 
 def parse_budgets(text: str) -> list[int]:

@@ -14,31 +14,13 @@ from typing import Any
 import click
 
 from lorank.cli.options_data import own_data_options
+from lorank.cli.parsers import parse_layers, parse_list
 from lorank.errors import LorankError
 
 SPLITS = ("train", "dev", "test")
 
 
-def parse_list(text: str, what: str) -> list[str]:
-    """``"query,value"`` -> ["query", "value"]; LorankError if empty."""
-    items = [x.strip() for x in str(text).split(",") if x.strip()]
-    if not items:
-        raise LorankError(f"{what} must be a non-empty comma-separated list, got {text!r}")
-    return items
 
-
-def parse_ints(text: str, what: str) -> list[int]:
-    """``"1,2,4"`` -> [1, 2, 4]; LorankError if malformed."""
-    try:
-        return [int(x) for x in parse_list(text, what)]
-    except ValueError:
-        raise LorankError(f"{what} must be comma-separated integers, got {text!r}") from None
-
-
-def parse_layers(text: str) -> str | list[int]:
-    """``all`` | ``last`` | comma-separated integers."""
-    text = str(text).strip()
-    return text if text in ("all", "last") else parse_ints(text, "layers")
 
 
 @click.command("ntk")

@@ -69,8 +69,7 @@ def grid_kwargs(task: str, ranks: str, seeds: str, targets: str, layers: str, lr
     """Parsed task/grid/learning-rate options as config keyword arguments (``lrs="auto"`` → None).
     An unknown task is a one-line error here, before any model is loaded."""
     from lorank.cli.checks import check_seeds
-    from lorank.cli.ntk import parse_ints, parse_layers, parse_list
-    from lorank.cli.train import parse_floats
+    from lorank.cli.parsers import parse_floats, parse_ints, parse_layers, parse_list
     from lorank.data.tasks import get_task
 
     get_task(task)

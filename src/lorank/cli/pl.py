@@ -3,7 +3,7 @@
 Prints, per rank, the final training loss (mean ± std over seeds), the fraction of seeds whose
 loss gap L_t − L_inf fell below ``--threshold``, the median step at which it did, and the
 minimum PL ratios μ = ‖∇L‖²/(L − L_inf) and κ = ‖∇L‖/(L − L_inf) over all trajectories
-(:mod:`lorank.capacity.pl_real`).
+(:mod:`lorank.linearized.pl_real`).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def render(result: Any, title: str) -> None:
 def command(task: str, ranks: str, seeds: str, targets: str, layers: str, lrs: str,
             lr_mults: str, threads: int | None, as_json: bool, **opts: Any) -> None:
     """Measure PL ratios and loss convergence of linearized LoRA per rank on a real task."""
-    from lorank.capacity.pl_real import PLConfig, run_pl
+    from lorank.linearized.pl_real import PLConfig, run_pl
 
     set_threads(threads)
     cfg = PLConfig(**grid_kwargs(task, ranks, seeds, targets, layers, lrs, lr_mults), **opts)

@@ -223,8 +223,8 @@ def command(K, N, shapes, model, targets, layers, task, shots, data_dir, c_star,
     measure = _measure(model, targets, layers, "pair" if pair else None, p.rank_range[1])
     separability, data = None, None
     if check_separable:
-        from lorank.capacity.separable import check_separable as check
         from lorank.cli.options_data import load_datasets
+        from lorank.linearized.separable import check_separable as check
 
         data = load_datasets(task, source, seeds=[42], shots=shots, data_dir=data_dir)[42]
         separability = check(data, model, _head_for(data.task, head), targets=(

@@ -15,7 +15,6 @@ from typing import Any
 import click
 
 from lorank.cli.checks import check_seeds, check_train_options
-from lorank.cli.ntk import parse_ints, parse_layers, parse_list
 from lorank.cli.options_data import (
     echo_notes,
     given,
@@ -24,18 +23,8 @@ from lorank.cli.options_data import (
     source_from_options,
 )
 from lorank.cli.options_run import experiment_options
+from lorank.cli.parsers import parse_floats, parse_ints, parse_layers, parse_list
 from lorank.errors import LorankError
-
-
-def parse_floats(text: str, what: str) -> list[float]:
-    """``"0.01,0.1"`` -> [0.01, 0.1]; LorankError if malformed or not positive."""
-    try:
-        vals = [float(x) for x in parse_list(text, what)]
-    except ValueError:
-        raise LorankError(f"{what} must be comma-separated numbers, got {text!r}") from None
-    if any(not math.isfinite(v) or v <= 0 for v in vals):
-        raise LorankError(f"{what} must be positive numbers, got {text!r}")
-    return vals
 
 
 def _tqdm_progress(enabled: bool) -> Callable[[str, int], Callable[[int], None]] | None:
@@ -158,6 +147,10 @@ def render_table(rows: list[dict[str, Any]], title: str) -> None:
 @click.option("--engine", default="auto", show_default=True,
               type=click.Choice(["auto", "dense", "factored"]),
               help="Linearized engine: dense J or per-token factors (same numbers).")
+@click.option("--lora-engine", default="batched", show_default=True,
+              type=click.Choice(["batched", "sequential"]),
+              help="Real LoRA (--mode lora|both): every seed × rank × lr in one vectorised "
+                   "program, or peft one configuration at a time (same numbers).")
 @click.option("--test-max", default=None, type=int, help="Cap the test split (seed-42 rows).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--memory-mb", default=1024.0, show_default=True, type=float)

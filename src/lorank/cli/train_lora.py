@@ -4,7 +4,10 @@ Runners for :data:`lorank.cli.train.RUNNERS` (mode -> function(options) -> resul
 ``table()``, ``to_dict()``, ``to_json()``), taking the same options as ``--mode linearized``:
 
 * ``lora`` — for every data seed (LM-BFF split 16-seed, also the adapter-init seed) and rank:
-  real LoRA through peft (:func:`lorank.finetune.run.finetune`), the learning rate and the step
+  real LoRA — by default every seed × rank × learning rate in one vectorised program
+  (``--lora-engine batched``, :func:`lorank.finetune.batched.train_cells`, equal to peft one at
+  a time), or peft one configuration at a time (``sequential``,
+  :func:`lorank.finetune.run.finetune`, the reference) —, the learning rate and the step
   selected on the k-shot dev split, then test metrics, ΔW spectra and the real-vs-linearized gap
   f(W0+ΔW) vs f(W0) + ⟨G, ΔW⟩ on the test split. The settings mirror the linearized engine's:
   scaling ``none``/``lora``/``rslora`` with α, A ~ N(0, 1/n) and B = 0, optimizer gd/sgd/adam
@@ -118,8 +121,13 @@ def run_lora(opts: dict[str, Any]) -> LoraSweepResult:
     enc = load_encoder(opts["model"], dtype=DTYPES[opts["dtype"]], device=opts["device"])
     from lorank.linearized.step_size import split_kernel_step
 
+    from lorank.finetune.batched import Cell, Problem, measure_cell, train_cells
+
     grid = sorted(opts.get("lrs") or DEFAULT_LRS)
     cells, shared, metric = [], None, "accuracy"
+    batched = opts.get("lora_engine", "batched") == "batched"
+    problems: dict[int, Any] = {}
+    plan: list[tuple[int, int, Any]] = []
     eta0s: dict[int, float] = {}
     for seed in opts["seeds"]:
         data = seed_data(opts, seed)
@@ -138,6 +146,14 @@ def run_lora(opts: dict[str, Any]) -> LoraSweepResult:
                 weight_decay=opts["weight_decay"], k=opts["k"], seed=seed,
                 use_cache=not opts.get("no_cache", False))
             lrs = [c * eta0s[seed] for c in grid]
+        if batched:
+            lora, _ = _settings(opts, opts["ranks"][0], seed, metric)
+            start = min(m.layer for m in clf.adapted_matrices(lora.targets, lora.layers))
+            problems[seed] = Problem(clf, prepare_data(clf, data, start, opts["max_length"]))
+            plan += [(seed, rank, Cell(seed, *_settings(opts, rank, seed, metric),
+                                       lrs=tuple(lrs), init_seed=seed))
+                     for rank in opts["ranks"]]
+            continue
         for rank in opts["ranks"]:
             lora, train = _settings(opts, rank, seed, metric)
             adapter = attach_lora(clf, lora, seed=seed)
@@ -149,6 +165,10 @@ def run_lora(opts: dict[str, Any]) -> LoraSweepResult:
             finally:
                 adapter.detach()
             cells.append(LoraCell(rank, seed, sel))
+    if batched:  # every seed × rank × lr in one vectorised program, then per-cell selection
+        training = train_cells(problems, [cell for _, _, cell in plan])
+        cells = [LoraCell(rank, seed, measure_cell(problems, training, i))
+                 for i, (seed, rank, _) in enumerate(plan)]
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.items()
               if k not in ("progress", "datasets")}
     if config.get("data") is not None:

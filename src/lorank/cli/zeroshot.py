@@ -22,18 +22,8 @@ from lorank.cli.options_data import (
     own_data_options,
     source_from_options,
 )
+from lorank.cli.parsers import parse_seeds
 from lorank.errors import LorankError
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``"13,21,42"`` -> [13, 21, 42]; LorankError if malformed or empty."""
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise LorankError(f"seeds must be comma-separated integers, got {text!r}") from None
-    if not seeds:
-        raise LorankError("give at least one seed, e.g. --seeds 13,21,42,87,100")
-    return seeds
 
 
 def render(result: dict) -> None:

@@ -6,7 +6,7 @@
 * :mod:`~lorank.experiments.registry` — :func:`register_method`, :class:`RunContext`.
 * :mod:`~lorank.experiments.store` — :class:`ResultStore`, :class:`RunRecord`, export.
 * :mod:`~lorank.experiments.runners` — :class:`LocalRunner`, :class:`RayRunner`.
-* :mod:`~lorank.experiments.methods` — the built-in ``prescribe`` method.
+* :mod:`~lorank.experiments.methods.prescribe` — the built-in ``prescribe`` method.
 
 See docs/experiments.md.
 """

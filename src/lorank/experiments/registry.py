@@ -35,12 +35,12 @@ from lorank.experiments.config import FeaturesKey, RunConfig
 
 #: method name → module that registers it when imported (engines add their line here).
 METHOD_PROVIDERS: dict[str, str] = {
-    "prescribe": "lorank.experiments.methods",
-    "linearized": "lorank.linearized.method",
-    "lora": "lorank.finetune.method",
-    "cstar": "lorank.capacity.method",
-    "planted": "lorank.linearized.controls",
-    "capacity": "lorank.linearized.controls",
+    "prescribe": "lorank.experiments.methods.prescribe",
+    "linearized": "lorank.experiments.methods.linearized",
+    "lora": "lorank.experiments.methods.lora",
+    "cstar": "lorank.experiments.methods.cstar",
+    "planted": "lorank.experiments.methods.controls",
+    "capacity": "lorank.experiments.methods.controls",
 }
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")

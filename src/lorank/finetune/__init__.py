@@ -13,7 +13,7 @@
   program, equal to peft one at a time: :func:`train_batched`, :func:`finetune_batched`;
   its pieces: :mod:`lorank.finetune.stacked` (stacked adapters under vmap, the stacked
   optimiser) and :mod:`lorank.finetune.buckets` (length buckets).
-* :mod:`lorank.finetune.method` — the ``lora`` sweep method.
+* :mod:`lorank.experiments.methods.lora` — the ``lora`` sweep method.
 
 Submodules import torch and peft; import them explicitly (this package imports nothing).
 """

@@ -291,8 +291,10 @@ class _Seed:
 Progress = Callable[[str, int], Callable[[int], None]]
 
 
-def _load_seeds(cfg: SweepConfig, progress: Progress | None,
-                load_data: Callable[[int], Any] | None = None) -> list[_Seed]:
+def load_seeds(cfg: SweepConfig, progress: Progress | None = None,
+               load_data: Callable[[int], Any] | None = None) -> list[_Seed]:
+    """Data, classifier and train/dev features of every seed of ``cfg`` (reusable across
+    sweeps that share them, e.g. the runs of one features group in ``lorank sweep``)."""
     from lorank.data.load import load_task
     from lorank.data.source import load_source
     from lorank.models import build_classifier, load_encoder
@@ -333,16 +335,6 @@ def _load_seeds(cfg: SweepConfig, progress: Progress | None,
     return out
 
 
-def _metrics_of(out: torch.Tensor, labels: torch.Tensor, names: Sequence[str]
-                ) -> list[dict[str, float]]:
-    return metrics_dict(list(names), out, labels)
-
-
-def load_seeds(cfg: SweepConfig, progress: Progress | None = None,
-               load_data: Callable[[int], Any] | None = None) -> list[_Seed]:
-    """Data, classifier and train/dev features of every seed of ``cfg`` (reusable across
-    sweeps that share them, e.g. the runs of one features group in ``lorank sweep``)."""
-    return _load_seeds(cfg, progress, load_data)
 
 
 def run_linearized_sweep(cfg: SweepConfig, progress: Progress | None = None,
@@ -358,7 +350,7 @@ def run_linearized_sweep(cfg: SweepConfig, progress: Progress | None = None,
     are ``"features"``, ``"train"`` (steps) and ``"test"`` (examples).
     """
     t_all = time.perf_counter()
-    seeds = seeds if seeds is not None else _load_seeds(cfg, progress, load_data)
+    seeds = seeds if seeds is not None else load_seeds(cfg, progress, load_data)
     t_feat = time.perf_counter() - t_all
     task = seeds[0].data.task
     metric = selection_metric(task)
@@ -530,12 +522,12 @@ def _split_metrics(seeds: list[_Seed], cols: dict, names: list[str]) -> dict:
     for g, s in enumerate(seeds):
         keys = [k for k in cols if k[1] == g]
         for split_name, f in (("train", s.train), ("dev", s.dev)):
-            out.setdefault(("w0", g, 0), {})[split_name] = _metrics_of(
-                f.f0[:, :, None], f.labels, names)[0]
+            out.setdefault(("w0", g, 0), {})[split_name] = metrics_dict(
+                list(names), f.f0[:, :, None], f.labels)[0]
             if not keys:
                 continue
             D = torch.stack([cols[k] for k in keys], dim=1).to(f.J.dtype)
-            vals = _metrics_of(f.f0[:, :, None] + f.J @ D, f.labels, names)
+            vals = metrics_dict(list(names), f.f0[:, :, None] + f.J @ D, f.labels)
             for k, v in zip(keys, vals, strict=True):
                 out.setdefault(k, {})[split_name] = v
     return out
@@ -567,9 +559,9 @@ def _test_metrics(cfg: SweepConfig, seeds: list[_Seed], blocks: list, cols: dict
                                         progress=cb)
             labels = torch.as_tensor(np.array(s0.data.test.labels, dtype=np.int64),
                                      device=f0.device)
-            w0 = _metrics_of(f0[:, :, None], labels, names)[0]
+            w0 = metrics_dict(list(names), f0[:, :, None], labels)[0]
             for g in members:
                 out[("w0", g, 0)] = w0
-            for k, v in zip(keys, _metrics_of(lin, labels, names), strict=True):
+            for k, v in zip(keys, metrics_dict(list(names), lin, labels), strict=True):
                 out[k] = v
     return out

@@ -75,11 +75,6 @@ def init_factors(blocks: Sequence[Block], r: int, seed: int,
     return A, B
 
 
-def delta_flat(A: Sequence[Tensor], B: Sequence[Tensor], s: float) -> Tensor:
-    """vec(s·B_1 A_1) ⊕ … ⊕ vec(s·B_L A_L): (P,)."""
-    return torch.cat([(s * (b @ a)).reshape(-1) for a, b in zip(A, B, strict=True)])
-
-
 def linearized_logits(features: Features, delta: Tensor) -> Tensor:
     """f_lin = f0 + J·ΔW: delta (P,) -> (N, K); delta (P, C) -> (N, K, C)."""
     if delta.shape[0] != features.P:

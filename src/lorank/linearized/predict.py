@@ -36,13 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from lorank.capacity.pl_real import TrainedGrid, kernel_step
 from lorank.errors import LorankError
 from lorank.linearized.experiment import (
     check_positive_ints,
     finite_json,
 )
 from lorank.linearized.losses import metrics_dict
+from lorank.linearized.pl_real import TrainedGrid, kernel_step
 from lorank.linearized.selection import select_checkpoint
 from lorank.linearized.train import Factors, RunSpec, TrainResult, TrainSettings, train_linearized
 from lorank.ntk.features import Features

@@ -2,12 +2,13 @@
 
 Two controls run beside the rank experiments (science notes §6; docs/experiments.md):
 
-* **capacity** — runs of the ``capacity`` method (:mod:`lorank.linearized.controls`; N = 1,024
-  SST-2 sentences with their labels, squared loss and cross-entropy side by side): a rank-1
-  update of last-layer q,v of MiniLM has d(1) = Σ_ℓ r(m_ℓ + n_ℓ) − r² = 1,534 free parameters,
-  fewer than the KN = 2,048 squared-loss targets, so under squared loss rank 1 cannot interpolate
-  and its converged (ALS) floor must stay above rank 2's; under cross-entropy the N(K − 1) = 1,024
-  margins are fewer than d(1), the data stay separable and rank 1 must not be left behind.
+* **capacity** — runs of the ``capacity`` method
+  (:mod:`lorank.experiments.methods.controls`; N = 1,024 SST-2 sentences with their labels,
+  squared loss and cross-entropy side by side): a rank-1 update of last-layer q,v of MiniLM has
+  d(1) = Σ_ℓ r(m_ℓ + n_ℓ) − r² = 1,534 free parameters, fewer than the KN = 2,048 squared-loss
+  targets, so under squared loss rank 1 cannot interpolate and its converged (ALS) floor must
+  stay above rank 2's; under cross-entropy the N(K − 1) = 1,024 margins are fewer than d(1), the
+  data stay separable and rank 1 must not be left behind.
 * **planted** — runs of the ``planted`` method (:mod:`lorank.linearized.planted`): students of
   rank r learn a planted teacher of rank s; at s = 8 and N = 1,024 rank 1 must lose by more than
   5 points against rank 8, at s = 1 the ranks must tie.

@@ -8,7 +8,7 @@ K·N/d ≈ 2.5). This module checks the condition on real features (``lorank pre
 
 the margin features D_{i,k} = J_{i,y_i} − J_{i,k} (k ≠ y_i), rows of length P, have full row rank
 N(K − 1) ⇒ any positive margins ⟨D_{i,k}, ΔW⟩ are reachable by full linearized fine-tuning, so
-the data are separable (:func:`lorank.capacity.pl_real.ce_separable`, same numerical rank rule).
+the data are separable (:func:`lorank.linearized.pl_real.ce_separable`, same numerical rank rule).
 Full row rank is sufficient, not necessary: a deficient rank means "not certified", not
 "inseparable". The train features come from the NTK pipeline and its on-disk cache
 (:func:`lorank.linearized.experiment.load_seeds`), exactly as training would compute them.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lorank.capacity.pl_real import _numerical_rank, ce_separable
+from lorank.linearized.pl_real import _numerical_rank, ce_separable
 from lorank.ntk.features import Features
 
 
