@@ -119,9 +119,8 @@ def run_lora(opts: dict[str, Any]) -> LoraSweepResult:
 
     torch.manual_seed(0)
     enc = load_encoder(opts["model"], dtype=DTYPES[opts["dtype"]], device=opts["device"])
-    from lorank.linearized.step_size import split_kernel_step
-
     from lorank.finetune.batched import Cell, Problem, measure_cell, train_cells
+    from lorank.linearized.step_size import split_kernel_step
 
     grid = sorted(opts.get("lrs") or DEFAULT_LRS)
     cells, shared, metric = [], None, "accuracy"
