@@ -35,7 +35,8 @@ SPLITS = ("train", "dev", "test")
               help="Comma-separated LoRA target modules.")
 @click.option("--layers", default="last", show_default=True,
               help="all, last, or comma-separated layer indices.")
-@click.option("--seed", default=42, show_default=True, type=int, help="LM-BFF split seed.")
+@click.option("--seed", default=42, show_default=True, type=click.IntRange(0, 2**32 - 1),
+              help="LM-BFF split seed.")
 @click.option("--shots", "k", default=16, show_default=True, type=int,
               help="Examples per class (k; with --dev-data: the files' own).")
 @click.option("--split", "split_name", default="train", show_default=True,

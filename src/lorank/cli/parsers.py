@@ -51,4 +51,7 @@ def parse_seeds(text: str) -> list[int]:
         raise LorankError(f"seeds must be comma-separated integers, got {text!r}") from None
     if not seeds:
         raise LorankError("give at least one seed, e.g. --seeds 13,21,42,87,100")
+    bad = [s for s in seeds if not 0 <= s < 2**32]
+    if bad:  # NumPy and torch seed only from 0 to 2**32 − 1
+        raise LorankError(f"--seeds must be integers from 0 to 2**32-1, got {bad[0]}")
     return seeds
