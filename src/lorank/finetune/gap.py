@@ -32,7 +32,7 @@ class _Forward(torch.nn.Module):
         self.start = start
 
     def forward(self, x: dict) -> torch.Tensor:
-        return self.clf(x) if self.start is None else self.clf.upper(x, self.start)
+        return self.clf.logits_from(x, self.start)
 
 
 def linearized_logits(adapter: Adapter, data: PreparedSplit, chunk: int = CHUNK

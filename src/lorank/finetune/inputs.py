@@ -53,7 +53,7 @@ class PreparedSplit:
                ) -> torch.Tensor:
         """f(x_i) for the selected examples: (B, K), with gradient if enabled."""
         x = self.x if index is None else self.rows(index)
-        return clf(x) if self.start is None else clf.upper(x, self.start)
+        return clf.logits_from(x, self.start)
 
 
 def _cat(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:

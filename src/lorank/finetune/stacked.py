@@ -151,7 +151,7 @@ def lora_hooks(base_model: torch.nn.Module, paths: Sequence[str]) -> Iterator[di
 
 def forward_logits(clf: torch.nn.Module, x: dict, start: int | None) -> torch.Tensor:
     """The classifier's logits from inputs (``start`` None) or a cached lower state."""
-    return clf(x) if start is None else clf.upper(x, start)
+    return clf.logits_from(x, start)
 
 
 def stacked_logits(clf: torch.nn.Module, x: dict, start: int | None, slot: dict[str, Factors],

@@ -189,6 +189,11 @@ class Classifier(nn.Module):
         """f(x; W): (B, K) logits."""
         return self.upper(self.embed(inputs), 0)
 
+    def logits_from(self, x: dict[str, torch.Tensor], start: int | None) -> torch.Tensor:
+        """(B, K) logits from model inputs (``start`` None) or from a cached state before block
+        ``start`` (:meth:`lower`): ``upper(lower(x, s), s) == forward(x)``."""
+        return self(x) if start is None else self.upper(x, start)
+
     def head_logits(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
         """Head on the last hidden states (state_L) -> (B, K)."""
         raise NotImplementedError
