@@ -4,6 +4,7 @@ one-line exit-2 errors for bad input."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -61,9 +62,14 @@ def test_sweep_then_runs_list_json_export(tmp_path, capsys):
 def test_sweep_dry_run_lists_engines(capsys):
     code, out, _ = run_cli(["sweep", str(ROOT / "sweeps" / "quick.yaml"), "--dry-run"], capsys)
     assert code == 0
-    assert "quick: 162 runs in 30 feature groups" in out
+    assert "quick: 204 runs in 35 feature groups" in out
     assert "linearized: 150 runs, 25 groups; ready" in out
     assert "lora: 8 runs, 4 groups; ready" in out and "cstar: 4 runs, 1 groups; ready" in out
+    assert "capacity: 24 runs, 2 groups; ready" in out
+    assert "planted: 18 runs, 3 groups; ready" in out
+    # the per-method lines add up to the headline (the listing is computed, not typed)
+    per_method = [int(m) for m in re.findall(r"^  \w+: (\d+) runs", out, flags=re.M)]
+    assert sum(per_method) == 204
 
 
 def test_store_flag_overrides_spec(tmp_path, capsys):

@@ -63,6 +63,29 @@ def test_claim_finish_fail_and_readd(tmp_path):
         assert store.get(c[1].run_id).status == "interrupted"
 
 
+def test_a_transaction_left_open_by_an_interrupt_does_not_block_the_next_write(tmp_path):
+    """Ctrl-C can land just after SQLite began a transaction (CI saw "cannot start a transaction
+    within a transaction" from the interrupt handler's release): the next write still works, and
+    what the interrupted transaction held is rolled back, not committed."""
+    c = configs(2)
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        store.add(c)
+        assert store.claim(c[0].run_id)
+        store._conn.execute("BEGIN IMMEDIATE")  # what an interrupt after BEGIN leaves behind
+        store._conn.execute("UPDATE runs SET status = 'done' WHERE run_id = ?", (c[1].run_id,))
+        assert store.release([c[0].run_id]) == 1
+        assert store.get(c[0].run_id).status == "interrupted"
+        assert store.get(c[1].run_id).status == "queued"
+
+        class Boom(KeyboardInterrupt):
+            pass
+
+        with pytest.raises(Boom), store._write() as conn:
+            conn.execute("UPDATE runs SET status = 'failed' WHERE run_id = ?", (c[1].run_id,))
+            raise Boom
+        assert not store._conn.in_transaction and store.get(c[1].run_id).status == "queued"
+
+
 def test_running_rows_of_dead_or_foreign_processes(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)

@@ -188,16 +188,28 @@ class ResultStore:
     # -- plumbing -----------------------------------------------------------------------------
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction (writer lock taken up front; rolled back on any error)."""
+        """One IMMEDIATE transaction (writer lock taken up front; rolled back on any error).
+
+        A Ctrl-C can land between ``BEGIN`` returning inside SQLite and Python seeing it, or
+        inside ``COMMIT``: a transaction left open that way is rolled back here (on the way out
+        and, should one survive, before the next one), so the interrupt handler's own write --
+        putting in-flight runs back to ``interrupted`` -- always gets its transaction.
+        """
         if self.readonly:
             raise LorankError(f"results store {self.path} was opened read-only")
-        self._conn.execute("BEGIN IMMEDIATE")
+        self._rollback_open()
         try:
+            self._conn.execute("BEGIN IMMEDIATE")
             yield self._conn
+            self._conn.execute("COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            self._rollback_open()
             raise
-        self._conn.execute("COMMIT")
+
+    def _rollback_open(self) -> None:
+        """Roll back a transaction an interrupt left open on this connection (no-op if none)."""
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
 
     def close(self) -> None:
         self._conn.close()
