@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from lorank.capacity.estimator import DEFAULT_RATIOS, estimate_c_star, sweep_KN
+from lorank.capacity.estimator import DEFAULT_RATIOS, CStarConfig, estimate_c_star, sweep_KN
 from lorank.capacity.problems import gaussian_batch
 from lorank.capacity.solvers import solve, solve_gd
 from lorank.theory import manifold_dim
@@ -66,7 +66,7 @@ def steps_of_all(r, m, n, steps, tol, instances, seed=0) -> int:
 def _timed(threads: int, **kw):
     torch.set_num_threads(threads)
     t0, c0 = time.perf_counter(), time.process_time()
-    res = estimate_c_star(**kw)
+    res = estimate_c_star(CStarConfig(**kw))
     return res, time.perf_counter() - t0, time.process_time() - c0
 
 

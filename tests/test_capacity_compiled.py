@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cstar_helpers import cstar
 from lorank.capacity import compiled
-from lorank.capacity.estimator import estimate_c_star
 from lorank.capacity.problems import gaussian_batch
 from lorank.capacity.solvers import resolve_backend, solve, solve_gd
 from lorank.errors import LorankError
@@ -127,13 +127,13 @@ def test_lm_through_solve_rejects_numba():
 
 def test_estimator_records_backend_and_agrees():
     kw = dict(r=1, m=6, n=6, steps=300, instances=12, ratios=(0.8, 1.0, 1.3, 1.8), n_boot=20)
-    fast = estimate_c_star(backend="auto", **kw)
-    ref = estimate_c_star(backend="torch", **kw)
+    fast = cstar(backend="auto", **kw)
+    ref = cstar(backend="torch", **kw)
     assert fast.backend == "numba" and ref.backend == "torch"
     assert fast.to_dict()["backend"] == "numba"
     diff = np.abs(np.array(fast.curve.successes) - np.array(ref.curve.successes))
     assert diff.max() <= 1  # float32 rounding may flip an instance that ends right at tol
-    bound = estimate_c_star(step_rule="bound", **kw)
+    bound = cstar(step_rule="bound", **kw)
     assert bound.backend == "torch"
 
 

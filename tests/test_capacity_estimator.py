@@ -10,13 +10,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cstar_helpers import cstar
 from lorank.capacity.estimator import (
+    CStarConfig,
     SuccessCurve,
     bootstrap_ci,
     count_dim,
-    estimate_c_star,
     fit_transition,
-    progress_total,
     sweep_KN,
 )
 from lorank.errors import LorankError
@@ -82,7 +82,7 @@ def test_bootstrap_ci_contains_estimate():
 
 
 def test_lm_transition_is_one_for_rank_one_24x24():
-    res = estimate_c_star(1, 24, 24, solver="lm", steps=100, instances=12,
+    res = cstar(1, 24, 24, solver="lm", steps=100, instances=12,
                           ratios=(0.9, 0.96, 1.0, 1.05, 1.1, 1.2), n_boot=300)
     assert res.bracketed
     assert 0.96 < res.c50 < 1.05
@@ -94,11 +94,11 @@ def test_lm_transition_is_one_for_rank_one_24x24():
 def test_determinism_and_sard_units():
     kw = dict(r=1, m=8, n=8, solver="gd", steps=300, instances=6,
               ratios=(0.9, 1.1, 1.4, 2.0), n_boot=50)
-    a = estimate_c_star(**kw, seed=4)
-    b = estimate_c_star(**kw, seed=4)
+    a = cstar(**kw, seed=4)
+    b = cstar(**kw, seed=4)
     assert a.curve == b.curve
     assert (a.c50, a.ci_low) == (b.c50, b.ci_low) or (math.isnan(a.c50) and math.isnan(b.c50))
-    s = estimate_c_star(**kw, seed=4, count="sard")
+    s = cstar(**kw, seed=4, count="sard")
     assert s.curve.successes == a.curve.successes
     assert s.curve.ratios == tuple(1 / kn for kn in a.curve.KN)
     if a.bracketed:
@@ -107,19 +107,19 @@ def test_determinism_and_sard_units():
 
 def test_estimator_input_errors():
     with pytest.raises(LorankError, match="exceeds"):
-        estimate_c_star(r=9, m=8, n=8)
+        cstar(r=9, m=8, n=8)
     with pytest.raises(LorankError, match="steps"):
-        estimate_c_star(steps=0)
+        cstar(steps=0)
     with pytest.raises(LorankError, match="tol"):
-        estimate_c_star(tol=0.0)
+        cstar(tol=0.0)
     with pytest.raises(LorankError, match="P=5"):
-        estimate_c_star(m=4, n=4, features=np.ones((5, 4, 4)) + np.arange(16).reshape(4, 4))
+        cstar(m=4, n=4, features=np.ones((5, 4, 4)) + np.arange(16).reshape(4, 4))
 
 
 def test_features_run_end_to_end():
     rng = np.random.default_rng(0)
     pool = rng.standard_normal((40, 36))
-    res = estimate_c_star(1, 6, 6, solver="lm", steps=60, instances=4, features=pool,
+    res = cstar(1, 6, 6, solver="lm", steps=60, instances=4, features=pool,
                           ratios=(0.8, 1.0, 1.5), n_boot=20, features_name="pool")
     assert res.features == "pool" and len(res.curve.KN) == 3
 
@@ -127,8 +127,8 @@ def test_features_run_end_to_end():
 def test_gd_transition_moves_down_with_the_budget():
     kw = dict(r=1, m=8, n=8, solver="gd", instances=8, n_boot=100,
               ratios=(0.9, 1.1, 1.3, 1.6, 2.0, 2.5, 3.0, 4.0))
-    short = estimate_c_star(**kw, steps=60)
-    long = estimate_c_star(**kw, steps=1500)
+    short = cstar(**kw, steps=60)
+    long = cstar(**kw, steps=1500)
     assert short.bracketed and long.bracketed
     assert long.c50 < short.c50
     assert long.c50 >= 0.9  # never below the algebraic count (no fit past d = KN)
@@ -136,7 +136,7 @@ def test_gd_transition_moves_down_with_the_budget():
 
 @pytest.mark.slow
 def test_gd_1000_steps_24x24_matches_documented_value():
-    res = estimate_c_star(1, 24, 24, solver="gd", steps=1000, tol=1e-8, instances=100,
+    res = cstar(1, 24, 24, solver="gd", steps=1000, tol=1e-8, instances=100,
                           ratios=(0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.7, 2.0, 2.5, 3.0))
     assert res.ci_low <= 1.238 + 0.02 and res.ci_high >= 1.238 - 0.02  # docs/capacity.md
 
@@ -145,11 +145,11 @@ def test_workers_give_the_same_curve():
     kw = dict(r=1, m=6, n=6, solver="gd", steps=150, instances=5, ratios=(0.9, 1.3, 2.0),
               n_boot=50, seed=3)
     ticks = []
-    one = estimate_c_star(**kw)
-    two = estimate_c_star(**kw, workers=2, progress=ticks.append)
+    one = cstar(**kw)
+    two = cstar(**kw, workers=2, progress=ticks.append)
     assert one.curve == two.curve
     assert (one.c50, one.ci_low, one.ci_high) == (two.c50, two.ci_low, two.ci_high) or (
         math.isnan(one.c50) and math.isnan(two.c50))
-    assert sum(ticks) == progress_total(1, 6, 6, kw["ratios"], kw["instances"])
+    assert sum(ticks) == CStarConfig(**kw).progress_total()
     with pytest.raises(LorankError, match="workers"):
-        estimate_c_star(**kw, workers=0)
+        cstar(**kw, workers=0)

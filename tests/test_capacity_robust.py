@@ -8,8 +8,8 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from cstar_helpers import cstar
 from lorank.capacity import solvers
-from lorank.capacity.estimator import estimate_c_star
 from lorank.capacity.problems import SensingBatch, gaussian_batch
 from lorank.capacity.solvers import solve, solve_lm
 from lorank.linalg import solve_batched, solve_one
@@ -88,7 +88,7 @@ def test_lm_floor_keeps_solvable_results():
 
 @pytest.mark.slow
 def test_cstar_lm_seed0_returns_an_estimate_near_one():
-    res = estimate_c_star(1, 24, 24, solver="lm", instances=60, seed=0)
+    res = cstar(1, 24, 24, solver="lm", instances=60, seed=0)
     assert res.bracketed and res.failed == 0
     assert 0.97 < res.c50 < 1.03
     assert res.curve.successes == (0, 0, 24, 60, 60, 60, 60, 60, 60, 60)
@@ -183,7 +183,7 @@ def test_estimator_counts_and_reports_failed_instances(monkeypatch):
     real = estimator.gaussian_batch
     monkeypatch.setattr(estimator, "gaussian_batch",
                         lambda *a, **k: _with_extreme_init(real(*a, **k), 1))
-    res = estimate_c_star(1, 5, 5, solver="lm", steps=40, instances=4, n_boot=20,
+    res = cstar(1, 5, 5, solver="lm", steps=40, instances=4, n_boot=20,
                           ratios=(0.8, 1.0, 1.5, 2.0))
     assert res.curve.failed == (1, 1, 1, 1) and res.failed == 4
     assert all(s <= 3 for s in res.curve.successes)

@@ -86,15 +86,14 @@ def test_both_mode(tiny, data_dir, registered, capsys):
 
 
 def test_both_render(tiny, data_dir, capsys):
+    from lorank.cli.train import TrainJob
     from lorank.cli.train_lora import run_both
+    from lorank.linearized.experiment import SweepConfig
 
-    opts = dict(task="sst2", model=tiny, head="verbalizer", targets=["query", "value"],
-                layers="last", ranks=[1], seeds=[13], lrs=[0.05], k=16, steps=2, eval_every=1,
-                loss="ce", scaling="none", alpha=1.0, weight_decay=0.0, optimizer="gd",
-                batch_size=None, test_max=16, max_length=64, dtype="float32", device="cpu",
-                memory_mb=256.0, data_dir=str(data_dir), no_cache=True, progress=False,
-                engine="auto")
-    run_both(opts).render("side by side")
+    sweep = SweepConfig(task="sst2", model=tiny, ranks=(1,), seeds=(13,), lrs=(0.05,), steps=2,
+                        eval_every=1, test_max=16, max_length=64, memory_budget_mb=256.0,
+                        data_dir=str(data_dir), use_cache=False)
+    run_both(TrainJob(sweep, progress=False)).render("side by side")
     text = capsys.readouterr().out
     assert "side by side" in text and "LoRA" in text and "linearized" in text
 

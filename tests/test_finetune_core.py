@@ -164,7 +164,7 @@ def test_mpnet_query_alias(tmp_path):
     ({"r": 1.5}, "r (LoRA rank) must be a positive integer"),
     ({"alpha": 0.0}, "alpha must be > 0"),
     ({"dropout": 1.0}, "dropout must be in [0, 1)"),
-    ({"scaling": "dora"}, "scaling must be one of lora, rslora, none"),
+    ({"scaling": "dora"}, "unknown scaling 'dora'; choose from: lora, rslora, none"),
     ({"layers": "first"}, "layers must be 'all', 'last'"),
 ])
 def test_bad_lora_settings(kwargs, message):

@@ -11,12 +11,13 @@ from hypothesis import strategies as st
 from tests.synthetic_features import synthetic_features
 
 from lorank.errors import LorankError
-from lorank.linearized.model import init_factors, scale
+from lorank.linearized.model import init_factors
 from lorank.linearized.step_size import (
     full_kernel_step,
     lora_hessian_operator,
     lora_kernel_step,
 )
+from lorank.models.lora_shape import scale
 from lorank.ntk.features import Block
 
 BLOCKS = [Block("w1", 0, "query", 5, 4), Block("w2", 0, "value", 3, 6)]

@@ -10,6 +10,7 @@ Importing this package imports torch (the solvers); :mod:`lorank.theory` never d
 """
 
 from lorank.capacity.estimator import (
+    CStarConfig,
     CStarResult,
     SuccessCurve,
     bootstrap_ci,
@@ -22,6 +23,7 @@ from lorank.capacity.problems import SensingBatch, feature_batch, gaussian_batch
 from lorank.capacity.solvers import SolveResult, solve, solve_gd, solve_lm
 
 __all__ = [
+    "CStarConfig",
     "CStarResult",
     "PLRecord",
     "PLTrajectory",

@@ -5,7 +5,7 @@ methods fit KN linearized constraints with a rank-r LoRA once :math:`d = r(m+n) 
 and reports :math:`C^\star \approx 1.35` for Gaussian features. C* is an empirical constant: this
 module measures it for an explicit solver, step budget T, tolerance and loss.
 
-Procedure (:func:`estimate_c_star`):
+Procedure (:func:`estimate_c_star` of a :class:`CStarConfig`):
 
 1. choose KN values around the transition: :math:`KN_j = \mathrm{round}(d / \rho_j)` for a grid of
    ratios :math:`\rho_j` (default 0.8 … 2.0), d the manifold dimension
@@ -257,109 +257,133 @@ def bootstrap_ci(
     return float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a))
 
 
-def progress_total(
-    r: int, m: int, n: int, ratios: Sequence[float] = DEFAULT_RATIOS, instances: int = 100,
-    chunk: int = DEFAULT_CHUNK,
-) -> int:
-    """Number of progress ticks :func:`estimate_c_star` will emit (grid points × chunks)."""
-    return len(sweep_KN(manifold_dim(r, m, n), ratios)) * n_chunks(instances, chunk)
+@dataclass(frozen=True)
+class CStarConfig:
+    """One C* measurement, validated and resolved on construction (defaults filled in).
 
-
-def estimate_c_star(
-    r: int = 1,
-    m: int = 24,
-    n: int = 24,
-    solver: str = "gd",
-    steps: int | None = None,
-    tol: float | None = None,
-    loss: str = "mse",
-    count: str = "manifold",
-    ratios: Sequence[float] = DEFAULT_RATIOS,
-    instances: int = 100,
-    seed: int = 0,
-    features: np.ndarray | None = None,
-    features_name: str | None = None,
-    step_rule: str = "hessian",
-    n_boot: int = 500,
-    ci_level: float = 0.95,
-    chunk: int = DEFAULT_CHUNK,
-    progress: Callable[[int], None] | None = None,
-    workers: int = 1,
-    backend: str = "auto",
-) -> CStarResult:
-    """Measure the 50 % success transition C50 of count/(KN) for one solver setting.
-
-    Args:
+    Attributes:
         r, m, n: rank and matrix shape (1 ≤ r ≤ min(m, n)).
         solver: ``"gd"`` or ``"lm"`` (:mod:`lorank.capacity.solvers`).
-        steps: budget T (default 1000 for GD, 200 for LM).
-        tol: success threshold on L/L0 (default 1e-8 for mse, 1e-3 for ce).
+        steps: budget T (None → 1000 for GD, 200 for LM).
+        tol: success threshold on L/L0 (None → 1e-8 for mse, 1e-3 for ce).
         loss: ``"mse"`` (Gaussian targets) or ``"ce"`` (±1 targets, logistic loss).
         count: ``"manifold"`` (d = r(m+n) − r²) or ``"sard"`` (r(r+1)/2) units for the ratio.
         ratios: grid of d/(KN) ratios (manifold units) that fixes the swept KN values.
         instances: instances per grid point.
-        seed: sweep seed (instances are reproducible from it).
-        features: optional feature pool (P, m, n) or (P, m·n); rows are sampled as G_i.
-        features_name: label recorded for the pool (e.g. its file name).
-        step_rule: GD step rule (``"hessian"`` or ``"bound"``).
+        seed: sweep seed (instance i at KN uses the stream (seed, KN, i)).
+        step_rule: GD step rule (``"hessian"`` or ``"bound"``; recorded as ``"lm"`` for LM).
         n_boot, ci_level: bootstrap replicates and CI level.
-        chunk: instances solved together (see :func:`lorank.capacity.solvers.solve`).
-        progress: called with 1 per solved chunk; the total is :func:`progress_total` (with
-            ``workers > 1`` the ticks of a grid point arrive when the point is done).
+        chunk: instances solved together (:func:`lorank.capacity.solvers.solve`).
+        backend: ``"auto"``, ``"torch"`` or ``"numba"``
+            (:func:`lorank.capacity.solvers.resolve_backend`; resolved when the estimate runs).
+    """
+
+    r: int = 1
+    m: int = 24
+    n: int = 24
+    solver: str = "gd"
+    steps: int | None = None
+    tol: float | None = None
+    loss: str = "mse"
+    count: str = "manifold"
+    ratios: tuple[float, ...] = DEFAULT_RATIOS
+    instances: int = 100
+    seed: int = 0
+    step_rule: str = "hessian"
+    n_boot: int = 500
+    ci_level: float = 0.95
+    chunk: int = DEFAULT_CHUNK
+    backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        r, m, n = check_problem(self.r, self.m, self.n)
+        solver = check_solver(self.solver)
+        loss = check_loss(self.loss)
+        steps = check_positive_int("steps", DEFAULT_STEPS[solver] if self.steps is None
+                                   else self.steps)
+        tol = check_tol(DEFAULT_TOL[loss] if self.tol is None else self.tol)
+        if tol <= 0:
+            raise LorankError(f"tol must be > 0, got {tol!r}")
+        check_positive_int("instances", self.instances)
+        seed = self.seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise LorankError(f"seed must be an integer from 0 to 2**32-1, got {seed!r}")
+        check_positive_int("n_boot", self.n_boot)
+        if not 0 < self.ci_level < 1:
+            raise LorankError(f"ci_level must be in (0, 1), got {self.ci_level!r}")
+        count_dim(r, m, n, self.count)
+        for name, value in (("r", r), ("m", m), ("n", n), ("solver", solver), ("loss", loss),
+                            ("steps", steps), ("tol", tol),
+                            ("ratios", tuple(float(x) for x in self.ratios))):
+            object.__setattr__(self, name, value)
+
+    @property
+    def recorded_step_rule(self) -> str:
+        """The step rule as results record it (LM has none of GD's rules: ``"lm"``)."""
+        return self.step_rule if self.solver == "gd" else "lm"
+
+    def progress_total(self) -> int:
+        """Number of progress ticks :func:`estimate_c_star` emits (grid points × chunks)."""
+        return (len(sweep_KN(manifold_dim(self.r, self.m, self.n), self.ratios))
+                * n_chunks(self.instances, self.chunk))
+
+
+def estimate_c_star(config: CStarConfig, *, features: np.ndarray | None = None,
+                    features_name: str | None = None,
+                    progress: Callable[[int], None] | None = None,
+                    workers: int = 1) -> CStarResult:
+    """Measure the 50 % success transition C50 of count/(KN) for one solver setting.
+
+    Args:
+        config: what is measured (problem, solver and budget, grid, bootstrap).
+        features: optional feature pool (P, m, n) or (P, m·n); rows are sampled as G_i
+            (None: Gaussian iid features).
+        features_name: label recorded for the pool (e.g. its file name).
+        progress: called with 1 per solved chunk; the total is
+            :meth:`CStarConfig.progress_total` (with ``workers > 1`` the ticks of a grid point
+            arrive when the point is done).
         workers: processes solving grid points in parallel (1: in this process). The result
-            does not depend on it.
-        backend: solver implementation, ``"auto"``, ``"torch"`` or ``"numba"``
-            (:func:`lorank.capacity.solvers.resolve_backend`; recorded resolved). The numba
-            backend runs ``torch.get_num_threads()`` threads.
+            does not depend on it. The numba backend runs ``torch.get_num_threads()`` threads.
 
     Returns:
         A :class:`CStarResult` with C50, its CI and the success curve.
     """
     t0 = time.perf_counter()
-    r, m, n = check_problem(r, m, n)
-    solver = check_solver(solver)
-    loss = check_loss(loss)
-    steps = check_positive_int("steps", DEFAULT_STEPS[solver] if steps is None else steps)
-    tol = check_tol(DEFAULT_TOL[loss] if tol is None else tol)
-    if tol <= 0:
-        raise LorankError(f"tol must be > 0, got {tol!r}")
-    instances = check_positive_int("instances", instances)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise LorankError(f"seed must be an integer from 0 to 2**32-1, got {seed!r}")
-    n_boot = check_positive_int("n_boot", n_boot)
-    if not 0 < ci_level < 1:
-        raise LorankError(f"ci_level must be in (0, 1), got {ci_level!r}")
-    d_count = count_dim(r, m, n, count)
-    d = manifold_dim(r, m, n)
-    KNs = sweep_KN(d, ratios)
-    targets = "sign" if loss == "ce" else "gaussian"
+    c = config
+    d_count = count_dim(c.r, c.m, c.n, c.count)
+    KNs = sweep_KN(manifold_dim(c.r, c.m, c.n), c.ratios)
+    targets = "sign" if c.loss == "ce" else "gaussian"
     if features is not None:
-        features = check_features(features, m, n)
+        features = check_features(features, c.m, c.n)
         if features.shape[0] < KNs[0]:
             raise LorankError(f"features pool has P={features.shape[0]} rows but the sweep needs "
                               f"KN up to {KNs[0]}; use fewer constraints (larger ratios)")
     workers = check_positive_int("workers", workers)
-    backend = resolve_backend(backend, solver, step_rule if solver == "gd" else "hessian")
-    kwargs = {"step_rule": step_rule, "backend": backend} if solver == "gd" else {}
-    point = dict(r=r, m=m, n=n, instances=instances, seed=seed, targets=targets,
-                 features=features, solver=solver, chunk=chunk, loss=loss, steps=steps, tol=tol,
-                 kwargs=kwargs)
+    backend = resolve_backend(c.backend, c.solver,
+                              c.step_rule if c.solver == "gd" else "hessian")
+    kwargs = {"step_rule": c.step_rule, "backend": backend} if c.solver == "gd" else {}
+    point = dict(r=c.r, m=c.m, n=c.n, instances=c.instances, seed=c.seed, targets=targets,
+                 features=features, solver=c.solver, chunk=c.chunk, loss=c.loss, steps=c.steps,
+                 tol=c.tol, kwargs=kwargs)
     if workers == 1 or len(KNs) == 1:
         points = [_solve_point(KN, progress=progress, **point) for KN in KNs]
     else:
         points = _solve_points_parallel(KNs, point, min(workers, len(KNs)), progress,
-                                        n_chunks(instances, chunk))
-    succ = [p[0] for p in points]
+                                        n_chunks(c.instances, c.chunk))
     failures = tuple(f"KN={KN} instance {i}: {why}" for KN, p in zip(KNs, points, strict=True)
                      for i, why in sorted(p[1].items()))
-    curve = SuccessCurve(tuple(d_count / KN for KN in KNs), tuple(KNs), tuple(succ),
-                         tuple([instances] * len(KNs)), tuple(len(p[1]) for p in points))
+    curve = SuccessCurve(tuple(d_count / KN for KN in KNs), tuple(KNs),
+                         tuple(p[0] for p in points), tuple([c.instances] * len(KNs)),
+                         tuple(len(p[1]) for p in points))
     c50, slope, bracketed = fit_transition(curve.ratios, curve.successes, curve.counts)
-    lo, hi = bootstrap_ci(curve, n_boot, ci_level, seed) if bracketed else (math.nan, math.nan)
-    return CStarResult(r, m, n, solver, steps, tol, loss, count, d_count, instances, seed,
-                       step_rule if solver == "gd" else "lm", features_name, c50, lo, hi,
-                       ci_level, slope, bracketed, curve, time.perf_counter() - t0, backend,
-                       failures)
+    lo, hi = (bootstrap_ci(curve, c.n_boot, c.ci_level, c.seed) if bracketed
+              else (math.nan, math.nan))
+    return CStarResult(
+        r=c.r, m=c.m, n=c.n, solver=c.solver, steps=c.steps, tol=c.tol, loss=c.loss,
+        count=c.count, d=d_count, instances=c.instances, seed=c.seed,
+        step_rule=c.recorded_step_rule, features=features_name, c50=c50, ci_low=lo, ci_high=hi,
+        ci_level=c.ci_level, slope=slope, bracketed=bracketed, curve=curve,
+        wall_s=time.perf_counter() - t0, backend=backend, failures=failures)
 
 
 def _solve_point(KN: int, *, r: int, m: int, n: int, instances: int, seed: int, targets: str,

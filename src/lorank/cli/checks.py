@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from lorank.errors import LorankError
+
+if TYPE_CHECKING:
+    from lorank.linearized.experiment import SweepConfig
 
 
 def check_seeds(seeds: Sequence[int], what: str = "--seeds") -> list[int]:
@@ -41,12 +44,18 @@ def max_rank(model: str, targets: Sequence[str] | None, layers: str | Sequence[i
     return min(mat.m, mat.n), mat
 
 
-def check_ranks(ranks: Sequence[int], model: str, targets: Sequence[str] | None,
-                layers: str | Sequence[int], what: str = "--ranks") -> list[int]:
-    """Ranks are integers 1 ≤ r ≤ min(m, n) of every adapted matrix of ``model``."""
+def check_positive_ranks(ranks: Sequence[int], what: str = "--ranks") -> list[int]:
+    """Ranks are integers ≥ 1 (the check that needs no model)."""
     bad = [r for r in ranks if r < 1]
     if bad:
         raise LorankError(f"{what} must be positive integers, got {bad[0]}")
+    return list(ranks)
+
+
+def check_ranks(ranks: Sequence[int], model: str, targets: Sequence[str] | None,
+                layers: str | Sequence[int], what: str = "--ranks") -> list[int]:
+    """Ranks are integers 1 ≤ r ≤ min(m, n) of every adapted matrix of ``model``."""
+    check_positive_ranks(ranks, what)
     limit, mat = max_rank(model, targets, layers)
     over = [r for r in ranks if r > limit]
     if over:  # the message of the adapter's own check (lorank.finetune.adapter), said earlier
@@ -55,21 +64,22 @@ def check_ranks(ranks: Sequence[int], model: str, targets: Sequence[str] | None,
     return list(ranks)
 
 
-def check_train_options(opts: dict[str, Any]) -> None:
-    """``lorank train``: the task is known, seeds are non-negative, ranks fit the adapted
-    matrices, and the feature cache folder can be written — all before the model loads."""
+def check_train_options(cfg: SweepConfig, registered_task: bool = True) -> None:
+    """``lorank train``: the task is known (``registered_task``: not a user's own data), seeds
+    are non-negative, ranks fit the adapted matrices, and the feature cache folder can be
+    written — all before the model loads."""
     from lorank.atomic import check_writable_dir
 
-    if opts.get("task") is not None:
+    if registered_task:
         from lorank.data.tasks import get_task
 
-        get_task(opts["task"])
-    check_seeds(opts["seeds"])
-    if not opts.get("no_cache", False):
+        get_task(cfg.task)
+    check_seeds(list(cfg.seeds))
+    if cfg.use_cache:
         from lorank.models.bundled import cache_dir
 
         check_writable_dir(cache_dir(), "feature cache folder (LORANK_CACHE_DIR)")
-    check_ranks(opts["ranks"], opts["model"], opts.get("targets"), opts.get("layers", "last"))
+    check_ranks(list(cfg.ranks), cfg.model, list(cfg.targets), cfg.layers)
 
 
 class IntLike(click.ParamType):

@@ -72,8 +72,8 @@ def command(r, m, n, solver, steps, tol, loss, count, instances, ratios, seed, s
     from lorank.capacity.estimator import (
         COUNTS,
         DEFAULT_RATIOS,
+        CStarConfig,
         estimate_c_star,
-        progress_total,
     )
     from lorank.capacity.losses import check_loss
     from lorank.capacity.plot import check_plot_path, plot_success_curves
@@ -108,15 +108,16 @@ def command(r, m, n, solver, steps, tol, loss, count, instances, ratios, seed, s
     pool = load_features(features, m, n) if features else None
     from lorank.progress import bar as progress_bar
 
-    total = progress_total(r, m, n, grid, instances) * len(budget_list)
+    configs = [CStarConfig(r=r, m=m, n=n, solver=solver, steps=budget, tol=tol, loss=loss,
+                           count=count, ratios=tuple(grid), instances=instances, seed=seed,
+                           step_rule=step_rule, n_boot=boot, backend=backend)
+               for budget in budget_list]
+    total = sum(config.progress_total() for config in configs)
     results = []
     with progress_bar(total, "cstar", enabled=not quiet, unit="chunk") as bar:
-        for budget in budget_list:
-            results.append(estimate_c_star(
-                r, m, n, solver=solver, steps=budget, tol=tol, loss=loss, count=count,
-                ratios=grid, instances=instances, seed=seed, features=pool,
-                features_name=features, step_rule=step_rule, n_boot=boot, progress=bar.update,
-                backend=backend))
+        for config in configs:
+            results.append(estimate_c_star(config, features=pool, features_name=features,
+                                           progress=bar.update))
     if plot_path is not None:
         plot_success_curves(results, plot_path)
     if as_json:

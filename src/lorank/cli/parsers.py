@@ -27,9 +27,12 @@ def parse_ints(text: str, what: str) -> list[int]:
 
 
 def parse_layers(text: str) -> str | list[int]:
-    """``all`` | ``last`` | comma-separated integers."""
-    text = str(text).strip()
-    return text if text in ("all", "last") else parse_ints(text, "layers")
+    """``all`` | ``last`` | comma-separated integers
+    (:func:`lorank.models.lora_shape.parse_layers`, as a list for the CLI's JSON records)."""
+    from lorank.models.lora_shape import parse_layers as normalise
+
+    layers = normalise(str(text))
+    return layers if isinstance(layers, str) else list(layers)
 
 
 def parse_floats(text: str, what: str) -> list[float]:

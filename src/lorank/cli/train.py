@@ -1,20 +1,26 @@
 """``lorank train``: a rank sweep on one task; prints a per-rank table (mean ± std over seeds).
 
-Modes plug in through :data:`RUNNERS` (mode name -> function(options dict) -> result). A result
-must provide ``table()`` (rows with ``rank``, ``metric``, and (mean, std) pairs under
-``zero_shot``, ``kernel``, ``selected``, ``final``, plus ``selected_lr``/``selected_step`` lists)
-and ``to_dict()`` / ``to_json()``. ``linearized`` is built in; the peft runner adds ``lora``.
+The command builds one typed :class:`TrainJob` — the validated
+:class:`~lorank.linearized.experiment.SweepConfig` (task, classifier, adapter, rank × seed ×
+learning-rate grid, optimisation; the same record for both engines), every seed's few-shot
+data, the real-LoRA engine and whether to show progress — and passes it whole to the mode's
+runner. Modes plug in through :data:`RUNNERS` (mode name -> function(TrainJob) -> result). A
+result must provide ``table()`` (rows with ``rank``, ``metric``, and (mean, std) pairs under
+``w0``, ``kernel``, ``selected``, ``final``, plus ``selected_lr``/``selected_step`` lists) and
+``to_dict()`` / ``to_json()``. ``linearized`` is built in; the peft runners add ``lora`` and
+``both``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from lorank.cli.checks import check_seeds, check_train_options
+from lorank.cli.checks import check_positive_ranks, check_seeds, check_train_options
 from lorank.cli.options_data import (
     echo_notes,
     given,
@@ -25,6 +31,12 @@ from lorank.cli.options_data import (
 from lorank.cli.options_run import experiment_options
 from lorank.cli.parsers import parse_floats, parse_ints, parse_layers, parse_list
 from lorank.errors import LorankError
+
+if TYPE_CHECKING:
+    from lorank.data.load import FewShotData
+    from lorank.linearized.experiment import SweepConfig
+
+LORA_ENGINES = ("batched", "sequential")
 
 
 def _tqdm_progress(enabled: bool) -> Callable[[str, int], Callable[[int], None]] | None:
@@ -45,51 +57,61 @@ def _tqdm_progress(enabled: bool) -> Callable[[str, int], Callable[[int], None]]
     return factory
 
 
-def seed_data(opts: dict[str, Any], seed: int) -> Any:
-    """The few-shot data of ``seed``: loaded by the command before any model (``datasets``),
-    else the registered task's split (runners called directly, without the command)."""
-    if opts.get("datasets") is not None:
-        return opts["datasets"][seed]
-    from lorank.data.load import load_task
+@dataclass(frozen=True)
+class TrainJob:
+    """Everything ``lorank train`` runs, typed and validated, passed whole to a mode's runner.
 
-    return load_task(opts["task"], k=opts["k"], seed=seed, data_dir=opts["data_dir"],
-                     test_max=opts["test_max"])
+    Attributes:
+        sweep: the sweep (task or own data, classifier, adapter, rank × seed × lr grid and
+            optimisation): one record for the linearized and the real engine.
+        datasets: seed → few-shot data, loaded by the command before any model (bad files fail
+            first); ``None``: each seed's registered-task split is loaded when needed.
+        lora_engine: real LoRA (modes ``lora``/``both``): ``batched`` (every seed × rank × lr
+            in one vectorised program) or ``sequential`` (peft, one at a time; same numbers).
+        progress: show progress bars.
+    """
+
+    sweep: SweepConfig
+    datasets: Mapping[int, FewShotData] | None = None
+    lora_engine: str = "batched"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.lora_engine not in LORA_ENGINES:
+            raise LorankError(f"lora engine must be one of {', '.join(LORA_ENGINES)}, "
+                              f"got {self.lora_engine!r}")
+
+    def data(self, seed: int) -> FewShotData:
+        """The few-shot data of ``seed`` (the loaded one, else the registered task's split)."""
+        if self.datasets is not None:
+            return self.datasets[seed]
+        from lorank.data.load import load_task
+
+        cfg = self.sweep
+        return load_task(cfg.task, k=cfg.k, seed=seed, data_dir=cfg.data_dir,
+                         test_max=cfg.test_max)
 
 
-def run_linearized(opts: dict[str, Any]) -> Any:
+def run_linearized(job: TrainJob) -> Any:
     """The ``linearized`` mode: :func:`lorank.linearized.experiment.run_linearized_sweep`."""
-    from lorank.linearized.experiment import DEFAULT_LRS, SweepConfig, run_linearized_sweep
+    from lorank.linearized.experiment import run_linearized_sweep
 
-    cfg = SweepConfig(
-        task=opts["task"], model=opts["model"], head=opts["head"],
-        targets=tuple(opts["targets"]), layers=opts["layers"] if isinstance(
-            opts["layers"], str) else tuple(opts["layers"]),
-        ranks=tuple(opts["ranks"]), seeds=tuple(opts["seeds"]),
-        lrs=tuple(opts["lrs"] or DEFAULT_LRS), lr_unit=opts.get("lr_unit", "eta0"), k=opts["k"],
-        steps=opts["steps"],
-        eval_every=opts["eval_every"], loss=opts["loss"], scaling=opts["scaling"],
-        alpha=opts["alpha"], weight_decay=opts["weight_decay"], optimizer=opts["optimizer"],
-        batch_size=opts["batch_size"], test_max=opts["test_max"], max_length=opts["max_length"],
-        dtype=opts["dtype"], device=opts["device"], memory_budget_mb=opts["memory_mb"],
-        data_dir=opts["data_dir"], use_cache=not opts["no_cache"], engine=opts["engine"],
-        data=opts.get("data"))
-    return run_linearized_sweep(cfg, _tqdm_progress(opts["progress"]),
-                                load_data=lambda seed: seed_data(opts, seed))
+    return run_linearized_sweep(job.sweep, _tqdm_progress(job.progress), load_data=job.data)
 
 
-def _lazy(name: str) -> Callable[[dict[str, Any]], Any]:
+def _lazy(name: str) -> Callable[[TrainJob], Any]:
     """A runner imported from :mod:`lorank.cli.train_lora` on first use (peft is heavy)."""
 
-    def run(opts: dict[str, Any]) -> Any:
+    def run(job: TrainJob) -> Any:
         import importlib
 
-        return getattr(importlib.import_module("lorank.cli.train_lora"), name)(opts)
+        return getattr(importlib.import_module("lorank.cli.train_lora"), name)(job)
 
     return run
 
 
-#: mode -> runner(options) -> result with table()/to_json() (and optionally render(title)).
-RUNNERS: dict[str, Callable[[dict[str, Any]], Any]] = {
+#: mode -> runner(job) -> result with table()/to_json() (and optionally render(title)).
+RUNNERS: dict[str, Callable[[TrainJob], Any]] = {
     "linearized": run_linearized, "lora": _lazy("run_lora"), "both": _lazy("run_both")}
 
 
@@ -159,7 +181,8 @@ def render_table(rows: list[dict[str, Any]], title: str) -> None:
               help="No progress bars (lorank's, and transformers' per-model loading bars).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 def command(mode: str, ranks: str, seeds: str, lrs: str | None, targets: str, layers: str,
-            as_json: bool, no_progress: bool, **opts: Any) -> None:
+            as_json: bool, no_progress: bool, lora_engine: str, memory_mb: float,
+            no_cache: bool, **opts: Any) -> None:
     """Train LoRA at several ranks × seeds (× learning rates) and compare test accuracy.
 
     The data: a registered task (--task) or your own file (--data, see `lorank data show`).
@@ -170,36 +193,55 @@ def command(mode: str, ranks: str, seeds: str, lrs: str | None, targets: str, la
         raise LorankError(f"unknown mode {mode!r}; available: {', '.join(RUNNERS)}")
     if opts["steps"] < 1 or opts["eval_every"] < 1:
         raise LorankError("--steps and --eval-every must be >= 1")
-    if opts["memory_mb"] <= 0:
+    if memory_mb <= 0:
         raise LorankError("--memory-mb must be > 0")
-    opts.update(ranks=parse_ints(ranks, "ranks"), seeds=parse_ints(seeds, "seeds"),
-                lrs=parse_floats(lrs, "learning rates") if lrs else None,
-                targets=parse_list(targets, "targets"), layers=parse_layers(layers),
-                progress=not no_progress)
+    seed_list = check_seeds(parse_ints(seeds, "seeds"))
+    rank_list = check_positive_ranks(parse_ints(ranks, "ranks"))
     # before any model loads: seeds, every seed's data (bad files fail here), then the task,
     # the ranks against the model's config (config.json only) and the feature cache folder
-    check_seeds(opts["seeds"])
-    datasets = load_datasets(opts["task"], source, seeds=opts["seeds"],
+    datasets = load_datasets(opts["task"], source, seeds=seed_list,
                              shots=opts["k"] if given("k") else None, data_dir=opts["data_dir"],
                              test_max=opts["test_max"])
-    first = datasets[opts["seeds"][0]]
+    first = datasets[seed_list[0]]
     if source is not None:
         opts.update(data=source.pin(labels=first.task.labels), task=source.name,
                     k=first.k or opts["k"])
         echo_notes(source, first)
-    opts["datasets"] = datasets
-    check_train_options({**opts, "task": None if source is not None else opts["task"]})
+    job = TrainJob(sweep=sweep_config(opts, ranks=rank_list, seeds=seed_list, lrs=lrs,
+                                      targets=targets, layers=layers, memory_mb=memory_mb,
+                                      no_cache=no_cache),
+                   datasets=datasets, lora_engine=lora_engine, progress=not no_progress)
+    check_train_options(job.sweep, registered_task=source is None)
     from lorank.progress import library_progress
 
     with library_progress(not no_progress):
-        result = RUNNERS[mode](opts)
+        result = RUNNERS[mode](job)
+    cfg = job.sweep
+    title = f"{mode} LoRA on {cfg.task} — {cfg.model}, {cfg.head} head"
     if as_json:
         click.echo(result.to_json())
         return
     if hasattr(result, "render"):
-        result.render(f"{mode} LoRA on {opts['task']} — {opts['model']}, {opts['head']} head")
+        result.render(title)
         return
     rows = result.table()
     metric = rows[0]["metric"] if rows else "accuracy"
-    render_table(rows, f"{mode} LoRA on {opts['task']} — {opts['model']}, {opts['head']} head "
-                       f"(test {metric}, mean ± std over {len(opts['seeds'])} seeds)")
+    render_table(rows, f"{title} (test {metric}, mean ± std over {len(cfg.seeds)} seeds)")
+
+
+def sweep_config(opts: Mapping[str, Any], *, ranks: list[int], seeds: list[int], lrs: str | None,
+                 targets: str, layers: str, memory_mb: float, no_cache: bool) -> SweepConfig:
+    """The command's options as the validated sweep record (the one place they are mapped)."""
+    from lorank.linearized.experiment import DEFAULT_LRS, SweepConfig
+
+    layer_sel = parse_layers(layers)
+    fields = ("task", "model", "head", "lr_unit", "k", "steps", "eval_every", "loss", "scaling",
+              "alpha", "weight_decay", "optimizer", "batch_size", "test_max", "max_length",
+              "dtype", "device", "data_dir", "engine", "data")
+    return SweepConfig(
+        **{name: opts.get(name) for name in fields},
+        targets=tuple(parse_list(targets, "targets")),
+        layers=layer_sel if isinstance(layer_sel, str) else tuple(layer_sel),
+        ranks=tuple(ranks), seeds=tuple(seeds),
+        lrs=tuple(parse_floats(lrs, "learning rates")) if lrs else DEFAULT_LRS,
+        memory_budget_mb=memory_mb, use_cache=not no_cache)

@@ -1,7 +1,8 @@
 """``lorank train --mode lora`` and ``--mode both``: real peft LoRA next to the linearized engine.
 
-Runners for :data:`lorank.cli.train.RUNNERS` (mode -> function(options) -> result with
-``table()``, ``to_dict()``, ``to_json()``), taking the same options as ``--mode linearized``:
+Runners for :data:`lorank.cli.train.RUNNERS` (mode -> function(:class:`~lorank.cli.train.TrainJob`)
+-> result with ``table()``, ``to_dict()``, ``to_json()``), taking the same typed job as
+``--mode linearized``:
 
 * ``lora`` — for every data seed (LM-BFF split 16-seed, also the adapter-init seed) and rank:
   real LoRA — by default every seed × rank × learning rate in one vectorised program
@@ -22,10 +23,15 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorank.finetune.run import Selection
 from lorank.linearized.experiment import _json_default, _stat
+
+if TYPE_CHECKING:
+    from lorank.cli.train import TrainJob
+    from lorank.finetune.config import LoraSettings, TrainSettings
+    from lorank.linearized.experiment import SweepConfig
 
 
 @dataclass
@@ -92,75 +98,73 @@ class LoraSweepResult:
         return json.dumps(self.to_dict(), indent=1, default=_json_default)
 
 
-def _settings(opts: dict[str, Any], rank: int, seed: int, metric: str) -> tuple[Any, Any]:
+def _settings(cfg: SweepConfig, rank: int, seed: int, metric: str
+              ) -> tuple[LoraSettings, TrainSettings]:
+    """The real engine's adapter and training settings of one (rank, seed) of the sweep."""
     from lorank.finetune.config import LoraSettings, TrainSettings
 
-    layers = opts["layers"] if isinstance(opts["layers"], str) else tuple(opts["layers"])
-    lora = LoraSettings(r=rank, alpha=opts["alpha"], scaling=opts["scaling"],
-                        targets=tuple(opts["targets"]) or None, layers=layers, init="fan_in")
-    optimizer = opts["optimizer"]
-    batch = None if optimizer == "gd" else opts["batch_size"]
-    train = TrainSettings(lr=1.0, steps=opts["steps"], batch_size=batch, optimizer=optimizer,
-                          weight_decay=opts["weight_decay"], loss=opts["loss"],
-                          eval_every=opts["eval_every"], metric=metric, seed=seed)
+    lora = LoraSettings(r=rank, alpha=cfg.alpha, scaling=cfg.scaling,
+                        targets=cfg.targets or None, layers=cfg.layers, init="fan_in")
+    batch = None if cfg.optimizer == "gd" else cfg.batch_size
+    train = TrainSettings(lr=1.0, steps=cfg.steps, batch_size=batch, optimizer=cfg.optimizer,
+                          weight_decay=cfg.weight_decay, loss=cfg.loss,
+                          eval_every=cfg.eval_every, metric=metric, seed=seed)
     return lora, train
 
 
-def run_lora(opts: dict[str, Any]) -> LoraSweepResult:
-    """The ``lora`` mode (see module doc); ``opts`` are the ``lorank train`` options."""
+def run_lora(job: TrainJob) -> LoraSweepResult:
+    """The ``lora`` mode (see module doc) on the job's sweep configuration."""
     import torch
 
-    from lorank.cli.train import seed_data
     from lorank.finetune.adapter import attach_lora
+    from lorank.finetune.batched import Cell, Problem, measure_cell, train_cells
     from lorank.finetune.run import finetune, prepare_data
-    from lorank.linearized.experiment import DEFAULT_LRS, DTYPES, selection_metric
+    from lorank.linearized.experiment import DTYPES, selection_metric
+    from lorank.linearized.step_size import split_kernel_step
     from lorank.models import build_classifier, load_encoder
     from lorank.models.factory import FITTED_HEADS
 
+    cfg = job.sweep
     torch.manual_seed(0)
-    enc = load_encoder(opts["model"], dtype=DTYPES[opts["dtype"]], device=opts["device"])
-    from lorank.finetune.batched import Cell, Problem, measure_cell, train_cells
-    from lorank.linearized.step_size import split_kernel_step
-
-    grid = sorted(opts.get("lrs") or DEFAULT_LRS)
+    enc = load_encoder(cfg.model, dtype=DTYPES[cfg.dtype], device=cfg.device)
+    grid = sorted(cfg.lrs)
     cells, shared, metric = [], None, "accuracy"
-    batched = opts.get("lora_engine", "batched") == "batched"
+    batched = job.lora_engine == "batched"
     problems: dict[int, Any] = {}
     plan: list[tuple[int, int, Any]] = []
     eta0s: dict[int, float] = {}
-    for seed in opts["seeds"]:
-        data = seed_data(opts, seed)
+    for seed in cfg.seeds:
+        data = job.data(seed)
         metric = selection_metric(data.task)
-        if opts["head"] in FITTED_HEADS:
-            clf = build_classifier(enc, data.task, opts["head"], train=data.train, dev=data.dev)
+        if cfg.head in FITTED_HEADS:
+            clf = build_classifier(enc, data.task, cfg.head, train=data.train, dev=data.dev)
         else:
-            shared = shared or build_classifier(enc, data.task, opts["head"])
+            shared = shared or build_classifier(enc, data.task, cfg.head)
             clf = shared
         prepared = None
         lrs = grid
-        if opts.get("lr_unit", "eta0") == "eta0":
+        if cfg.lr_unit == "eta0":
             eta0s[seed] = split_kernel_step(
-                clf, data.train, targets=opts["targets"], layers=opts["layers"],
-                max_length=opts["max_length"], loss=opts["loss"],
-                weight_decay=opts["weight_decay"], k=opts["k"], seed=seed,
-                use_cache=not opts.get("no_cache", False))
+                clf, data.train, targets=list(cfg.targets), layers=cfg.layers,
+                max_length=cfg.max_length, loss=cfg.loss, weight_decay=cfg.weight_decay,
+                k=cfg.k, seed=seed, use_cache=cfg.use_cache)
             lrs = [c * eta0s[seed] for c in grid]
         if batched:
-            lora, _ = _settings(opts, opts["ranks"][0], seed, metric)
+            lora, _ = _settings(cfg, cfg.ranks[0], seed, metric)
             start = min(m.layer for m in clf.adapted_matrices(lora.targets, lora.layers))
-            problems[seed] = Problem(clf, prepare_data(clf, data, start, opts["max_length"]))
-            plan += [(seed, rank, Cell(seed, *_settings(opts, rank, seed, metric),
+            problems[seed] = Problem(clf, prepare_data(clf, data, start, cfg.max_length))
+            plan += [(seed, rank, Cell(seed, *_settings(cfg, rank, seed, metric),
                                        lrs=tuple(lrs), init_seed=seed))
-                     for rank in opts["ranks"]]
+                     for rank in cfg.ranks]
             continue
-        for rank in opts["ranks"]:
-            lora, train = _settings(opts, rank, seed, metric)
+        for rank in cfg.ranks:
+            lora, train = _settings(cfg, rank, seed, metric)
             adapter = attach_lora(clf, lora, seed=seed)
             try:
                 if prepared is None:
-                    prepared = prepare_data(clf, data, adapter.start, opts["max_length"])
+                    prepared = prepare_data(clf, data, adapter.start, cfg.max_length)
                 sel = finetune(clf, data, lora, train, lrs=lrs, prepared=prepared,
-                               adapter=adapter, max_length=opts["max_length"])
+                               adapter=adapter, max_length=cfg.max_length)
             finally:
                 adapter.detach()
             cells.append(LoraCell(rank, seed, sel))
@@ -168,12 +172,7 @@ def run_lora(opts: dict[str, Any]) -> LoraSweepResult:
         training = train_cells(problems, [cell for _, _, cell in plan])
         cells = [LoraCell(rank, seed, measure_cell(problems, training, i))
                  for i, (seed, rank, _) in enumerate(plan)]
-    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.items()
-              if k not in ("progress", "datasets")}
-    if config.get("data") is not None:
-        config["data"] = config["data"].to_dict()
-    config["lrs"] = grid
-    config["eta0"] = eta0s
+    config = {**cfg.to_dict(), "lora_engine": job.lora_engine, "lrs": grid, "eta0": eta0s}
     return LoraSweepResult(config, metric, cells)
 
 
@@ -233,12 +232,12 @@ class BothResult:
         return json.dumps(self.to_dict(), indent=1, default=_json_default)
 
 
-def run_both(opts: dict[str, Any]) -> BothResult:
-    """The ``both`` mode: ``linearized`` then ``lora`` on the same options."""
+def run_both(job: TrainJob) -> BothResult:
+    """The ``both`` mode: ``linearized`` then ``lora`` on the same job."""
     from lorank.cli.train import run_linearized
 
-    return BothResult(run_linearized(opts), run_lora(opts))
+    return BothResult(run_linearized(job), run_lora(job))
 
 
 #: what lorank.cli.train should add to its RUNNERS.
-RUNNERS: dict[str, Callable[[dict[str, Any]], Any]] = {"lora": run_lora, "both": run_both}
+RUNNERS: dict[str, Callable[[TrainJob], Any]] = {"lora": run_lora, "both": run_both}

@@ -26,8 +26,8 @@ from numbers import Integral, Real
 from typing import Any, Literal
 
 from lorank.errors import LorankError
+from lorank.models.lora_shape import Scaling, parse_layers, scale
 
-Scaling = Literal["lora", "rslora", "none"]
 Init = Literal["gaussian", "kaiming", "fan_in"]
 Schedule = Literal["constant", "linear"]
 Optimizer = Literal["adamw", "adam", "sgd", "gd"]
@@ -54,28 +54,6 @@ def _choice(name: str, value: object, choices: Sequence[str]) -> str:
     return str(value)
 
 
-def parse_layers(layers: str | Sequence[int] | None) -> str | tuple[int, ...]:
-    """Normalise a layer selection: ``"all"``, ``"last"``, or a tuple of (possibly negative) ints.
-
-    Accepts ``"0,5"``/``"-1"`` strings; range checks happen against the model
-    (:func:`lorank.models.arch.resolve_layers`).
-    """
-    if layers is None or layers in ("all", "last"):
-        return layers or "all"
-    if isinstance(layers, str):
-        try:
-            parsed = tuple(int(p) for p in layers.split(",") if p.strip())
-        except ValueError:
-            raise LorankError(
-                f"layers must be 'all', 'last' or comma-separated integers, got {layers!r}"
-            ) from None
-    else:
-        parsed = tuple(int(i) for i in layers)
-    if not parsed:
-        raise LorankError("layer selection is empty")
-    return parsed
-
-
 @dataclass(frozen=True)
 class LoraSettings:
     """The adapter peft builds (see module docstring for the math).
@@ -96,7 +74,7 @@ class LoraSettings:
 
     r: int = 1
     alpha: float | None = None
-    scaling: Scaling = "lora"
+    scaling: str = Scaling.LORA.value
     targets: tuple[str, ...] | None = None
     layers: str | tuple[int, ...] = "all"
     dropout: float = 0.0
@@ -106,7 +84,7 @@ class LoraSettings:
         _positive_int("r (LoRA rank)", self.r)
         if self.alpha is not None and _finite("alpha", self.alpha) <= 0:
             raise LorankError(f"alpha must be > 0, got {self.alpha!r}")
-        _choice("scaling", self.scaling, ("lora", "rslora", "none"))
+        object.__setattr__(self, "scaling", Scaling.parse(self.scaling).value)
         _choice("init", self.init, ("gaussian", "kaiming", "fan_in"))
         dropout = _finite("dropout", self.dropout)
         if not 0.0 <= dropout < 1.0:
@@ -125,9 +103,9 @@ class LoraSettings:
 
     @property
     def s(self) -> float:
-        """The scaling s with ΔW = s·B·A: α/r (LoRA) or α/√r (rsLoRA)."""
-        denom = math.sqrt(self.r) if self.scaling == "rslora" else self.r
-        return self.lora_alpha / denom
+        """The scaling s with ΔW = s·B·A (:func:`lorank.models.lora_shape.scale`, the rule the
+        linearized engine uses too)."""
+        return scale(self.scaling, self.alpha, self.r)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples as lists) including the resolved α and s."""

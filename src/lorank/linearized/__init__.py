@@ -10,11 +10,9 @@
 
 from lorank.linearized.kernel import KernelFit, kernel_regression, select_kernel
 from lorank.linearized.model import (
-    Scaling,
     factor_spectrum,
     init_factors,
     linearized_logits,
-    scale,
     spectrum,
 )
 from lorank.linearized.nuclear import NuclearFit, nuclear_fit, svt
@@ -27,6 +25,7 @@ from lorank.linearized.train import (
     Trajectory,
     train_linearized,
 )
+from lorank.models.lora_shape import Scaling, scale
 
 __all__ = [
     "Choice",

@@ -26,7 +26,7 @@ from lorank.data.source import DataSource
 from lorank.errors import LorankError
 from lorank.linearized.kernel import KERNEL_LAMS, select_kernel
 from lorank.linearized.losses import check_loss, metrics_dict
-from lorank.linearized.model import Scaling, factor_spectrum, spectrum
+from lorank.linearized.model import factor_spectrum, spectrum
 from lorank.linearized.selection import select_checkpoint
 from lorank.linearized.step_size import full_kernel_step
 from lorank.linearized.train import (
@@ -37,6 +37,7 @@ from lorank.linearized.train import (
     TrainSettings,
     train_linearized,
 )
+from lorank.models.lora_shape import Scaling
 from lorank.ntk.features import Features
 from lorank.ntk.jacobian import JacobianMethod
 from lorank.ntk.stream import PREDICTORS

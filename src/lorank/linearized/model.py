@@ -20,42 +20,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from enum import StrEnum
 
 import torch
 from torch import Tensor
 
 from lorank.errors import LorankError
 from lorank.ntk.features import Block, Features
-
-
-class Scaling(StrEnum):
-    """LoRA output scale s: α/r, α/√r or 1."""
-
-    LORA = "lora"
-    RSLORA = "rslora"
-    NONE = "none"
-
-    @classmethod
-    def parse(cls, value: str | Scaling) -> Scaling:
-        if isinstance(value, Scaling):
-            return value
-        try:
-            return cls(str(value).lower())
-        except ValueError:
-            raise LorankError(f"scaling must be one of lora, rslora, none, got {value!r}") from None
-
-
-def scale(scaling: str | Scaling, alpha: float, r: int) -> float:
-    """s = α/r (lora), α/√r (rslora) or 1 (none)."""
-    if r < 1:
-        raise LorankError(f"rank must be >= 1, got {r}")
-    kind = Scaling.parse(scaling)
-    if kind is Scaling.NONE:
-        return 1.0
-    if not math.isfinite(alpha) or alpha <= 0:
-        raise LorankError(f"alpha must be a positive number, got {alpha!r}")
-    return alpha / r if kind is Scaling.LORA else alpha / math.sqrt(r)
 
 
 def init_factors(blocks: Sequence[Block], r: int, seed: int,

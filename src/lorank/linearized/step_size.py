@@ -40,7 +40,8 @@ from torch import Tensor
 
 from lorank.errors import LorankError
 from lorank.linearized.losses import check_loss
-from lorank.linearized.model import init_factors, scale
+from lorank.linearized.model import init_factors
+from lorank.models.lora_shape import scale
 from lorank.ntk.features import Features
 
 

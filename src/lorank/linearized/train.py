@@ -67,7 +67,8 @@ from lorank.linearized.factored import (
     step_costs,
 )
 from lorank.linearized.losses import check_loss, loss_and_grad, metric
-from lorank.linearized.model import Scaling, init_factors, scale
+from lorank.linearized.model import init_factors
+from lorank.models.lora_shape import Scaling, scale
 from lorank.ntk.features import Block, Features
 
 OPTIMIZERS = ("gd", "sgd", "adam")

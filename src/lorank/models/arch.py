@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lorank.errors import LorankError
+from lorank.models.lora_shape import parse_layers
 
 
 @dataclass(frozen=True)
@@ -128,25 +129,17 @@ def resolve_layers(layers: str | Sequence[int] | None, num_layers: int) -> list[
 
     A string of comma-separated integers (``"0,5"`` or ``"-1"``) is accepted too.
     """
-    if layers is None or layers == "all":
+    layers = parse_layers(layers)
+    if layers == "all":
         return list(range(num_layers))
     if layers == "last":
         return [num_layers - 1]
-    if isinstance(layers, str):
-        try:
-            layers = [int(part) for part in layers.split(",") if part.strip()]
-        except ValueError:
-            raise LorankError(
-                f"layers must be 'all', 'last' or comma-separated integers, got {layers!r}"
-            ) from None
     out = []
     for idx in layers:
-        if not -num_layers <= int(idx) < num_layers:
+        if not -num_layers <= idx < num_layers:
             raise LorankError(
                 f"layer index {idx} out of range for a model with {num_layers} layers")
-        out.append(int(idx) % num_layers)
-    if not out:
-        raise LorankError("layer selection is empty")
+        out.append(idx % num_layers)
     return sorted(set(out))
 
 

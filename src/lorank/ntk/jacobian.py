@@ -53,7 +53,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
-from lorank.errors import LorankError
+from lorank.errors import LorankError, parse_choice
 
 #: Default multiplier on K·P·itemsize per example for reverse-pass intermediates (measured on
 #: MiniLM: peak/Jacobian bytes ≈ 2-3 for one layer, higher when many layers are differentiated).
@@ -72,13 +72,7 @@ class JacobianMethod(StrEnum):
     @classmethod
     def parse(cls, value: str | JacobianMethod) -> JacobianMethod:
         """Accept an enum member or its value (``"vmap_jacrev"``); LorankError otherwise."""
-        if isinstance(value, JacobianMethod):
-            return value
-        try:
-            return cls(str(value).lower())
-        except ValueError:
-            known = ", ".join(m.value for m in cls)
-            raise LorankError(f"unknown Jacobian method {value!r}; choose from: {known}") from None
+        return parse_choice(cls, value, "Jacobian method")
 
 
 @dataclass(frozen=True)

@@ -13,18 +13,24 @@ curves: ``ratios``, ``success`` (rates), ``KN``, ``counts`` — what :mod:`loran
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorank.errors import LorankError
 from lorank.experiments.config import RunConfig
 from lorank.experiments.registry import RunContext, register_method
 
+if TYPE_CHECKING:
+    from lorank.capacity.estimator import CStarConfig
+
 _OPTIONS = ("m", "n", "solver", "tol", "loss", "count", "instances", "ratios",
             "step_rule", "n_boot", "backend")
 
 
-def estimator_kwargs(config: RunConfig) -> dict[str, Any]:
-    """Keyword arguments of :func:`estimate_c_star` for a stored run (LorankError if bad)."""
+def estimator_config(config: RunConfig) -> CStarConfig:
+    """The :class:`~lorank.capacity.estimator.CStarConfig` of a stored run (LorankError if
+    bad)."""
+    from lorank.capacity.estimator import CStarConfig
+
     options = config.options.to_json()
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
@@ -32,17 +38,14 @@ def estimator_kwargs(config: RunConfig) -> dict[str, Any]:
     kwargs = {k: options[k] for k in _OPTIONS if k in options}
     if "ratios" in kwargs:
         kwargs["ratios"] = tuple(float(x) for x in kwargs["ratios"])
-    return {"r": config.rank, "seed": config.seed, "steps": config.steps, **kwargs}
+    return CStarConfig(r=config.rank, seed=config.seed, steps=config.steps, **kwargs)
 
 
 def _validate(config: RunConfig) -> None:
-    from lorank.capacity.problems import check_problem
     from lorank.capacity.solvers import resolve_backend
 
-    kw = estimator_kwargs(config)
-    check_problem(kw["r"], kw.get("m", 24), kw.get("n", 24))
-    resolve_backend(kw.get("backend", "auto"), kw.get("solver", "gd"),
-                    kw.get("step_rule", "hessian"))
+    c = estimator_config(config)
+    resolve_backend(c.backend, c.solver, c.step_rule)
 
 
 @register_method("cstar", validate=_validate)
@@ -50,7 +53,7 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     """Estimate C50 with a bootstrap CI and store the success curve."""
     from lorank.capacity.estimator import estimate_c_star
 
-    res = estimate_c_star(**estimator_kwargs(config))
+    res = estimate_c_star(estimator_config(config))
     curve = res.curve
     metrics = {"c50": res.c50, "ci_low": res.ci_low, "ci_high": res.ci_high,
                "slope": res.slope, "bracketed": res.bracketed, "d": res.d, "m": res.m,
