@@ -7,7 +7,7 @@ first marker if the closing one is missing) with: when, on which machine and com
 made, how the verdicts are reached (the equivalence margin of the run's report), the findings
 (one sentence per task × model × method: the TOST verdict of r = 1 vs r = 12 and vs the best
 rank, and the rank effect; the positive controls' verdicts), the sweep's wall time (from the
-store's timestamps), the by-rank table (with the cells that trained), the headline table, the
+store's timestamps) and the main job's (OUT/reproduce.json, .venv/lorank-setup.json), the by-rank table (with the cells that trained), the headline table, the
 K > 2 table, the positive controls' tables (all with their notes: rules and power), and the
 metric-vs-rank figure (copied to docs/figures/). Every number comes from
 ``OUT/report/summary.json``, ``OUT/report/report.md`` and ``OUT/results.sqlite``.
@@ -31,11 +31,31 @@ START, END = "<!-- RESULTS -->", "<!-- /RESULTS -->"
 def _tables(markdown: str) -> dict[str, str]:
     """Title line -> the table under it, from report.md."""
     out = {}
-    for block in re.split(r"\n(?=\*\*)", markdown):
+    for block in re.split(r"\n(?=\*\*|#)", markdown):  # a table ends at the next title/heading
         lines = block.strip().splitlines()
         if lines and lines[0].startswith("**"):
             out[lines[0].strip("*")] = "\n".join(lines[1:]).strip()
     return out
+
+
+def _job_time(out: Path) -> str:
+    """One sentence: the main job's wall time from its own records — ``OUT/reproduce.json``
+    (written by `lorank reproduce`) and ``.venv/lorank-setup.json`` beside OUT (written by
+    scripts/setup.sh); '' without the former."""
+    rec = out / "reproduce.json"
+    if not rec.exists():
+        return ""
+    job = json.loads(rec.read_text())
+    setup_rec = out.resolve().parent / ".venv" / "lorank-setup.json"
+    setup = json.loads(setup_rec.read_text())["wall_s"] if setup_rec.exists() else None
+    text = (f"Main job wall time: `lorank reproduce` {job['wall_s'] / 60:.1f} min "
+            f"(sweep {job['sweep_s'] / 60:.1f} min, then the report)")
+    if setup is not None:
+        text += (f" after {setup / 60:.1f} min of set-up (scripts/setup.sh): "
+                 f"{(setup + job['wall_s']) / 60:.1f} min for the first command")
+    if job.get("resumed"):
+        text += "; this invocation resumed an earlier one, so it is not the whole job's time"
+    return text + "."
 
 
 def _machine() -> str:
@@ -99,9 +119,9 @@ def render(out: Path, machine: str, figures: Path | None = None) -> str:
              f"{summary['provenance']['runs']} runs. {rules}The full report (all tables, "
              "figures and the configuration) is `lorank-out/report/report.html`.", "",
              *[f"- {line}" for line in summary["findings"]], ""]
-    wall = _wall_time(out / "results.sqlite")
-    if wall:
-        parts += [wall, ""]
+    for line in (_job_time(out), _wall_time(out / "results.sqlite")):
+        if line:
+            parts += [line, ""]
     for title, table in tables.items():
         if title.startswith(("Headline", "Tasks with K > 2", "Test metric (%) by rank",
                              "Can this setup detect a rank effect?")):

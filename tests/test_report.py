@@ -331,3 +331,12 @@ def test_readme_block_is_generated_from_the_report(store, tmp_path):
     shutil.copy(store, tmp_path / "out" / "results.sqlite")
     timed = module.render(tmp_path / "out", "test machine", figures=tmp_path / "figs")
     assert re.search(r"Sweep wall time .*: \d+\.\d min; minutes per method: linearized", timed)
+    assert "Main job wall time" not in timed  # no reproduce.json
+    assert "## Figures" not in timed and "](figures/" not in timed  # report-relative links stay out
+    (tmp_path / "out" / "reproduce.json").write_text(json.dumps(
+        {"spec": "quick", "runs": 3, "wall_s": 600.0, "sweep_s": 540.0, "resumed": False}))
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / "lorank-setup.json").write_text('{"wall_s": 120}')
+    job = module.render(tmp_path / "out", "test machine", figures=tmp_path / "figs")
+    assert ("Main job wall time: `lorank reproduce` 10.0 min (sweep 9.0 min, then the report) "
+            "after 2.0 min of set-up (scripts/setup.sh): 12.0 min for the first command.") in job

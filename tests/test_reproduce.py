@@ -66,9 +66,13 @@ def test_reproduce_end_to_end_and_resume(tiny_spec, data_dir, tmp_path, capsys):
     assert 0.9 < metrics["cstar"]["c50"] < 1.6
     md = (out / "report" / "report.md").read_text()
     assert "Headline" in md and "sst2 / " in md
+    timing = json.loads((out / "reproduce.json").read_text())  # what the README's time reads
+    assert timing["spec"] == "tiny" and timing["runs"] == 6 and not timing["resumed"]
+    assert 0 < timing["sweep_s"] <= timing["wall_s"]
     # resume: nothing left to run, same report path
     code, stdout, _ = run(args, capsys)
     assert code == 0 and "0 done" in stdout and "6 skipped" in stdout
+    assert json.loads((out / "reproduce.json").read_text())["resumed"]
 
 
 @pytest.mark.parametrize(("extra", "message"), [

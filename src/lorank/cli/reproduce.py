@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -107,7 +109,12 @@ def _preflight(spec, data_dir: str | None) -> None:
               help="No progress bars (lorank's, and transformers' per-model loading bars).")
 def command(out_dir, data_dir, full, spec_path, backend, workers, ray_address, device,
             retry_failed, no_progress) -> None:
-    """Prescriptions, the quick (or --full) sweep, C*, and the report — resumable."""
+    """Prescriptions, the quick (or --full) sweep, C*, and the report — resumable.
+
+    Writes OUT/reproduce.json: this invocation's start, end and wall time (sweep and report
+    included), the sweep's own time and the spec — what the README's main-job time is read from.
+    """
+    started, t0 = datetime.now(UTC), time.perf_counter()
     from lorank.atomic import check_out_dir, ensure_owned_dir
     from lorank.experiments import load_spec
     from lorank.experiments.runners import SweepInterrupted, validate_configs
@@ -157,6 +164,10 @@ def command(out_dir, data_dir, full, spec_path, backend, workers, ray_address, d
     except LorankError as exc:  # e.g. no run finished: nothing to tabulate
         report = f"no report ({exc})"
     click.echo(report)
+    _write_json(out / "reproduce.json", {
+        "spec": spec.name, "runs": len(spec.runs), "started": started.isoformat(),
+        "finished": datetime.now(UTC).isoformat(), "wall_s": time.perf_counter() - t0,
+        "sweep_s": summary.elapsed_s, "resumed": summary.skipped > 0})
     left = unfinished_runs(store, spec.name, run_ids)
     if left:
         failed = sum(r.status == "failed" for r in left)
