@@ -2,6 +2,13 @@
 
     python scripts/update_readme_results.py lorank-out [--machine "2-core ..."]
 
+Another sweep's results go into a doc the same way (its report built with `lorank report
+--store S --out OUT/report`, the store copied to OUT/results.sqlite):
+
+    python scripts/update_readme_results.py OUT --target docs/mnli-shots.md \
+        --marker MNLI_SHOTS --command "`lorank sweep sweeps/mnli_shots.yaml`" \
+        --title "Results" --figure mnli_shots_vs_rank.png
+
 Rewrites the block between ``<!-- RESULTS -->`` and ``<!-- /RESULTS -->`` (inserted after the
 first marker if the closing one is missing) with: when, on which machine and commit the run was
 made, how the verdicts are reached (the equivalence margin of the run's report), the findings
@@ -26,6 +33,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- RESULTS -->", "<!-- /RESULTS -->"
+MAIN_JOB = "the command above (`lorank reproduce`, the `quick` sweep)"
+
+
+def markers(name: str) -> tuple[str, str]:
+    """The opening and closing comment lines of a generated block."""
+    return f"<!-- {name} -->", f"<!-- /{name} -->"
 
 
 def _tables(markdown: str) -> dict[str, str]:
@@ -95,9 +108,13 @@ def _wall_time(store: Path) -> str:
             f"per method: {spent}.")
 
 
-def render(out: Path, machine: str, figures: Path | None = None) -> str:
-    """The README block for the run in ``out`` (the figure is copied into ``figures``, default
-    docs/figures/)."""
+def render(out: Path, machine: str, figures: Path | None = None, *, marker: str = "RESULTS",
+           command: str = MAIN_JOB, title: str = "Results of the main job",
+           figure: str = "accuracy_vs_rank.png", link_base: str = "docs/figures") -> str:
+    """The block for the run in ``out`` between the ``marker`` comments (the metric-vs-rank
+    figure is copied into ``figures``, default docs/figures/, as ``figure``; the block links it
+    as ``link_base/figure``)."""
+    start, end = markers(marker)
     report = out / "report"
     summary = json.loads((report / "summary.json").read_text())
     tables = _tables((report / "report.md").read_text())
@@ -105,7 +122,7 @@ def render(out: Path, machine: str, figures: Path | None = None) -> str:
     finished = datetime.fromtimestamp((report / "summary.json").stat().st_mtime, UTC)
     figures = figures or ROOT / "docs" / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    shutil.copy(report / "figures" / "accuracy_vs_rank.png", figures / "accuracy_vs_rank.png")
+    shutil.copy(report / "figures" / "accuracy_vs_rank.png", figures / figure)
     margin = summary.get("margin")
     rules = (f"Verdicts compare r = 1 with r = {summary.get('reference_rank') or 12} (and with "
              f"the best rank) paired over seeds, on the task's metric (accuracy; F1 for MRPC): "
@@ -113,8 +130,8 @@ def render(out: Path, machine: str, figures: Path | None = None) -> str:
              "pts (TOST), *r = 1 better / worse* when the 95% CI excludes 0, *inconclusive* "
              "otherwise (with the smallest difference the seeds could detect), *did not train* "
              "when neither rank moved off W0 on any seed. " if margin else "")
-    parts = [START, "## Results of the main job",
-             f"Produced by the command above (`lorank reproduce`, the `quick` sweep) on "
+    parts = [start, f"## {title}",
+             f"Produced by {command} on "
              f"{finished:%Y-%m-%d} on {machine}, from commit {commits}; "
              f"{summary['provenance']['runs']} runs. {rules}The full report (all tables, "
              "figures and the configuration) is `lorank-out/report/report.html`.", "",
@@ -126,7 +143,7 @@ def render(out: Path, machine: str, figures: Path | None = None) -> str:
         if title.startswith(("Headline", "Tasks with K > 2", "Test metric (%) by rank",
                              "Can this setup detect a rank effect?")):
             parts += [f"**{title}**", "", table, ""]
-    parts += ["![Test metric vs LoRA rank](docs/figures/accuracy_vs_rank.png)", "", END]
+    parts += [f"![Test metric vs LoRA rank]({link_base}/{figure})", "", end]
     return "\n".join(parts)
 
 
@@ -134,17 +151,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", type=Path)
     parser.add_argument("--machine", default=None)
+    parser.add_argument("--target", type=Path, default=ROOT / "README.md",
+                        help="file holding the block (default README.md)")
+    parser.add_argument("--marker", default="RESULTS", help="block marker name")
+    parser.add_argument("--command", default=MAIN_JOB, help="what produced the run (prose)")
+    parser.add_argument("--title", default="Results of the main job")
+    parser.add_argument("--figure", default="accuracy_vs_rank.png",
+                        help="file name of the figure copy in docs/figures/")
     args = parser.parse_args()
-    block = render(args.out, args.machine or _machine())
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    if END in text:
-        text = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, text,
+    target = args.target.resolve()
+    link_base = "docs/figures" if target.parent == ROOT else "figures"
+    block = render(args.out, args.machine or _machine(), marker=args.marker,
+                   command=args.command, title=args.title, figure=args.figure,
+                   link_base=link_base)
+    start, end = markers(args.marker)
+    text = target.read_text()
+    if start not in text:
+        raise SystemExit(f"error: {target} has no {start} line to fill")
+    if end in text:
+        text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text,
                       flags=re.S)
     else:
-        text = text.replace(START, block, 1)
-    readme.write_text(text)
-    subprocess.run(["git", "-C", str(ROOT), "status", "--short", "README.md"], check=False)
+        text = text.replace(start, block, 1)
+    target.write_text(text)
+    subprocess.run(["git", "-C", str(ROOT), "status", "--short", str(target)], check=False)
 
 
 if __name__ == "__main__":

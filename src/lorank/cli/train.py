@@ -233,13 +233,16 @@ def sweep_config(opts: Mapping[str, Any], *, ranks: list[int], seeds: list[int],
                  targets: str, layers: str, memory_mb: float, no_cache: bool) -> SweepConfig:
     """The command's options as the validated sweep record (the one place they are mapped)."""
     from lorank.linearized.experiment import DEFAULT_LRS, SweepConfig
+    from lorank.linearized.train import TrainSettings
 
     layer_sel = parse_layers(layers)
-    fields = ("task", "model", "head", "lr_unit", "k", "steps", "eval_every", "loss", "scaling",
-              "alpha", "weight_decay", "optimizer", "batch_size", "test_max", "max_length",
-              "dtype", "device", "data_dir", "engine", "data")
+    train = ("steps", "eval_every", "loss", "scaling", "alpha", "weight_decay", "optimizer",
+             "batch_size", "engine")
+    fields = ("task", "model", "head", "lr_unit", "k", "test_max", "max_length", "dtype",
+              "device", "data_dir", "data")
     return SweepConfig(
         **{name: opts.get(name) for name in fields},
+        train=TrainSettings(**{name: opts.get(name) for name in train}),
         targets=tuple(parse_list(targets, "targets")),
         layers=layer_sel if isinstance(layer_sel, str) else tuple(layer_sel),
         ranks=tuple(ranks), seeds=tuple(seeds),

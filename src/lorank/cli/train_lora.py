@@ -103,12 +103,13 @@ def _settings(cfg: SweepConfig, rank: int, seed: int, metric: str
     """The real engine's adapter and training settings of one (rank, seed) of the sweep."""
     from lorank.finetune.config import LoraSettings, TrainSettings
 
-    lora = LoraSettings(r=rank, alpha=cfg.alpha, scaling=cfg.scaling,
+    t = cfg.train
+    lora = LoraSettings(r=rank, alpha=t.alpha, scaling=t.scaling,
                         targets=cfg.targets or None, layers=cfg.layers, init="fan_in")
-    batch = None if cfg.optimizer == "gd" else cfg.batch_size
-    train = TrainSettings(lr=1.0, steps=cfg.steps, batch_size=batch, optimizer=cfg.optimizer,
-                          weight_decay=cfg.weight_decay, loss=cfg.loss,
-                          eval_every=cfg.eval_every, metric=metric, seed=seed)
+    batch = None if t.optimizer == "gd" else t.batch_size
+    train = TrainSettings(lr=1.0, steps=t.steps, batch_size=batch, optimizer=t.optimizer,
+                          weight_decay=t.weight_decay, loss=t.loss, eval_every=t.eval_every,
+                          metric=metric, seed=seed)
     return lora, train
 
 
@@ -146,7 +147,8 @@ def run_lora(job: TrainJob) -> LoraSweepResult:
         if cfg.lr_unit == "eta0":
             eta0s[seed] = split_kernel_step(
                 clf, data.train, targets=list(cfg.targets), layers=cfg.layers,
-                max_length=cfg.max_length, loss=cfg.loss, weight_decay=cfg.weight_decay,
+                max_length=cfg.max_length, loss=cfg.train.loss,
+                weight_decay=cfg.train.weight_decay,
                 k=cfg.k, seed=seed, use_cache=cfg.use_cache)
             lrs = [c * eta0s[seed] for c in grid]
         if batched:

@@ -16,7 +16,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -25,19 +25,16 @@ import torch
 from lorank.data.source import DataSource
 from lorank.errors import LorankError
 from lorank.linearized.kernel import KERNEL_LAMS, select_kernel
-from lorank.linearized.losses import check_loss, metrics_dict
+from lorank.linearized.losses import metrics_dict
 from lorank.linearized.model import factor_spectrum, spectrum
 from lorank.linearized.selection import select_checkpoint
 from lorank.linearized.step_size import full_kernel_step
 from lorank.linearized.train import (
-    ENGINES,
-    OPTIMIZERS,
     RunSpec,
     TrainResult,
     TrainSettings,
     train_linearized,
 )
-from lorank.models.lora_shape import Scaling
 from lorank.ntk.features import Features
 from lorank.ntk.jacobian import JacobianMethod
 from lorank.ntk.stream import PREDICTORS
@@ -99,20 +96,19 @@ class TaskGrid:
 
 @dataclass(frozen=True)
 class SweepConfig(TaskGrid):
-    """Everything that defines a linearized rank sweep (JSON-able, saved with the results)."""
+    """Everything that defines a linearized rank sweep (JSON-able, saved with the results).
+
+    The task, classifier and rank × seed grid (:class:`TaskGrid`), the learning-rate grid and
+    its unit, the data (shots ``k``, test cap, own files), the optimisation — one
+    :class:`~lorank.linearized.train.TrainSettings` (steps, loss, LoRA scaling and α, weight
+    decay, optimiser, evaluation period, engine), passed whole to the trainer with the task's
+    selection metric — and where the features are computed (dtype, device, memory, cache).
+    """
 
     lrs: tuple[float, ...] = DEFAULT_LRS
     lr_unit: str = "eta0"
     k: int = 16
-    steps: int = 1000
-    eval_every: int = 50
-    loss: str = "ce"
-    mse_target: str = "onehot"
-    scaling: str = "none"
-    alpha: float = 1.0
-    weight_decay: float = 0.0
-    optimizer: str = "gd"
-    batch_size: int | None = None
+    train: TrainSettings = field(default_factory=TrainSettings)
     test_max: int | None = None
     max_length: int = 128
     dtype: str = "float32"
@@ -124,20 +120,14 @@ class SweepConfig(TaskGrid):
     cache_root: str | None = None
     method: str = JacobianMethod.AUTO.value
     predictor: str = "auto"
-    engine: str = "auto"
     data: DataSource | None = None  # a user's own files (then ``task`` is their name)
 
     def __post_init__(self) -> None:
-        check_loss(self.loss)
-        if self.engine not in ENGINES:
-            raise LorankError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        Scaling.parse(self.scaling)
+        if not isinstance(self.train, TrainSettings):
+            raise LorankError(f"train must be TrainSettings, got {type(self.train).__name__}")
         JacobianMethod.parse(self.method)
         if self.dtype not in DTYPES:
             raise LorankError(f"dtype must be float32 or float64, got {self.dtype!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise LorankError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, "
-                              f"got {self.optimizer!r}")
         check_grid(self.ranks, self.seeds)
         if not self.lrs or any(not math.isfinite(lr) or lr <= 0 for lr in self.lrs):
             raise LorankError(f"learning rates must be positive numbers, got {list(self.lrs)}")
@@ -151,12 +141,10 @@ class SweepConfig(TaskGrid):
             raise LorankError(f"memory budget must be > 0 MB, got {self.memory_budget_mb}")
 
     def settings(self, metric: str) -> TrainSettings:
-        return TrainSettings(steps=self.steps, loss=self.loss, mse_target=self.mse_target,
-                             scaling=self.scaling, alpha=self.alpha,
-                             weight_decay=self.weight_decay, optimizer=self.optimizer,
-                             batch_size=self.batch_size, eval_every=self.eval_every,
-                             log_every=max(1, min(self.eval_every, 10)), metric=metric,
-                             engine=self.engine)
+        """The trainer's settings: ``train`` with the task's selection ``metric`` and curves
+        logged every min(eval_every, 10) steps."""
+        return replace(self.train, metric=metric,
+                       log_every=max(1, min(self.train.eval_every, 10)))
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -369,10 +357,11 @@ def run_linearized_sweep(cfg: SweepConfig, progress: Progress | None = None,
     t0 = time.perf_counter()
     result = train_linearized([s.train for s in seeds], runs, cfg.settings(metric),
                               [s.dev for s in seeds],
-                              progress("train", cfg.steps) if progress else None)
+                              progress("train", cfg.train.steps) if progress else None)
     t_train = time.perf_counter() - t0
     t0 = time.perf_counter()
-    kernels = [select_kernel(s.train, s.dev, cfg.kernel_lams, cfg.loss, metric, cfg.mse_target)
+    kernels = [select_kernel(s.train, s.dev, cfg.kernel_lams, cfg.train.loss, metric,
+                             cfg.train.mse_target)
                for s in seeds]
     t_kernel = time.perf_counter() - t0
     choices = _select(result, seeds, cfg)
@@ -398,7 +387,7 @@ def kernel_step(train: Features, cfg: SweepConfig) -> float | None:
     rank, so every rank of a seed trains with the same learning rates."""
     if cfg.lr_unit != "eta0":
         return None
-    return full_kernel_step(train, cfg.loss, cfg.weight_decay)
+    return full_kernel_step(train, cfg.train.loss, cfg.train.weight_decay)
 
 
 def movement(traj: dict[str, Any], step: int | None, delta_fro: float | None

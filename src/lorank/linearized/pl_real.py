@@ -334,8 +334,8 @@ def run_pl(cfg: PLConfig, progress: Callable[[int], None] | None = None) -> PLRe
     t0 = time.perf_counter()
     sweep = SweepConfig(task=cfg.task, model=cfg.model, head=cfg.head, targets=cfg.targets,
                         layers=cfg.layers, ranks=cfg.ranks, seeds=cfg.seeds, k=cfg.k,
-                        steps=cfg.steps, loss=cfg.loss, max_length=cfg.max_length,
-                        dtype=cfg.dtype, data_dir=cfg.data_dir, use_cache=cfg.use_cache)
+                        max_length=cfg.max_length, dtype=cfg.dtype, data_dir=cfg.data_dir,
+                        use_cache=cfg.use_cache)
     seeds = load_seeds(sweep)
     t_feat = time.perf_counter() - t0
     result = pl_on_features([s.train for s in seeds], [s.seed for s in seeds], cfg, progress)

@@ -328,9 +328,8 @@ def run_predict(cfg: PredictConfig) -> PredictResult:
     t0 = time.perf_counter()
     sweep = SweepConfig(task=cfg.task, model=cfg.model, head=cfg.head, targets=cfg.targets,
                         layers=cfg.layers, ranks=cfg.ranks, seeds=cfg.seeds, k=cfg.k,
-                        steps=cfg.steps, loss=cfg.loss, max_length=cfg.max_length,
-                        dtype=cfg.dtype, data_dir=cfg.data_dir, use_cache=cfg.use_cache,
-                        test_max=cfg.test_max)
+                        max_length=cfg.max_length, dtype=cfg.dtype, data_dir=cfg.data_dir,
+                        use_cache=cfg.use_cache, test_max=cfg.test_max)
     seeds = load_seeds(sweep)
     t_feat = time.perf_counter() - t0
     task = seeds[0].data.task

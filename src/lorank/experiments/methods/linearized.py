@@ -50,9 +50,13 @@ from lorank.errors import LorankError
 from lorank.experiments.config import RunConfig
 from lorank.experiments.registry import RunContext, register_method
 from lorank.linearized.experiment import SweepConfig, load_seeds, run_linearized_sweep
+from lorank.linearized.train import TrainSettings
 
 _OPTIONS = ("scaling", "alpha", "weight_decay", "optimizer", "batch_size", "memory_budget_mb",
             "mse_target", "engine")
+#: the options that are training settings (the rest configure the features).
+_TRAIN_OPTIONS = ("scaling", "alpha", "weight_decay", "optimizer", "batch_size", "mse_target",
+                  "engine")
 #: Options that label runs for the report and do not reach the engine.
 _LABELS = ("control",)
 
@@ -66,16 +70,18 @@ def sweep_config(config: RunConfig, ctx: RunContext | None = None) -> SweepConfi
                           + ", ".join(_OPTIONS + _LABELS))
     layers = config.layers if isinstance(config.layers, str) else tuple(config.layers)
     seed = config.seed
+    train = TrainSettings(steps=config.steps, eval_every=config.eval_interval, loss=config.loss,
+                          **{k: options[k] for k in _TRAIN_OPTIONS if k in options})
     return SweepConfig(
         task=config.task, model=config.model, head=config.head, targets=tuple(config.targets),
         layers=layers, ranks=(config.rank,), seeds=(seed,), lrs=tuple(config.lrs),
-        lr_unit=config.lr_unit, k=config.k,
-        steps=config.steps, eval_every=config.eval_interval, loss=config.loss,
+        lr_unit=config.lr_unit, k=config.k, train=train,
         test_max=config.test_cap, max_length=config.max_length, dtype=config.dtype,
         device=ctx.device if ctx is not None else "cpu",
         data_dir=str(ctx.data_dir) if ctx is not None and ctx.data_dir else None,
         cache_root=str(ctx.cache_dir) if ctx is not None and ctx.cache_dir else None,
-        data=config.data, **{k: options[k] for k in _OPTIONS if k in options})
+        data=config.data, **{k: options[k] for k in _OPTIONS if k in options
+                             and k not in _TRAIN_OPTIONS})
 
 
 def _validate(config: RunConfig) -> None:
