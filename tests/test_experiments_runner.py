@@ -59,6 +59,23 @@ def group_method(config, ctx):
     return {"metrics": {"group": len(ctx.group), "in_group": config in ctx.group}}
 
 
+@register_method("test_runner_batch", grouped=True)
+def batch_method(runs, ctx):
+    """Every run of the batch in one call: records the batch's ranks, the call's process and
+    a per-call counter; rank 3 comes back as an exception (fails alone), rank 5 not at all."""
+    batch_method.calls += 1
+    if any(run.option("explode") for run in runs):
+        raise RuntimeError("the whole batch failed")
+    out = {run.run_id: {"metrics": {"ranks": sorted(r.rank for r in runs), "pid": os.getpid(),
+                                    "steps": run.steps}} for run in runs if run.rank != 5}
+    out.update({run.run_id: ValueError(f"rank {run.rank} is bad") for run in runs
+                if run.rank == 3})
+    return out
+
+
+batch_method.calls = 0
+
+
 def sweep(method, ranks=(1, 2, 4), tasks=("sst2", "mnli"), seeds=(13,), **base):
     return parse_spec({"name": "t", "base": {"model": "minilm", **base},
                        "grid": {"method": [method], "task": list(tasks), "rank": list(ranks),
@@ -145,6 +162,53 @@ def test_grouping_and_chunking():
     assert [len(c) for c in chunks] == [2, 1]
     assert split_groups(groups, 2) == groups
     assert [len(c) for c in split_groups([groups[0][:1]], 4)] == [1]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_grouped_method_gets_each_batch_in_one_call(tmp_path, workers):
+    """The runners form the batches (runs that differ only in their rank), call a grouped
+    method once per batch, and store each run's result — or its own failure."""
+    runs = (sweep("test_runner_batch", ranks=(1, 2, 4), tasks=("sst2",), steps=10)
+            + sweep("test_runner_batch", ranks=(1, 8), tasks=("sst2",), steps=20)
+            + sweep("test_runner_batch", ranks=(3, 5), tasks=("rte",), steps=30))
+    batch_method.calls = 0
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        summary = LocalRunner(workers=workers, progress=False).run(runs, store)
+        recs = {(r.config["task"], r.config["steps"], r.config["rank"]): r
+                for r in store.query()}
+    assert summary.done == 5 and summary.failed == 2
+    # one features group for sst2, split by the settings (steps) into two batches
+    assert recs[("sst2", 10, 2)].metrics["ranks"] == [1, 2, 4]
+    assert recs[("sst2", 20, 8)].metrics["ranks"] == [1, 8]
+    assert recs[("sst2", 10, 2)].timings["batch_runs"] == 3
+    assert recs[("rte", 30, 3)].status == "failed"
+    assert "ValueError: rank 3 is bad" in recs[("rte", 30, 3)].error
+    assert "returned no result for this run" in recs[("rte", 30, 5)].error
+    if workers == 1:
+        assert batch_method.calls == 3  # in this process: one call per batch
+
+
+def test_grouped_method_failure_fails_its_batch_only(tmp_path):
+    runs = (sweep("test_runner_batch", ranks=(1, 2), tasks=("sst2",),
+                  options={"explode": True})
+            + sweep("test_runner_batch", ranks=(1, 2), tasks=("rte",)))
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        summary = LocalRunner(progress=False).run(runs, store)
+        by_task = {}
+        for r in store.query():
+            by_task.setdefault(r.config["task"], set()).add((r.status, r.error))
+    assert summary.done == 2 and summary.failed == 2
+    assert by_task["sst2"] == {("failed", "RuntimeError: the whole batch failed")}
+    assert by_task["rte"] == {("done", None)}
+
+
+def test_batches_keep_per_run_methods_apart():
+    from lorank.experiments.runners import batches
+
+    per_run = sweep("test_runner_lstsq", ranks=(1, 2), tasks=("sst2",))
+    grouped = sweep("test_runner_batch", ranks=(1, 2), tasks=("sst2",))
+    assert [len(b) for b in batches(per_run)] == [1, 1]
+    assert [len(b) for b in batches(grouped)] == [2]
 
 
 def _results(store):

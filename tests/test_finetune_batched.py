@@ -514,8 +514,8 @@ def test_minilm_equal_to_peft(data_dir, dtype, tol):
 
 
 def test_sweep_method_trains_the_group_in_one_call(tiny_paths, data_dir):
-    """The ``lora`` method trains every rank of ``ctx.group`` in one batched call and gives the
-    results of the one-at-a-time engine (``engine: sequential``)."""
+    """The ``lora`` method is grouped: it trains every rank of its batch in one batched call and
+    gives the results of the one-at-a-time engine (``engine: sequential``)."""
     from lorank.experiments.config import RunConfig
     from lorank.experiments.registry import RunContext, get_method
 
@@ -524,14 +524,16 @@ def test_sweep_method_trains_the_group_in_one_call(tiny_paths, data_dir):
                 lrs=(0.1, 0.3), steps=6, eval_interval=2, max_length=24, test_cap=30,
                 dtype="float64")
     batched = [RunConfig(rank=r, **base) for r in (1, 2)]
-    ctx = RunContext(data_dir=data_dir, group=tuple(batched))
-    out = [method.run(c, ctx) for c in batched]
+    assert method.grouped and len({c.batch_key for c in batched}) == 1
+    results = method.run(batched, RunContext(data_dir=data_dir))
+    out = [results[c.run_id] for c in batched]
     assert [m["metrics"]["computed_here"] for m in out] == [True, False]
     assert all(m["metrics"]["ranks_trained_together"] == [1, 2] for m in out)
     assert out[1]["metrics"]["train_s"] == out[0]["metrics"]["train_s"]
     seq_ctx = RunContext(data_dir=data_dir)
     for r, got in zip((1, 2), out, strict=True):
-        ref = method.run(RunConfig(rank=r, **base, options={"engine": "sequential"}), seq_ctx)
+        one = RunConfig(rank=r, **base, options={"engine": "sequential"})
+        ref = method.run([one], seq_ctx)[one.run_id]
         a, b = got["metrics"], ref["metrics"]
         assert (a["engine"], b["engine"]) == ("batched", "sequential")
         for key in ("test_acc", "test_acc_final", "w0_test_acc", "dev_acc",

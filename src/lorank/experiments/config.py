@@ -187,6 +187,14 @@ class RunConfig:
         return hashlib.sha256(canonical_json(self.identity()).encode("utf-8")).hexdigest()
 
     @property
+    def batch_key(self) -> str:
+        """Digest of :meth:`identity` without the rank: runs equal in all else form one batch,
+        which a grouped method (:func:`lorank.experiments.registry.register_method` with
+        ``grouped=True``) trains in one call — every rank at once."""
+        identity = {k: v for k, v in self.identity().items() if k != "rank"}
+        return hashlib.sha256(canonical_json(identity).encode("utf-8")).hexdigest()[:16]
+
+    @property
     def features_key(self) -> FeaturesKey:
         """The :class:`FeaturesKey` shared by every run with the same features."""
         return FeaturesKey(**{name: getattr(self, name) for name in FEATURE_FIELDS})

@@ -17,6 +17,16 @@ and adds its module to :data:`METHOD_PROVIDERS` so ``get_method("linearized")`` 
 first use (in the coordinating process and in every worker). ``prepare`` runs once per
 :class:`~lorank.experiments.config.FeaturesKey` and process: the runners execute the runs of one
 key back to back, so features are built once per group.
+
+A method that trains several runs at once registers with ``grouped=True``; its function then
+takes a *batch* — the runs of one features group that differ only in their rank
+(:attr:`RunConfig.batch_key`), formed by the runners — and returns each run's result by run id
+(an exception in place of a result fails that run alone)::
+
+    @register_method("linearized", grouped=True)
+    def run_group(runs: Sequence[RunConfig], ctx: RunContext) -> dict[str, dict]:
+        ...                               # every rank of the batch in one vectorised call
+        return {run.run_id: {"metrics": ..., "curves": ...} for run in runs}
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import importlib
 import math
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +56,8 @@ METHOD_PROVIDERS: dict[str, str] = {
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 RunFn = Callable[[RunConfig, "RunContext"], Mapping[str, Any]]
+#: a grouped method: a batch of runs → run id → result mapping (or the exception that failed it)
+GroupFn = Callable[[Sequence[RunConfig], "RunContext"], Mapping[str, Any]]
 PrepareFn = Callable[[FeaturesKey, "RunContext"], Any]
 ValidateFn = Callable[[RunConfig], None]
 
@@ -53,12 +65,14 @@ ValidateFn = Callable[[RunConfig], None]
 @dataclass(frozen=True)
 class Method:
     """A registered method: its run function, optional per-features-key ``prepare`` and a
-    ``validate`` hook that checks a config before the sweep starts (raise LorankError)."""
+    ``validate`` hook that checks a config before the sweep starts (raise LorankError).
+    ``grouped``: ``run`` is a :data:`GroupFn` taking a batch of runs (module doc)."""
 
     name: str
-    run: RunFn
+    run: RunFn | GroupFn
     prepare: PrepareFn | None = None
     validate: ValidateFn | None = None
+    grouped: bool = False
 
     @property
     def module(self) -> str:
@@ -70,9 +84,12 @@ _REGISTRY: dict[str, Method] = {}
 
 
 def register_method(
-    name: str, *, prepare: PrepareFn | None = None, validate: ValidateFn | None = None
+    name: str, *, prepare: PrepareFn | None = None, validate: ValidateFn | None = None,
+    grouped: bool = False,
 ) -> Callable[[RunFn], RunFn]:
-    """Decorator registering ``fn(config, ctx) -> {"metrics": {...}, "curves": {...}}``.
+    """Decorator registering ``fn(config, ctx) -> {"metrics": {...}, "curves": {...}}``, or
+    with ``grouped=True`` ``fn(runs, ctx) -> {run_id: {"metrics": ..., "curves": ...}}`` for a
+    batch of runs that differ only in their rank (module doc).
 
     Re-registering a name from the same module (a re-import) replaces it; from another module
     it is an error, so two engines cannot silently shadow each other.
@@ -84,7 +101,7 @@ def register_method(
         old = _REGISTRY.get(name)
         if old is not None and old.module != fn.__module__:
             raise LorankError(f"method {name!r} is already registered by {old.module}")
-        _REGISTRY[name] = Method(name, fn, prepare, validate)
+        _REGISTRY[name] = Method(name, fn, prepare, validate, grouped)
         return fn
 
     return decorator
@@ -160,8 +177,8 @@ class RunContext:
         features: set by the runner before each run: what the method's ``prepare`` returned
             for the run's features key (None when the method has no ``prepare``).
         group: the runs of the current features group that this process executes back to
-            back (set by the local runners; empty under Ray). A method may compute the whole
-            group at once — e.g. train every rank in one vectorised call — and memoise it.
+            back (set by the runners). Methods that train several runs at once register as
+            grouped instead of reading it (module doc).
     """
 
     cache_dir: Path | None = None

@@ -25,7 +25,7 @@ import sys
 import time
 import traceback as tb
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +36,7 @@ from lorank.experiments.config import RunConfig
 from lorank.experiments.provenance import git_state, hostname, package_versions
 from lorank.experiments.registry import (
     FeatureCache,
+    Method,
     RunContext,
     RunResult,
     get_method,
@@ -114,26 +115,27 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def execute_run(config: RunConfig, ctx: RunContext) -> RunOutcome:
-    """Run one config with its method; exceptions become a failed :class:`RunOutcome`.
+def _prepare(method: Method, config: RunConfig, ctx: RunContext) -> None:
+    """``ctx.features``: the method's ``prepare`` result for the config's features key (from
+    ``ctx.cache``, built on a miss); the worker's thread count applied."""
+    ctx.features = None
+    if method.prepare is not None:
+        key = config.features_key
+        ctx.features = ctx.cache.get_or_build(method.name, key, lambda: method.prepare(key, ctx))
+    if "torch" in sys.modules and os.environ.get("LORANK_WORKER_THREADS"):
+        sys.modules["torch"].set_num_threads(int(os.environ["LORANK_WORKER_THREADS"]))
 
-    The method's ``prepare`` result for the config's features key is taken from
-    ``ctx.cache`` (built on a miss) and exposed as ``ctx.features``. KeyboardInterrupt and
-    SystemExit propagate.
-    """
+
+def execute_run(config: RunConfig, ctx: RunContext) -> RunOutcome:
+    """Run one config with its (per-run) method; exceptions become a failed
+    :class:`RunOutcome`. KeyboardInterrupt and SystemExit propagate."""
     start = time.perf_counter()
     timings = {"prepare_s": 0.0, "run_s": 0.0}
     builds = ctx.cache.builds
     try:
         method = get_method(config.method)
-        ctx.features = None
-        if method.prepare is not None:
-            key = config.features_key
-            ctx.features = ctx.cache.get_or_build(method.name, key,
-                                                  lambda: method.prepare(key, ctx))
+        _prepare(method, config, ctx)
         timings["prepare_s"] = time.perf_counter() - start
-        if "torch" in sys.modules and os.environ.get("LORANK_WORKER_THREADS"):
-            sys.modules["torch"].set_num_threads(int(os.environ["LORANK_WORKER_THREADS"]))
         began = time.perf_counter()
         result = normalize_result(method.run(config, ctx))
         timings["run_s"] = time.perf_counter() - began
@@ -145,6 +147,74 @@ def execute_run(config: RunConfig, ctx: RunContext) -> RunOutcome:
     timings["wall_s"] = time.perf_counter() - start
     return RunOutcome(config.run_id, result, error, trace, timings, package_versions(),
                       hostname(), ctx.cache.builds > builds)
+
+
+def execute_batch(configs: Sequence[RunConfig], ctx: RunContext) -> list[RunOutcome]:
+    """Run a batch (one grouped method, one :attr:`RunConfig.batch_key`) in one call of the
+    method; one outcome per run, in order. An exception of the call fails every run of the
+    batch; an exception returned for a run, a missing or malformed result, fails that run.
+    Timings are the call's, shared by the batch (``batch_runs`` says by how many)."""
+    start = time.perf_counter()
+    timings = {"prepare_s": 0.0, "run_s": 0.0, "batch_runs": float(len(configs))}
+    builds = ctx.cache.builds
+    raw: Mapping[str, Any] = {}
+    error = trace = None
+    try:
+        method = get_method(configs[0].method)
+        _prepare(method, configs[0], ctx)
+        timings["prepare_s"] = time.perf_counter() - start
+        began = time.perf_counter()
+        raw = method.run(list(configs), ctx)
+        timings["run_s"] = time.perf_counter() - began
+        if not isinstance(raw, Mapping):
+            raise TypeError(f"a grouped method must return run id -> result, got "
+                            f"{type(raw).__name__}")
+    except Exception as exc:
+        error, trace = _one_line(exc), tb.format_exc()
+    finally:
+        ctx.features = None
+    timings["wall_s"] = time.perf_counter() - start
+    built = ctx.cache.builds > builds
+    out = []
+    for i, config in enumerate(configs):
+        result, why, where = None, error, trace
+        if why is None:
+            value = raw.get(config.run_id)
+            try:
+                if value is None:
+                    raise LorankError("the grouped method returned no result for this run")
+                if isinstance(value, BaseException):
+                    raise value
+                result = normalize_result(value)
+            except Exception as exc:
+                why, where = _one_line(exc), tb.format_exc()
+        out.append(RunOutcome(config.run_id, result, why, where, dict(timings),
+                              package_versions(), hostname(), built and i == 0))
+    return out
+
+
+def batches(configs: Sequence[RunConfig]) -> list[list[RunConfig]]:
+    """The runs of a group as the units the runners execute: the runs of a grouped method with
+    one :attr:`RunConfig.batch_key` together (in order of first appearance), every other run
+    alone, in order."""
+    out: dict[tuple[str, str], list[RunConfig]] = {}
+    for config in configs:
+        slot = ((config.method, config.batch_key) if get_method(config.method).grouped
+                else ("", config.run_id))
+        out.setdefault(slot, []).append(config)
+    return list(out.values())
+
+
+def execute_chunk(configs: Sequence[RunConfig], ctx: RunContext,
+                  emit: Callable[[RunOutcome], None]) -> None:
+    """Execute already-claimed runs (one features group, or a chunk of one) batch by batch,
+    handing each outcome to ``emit`` as soon as it exists."""
+    for batch in batches(configs):
+        if get_method(batch[0].method).grouped:
+            for outcome in execute_batch(batch, ctx):
+                emit(outcome)
+        else:
+            emit(execute_run(batch[0], ctx))
 
 
 def group_runs(configs: Sequence[RunConfig]) -> list[list[RunConfig]]:
@@ -340,12 +410,14 @@ def _worker_init(queue: Any, modules: list[str], ctx_args: dict[str, Any]) -> No
 
 def _worker_chunk(configs: list[RunConfig]) -> list[RunOutcome]:
     """Run a chunk (one features group) in a pool worker, streaming each outcome."""
-    out = []
-    _WORKER["ctx"].group = tuple(configs)
-    for config in configs:
-        outcome = execute_run(config, _WORKER["ctx"])
+    out: list[RunOutcome] = []
+
+    def emit(outcome: RunOutcome) -> None:
         _WORKER["queue"].put(outcome)
         out.append(outcome)
+
+    _WORKER["ctx"].group = tuple(configs)
+    execute_chunk(configs, _WORKER["ctx"], emit)
     return out
 
 
@@ -394,9 +466,10 @@ class LocalRunner(Runner):
         ctx = self.context(progress)
         for group in groups:
             ctx.group = tuple(group)
-            for config in group:
-                if tracker.claim(config, retry_failed):
-                    tracker.record(execute_run(config, ctx))
+            for batch in batches(group):  # claimed unit by unit: at most one batch in flight
+                claimed = [c for c in batch if tracker.claim(c, retry_failed)]
+                if claimed:
+                    execute_chunk(claimed, ctx, tracker.record)
 
     def _pool(self, groups: list[list[RunConfig]], tracker: _Tracker,
               retry_failed: bool) -> None:
@@ -473,7 +546,9 @@ def _ray_execute(configs: list[RunConfig], ctx_args: dict[str, Any]) -> list[Run
     if ctx is None:
         ctx = _RAY_CTX[slot] = RunContext(**ctx_args, cache=FeatureCache())
     ctx.group = tuple(configs)
-    return [execute_run(config, ctx) for config in configs]
+    out: list[RunOutcome] = []
+    execute_chunk(configs, ctx, out.append)
+    return out
 
 
 def import_ray() -> Any:

@@ -36,10 +36,10 @@ Shared options: ``n_pool`` (1024), ``n_dev`` (256), ``n_test`` (500), ``sample_s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -137,21 +137,9 @@ def _sample_features(config: RunConfig, opts: dict[str, Any], ctx: RunContext) -
     return feats
 
 
-def _digest(config: RunConfig) -> str:
-    identity = {k: v for k, v in config.identity().items() if k != "rank"}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()
-                          ).hexdigest()[:16]
-
-
-def _group(config: RunConfig, ctx: RunContext, build) -> Any:
-    """The memoised result of ``build(ranks)`` for the run's setting (its group's ranks)."""
-    memo = ctx.cache.get_or_build(config.method, config.features_key, dict)
-    slot = _digest(config)
-    if slot not in memo:
-        ranks = tuple(sorted({c.rank for c in ctx.group if c.method == config.method
-                              and _digest(c) == slot} | {config.rank}))
-        memo[slot] = build(ranks)
-    return memo[slot]
+def _ranks(runs: Sequence[RunConfig]) -> tuple[int, ...]:
+    """The batch's student ranks, ascending (trained together)."""
+    return tuple(sorted({run.rank for run in runs}))
 
 
 def _lrs(train: Features, config: RunConfig) -> tuple[float | None, list[float], list[float]]:
@@ -197,25 +185,23 @@ def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
             for k, v in metrics.items()}
 
 
-@register_method("planted", validate=_validate)
-def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
-    """One student rank of a planted-teacher setting (see the module doc)."""
+@register_method("planted", validate=_validate, grouped=True)
+def run(runs: Sequence[RunConfig], ctx: RunContext) -> dict[str, dict[str, Any]]:
+    """The student ranks of one planted-teacher setting, trained together (module doc)."""
+    config = runs[0]
     opts = options(config)
-
-    def build(ranks: tuple[int, ...]) -> tuple[PlantedData, dict[int, dict[str, Any]]]:
-        spec = PlantedSpec(opts["teacher_rank"], float(opts["flip"]), opts["n_train"],
-                           config.seed, opts["subspace"])
-        data = planted_splits(_sample_features(config, opts, ctx), spec, opts["n_pool"],
-                              opts["n_dev"])
-        return data, train_students(data, ranks, config)
-
-    data, students = _group(config, ctx, build)
-    metrics = {**students[config.rank], "w0_test_acc": data.w0_test_acc, "head_fitted": False,
-               "teacher_rank": opts["teacher_rank"], "n_train": opts["n_train"],
-               "flip": float(opts["flip"]), "flip_sample": data.flip_sample,
-               "kappa": data.kappa, "teacher_fro": data.teacher_fro,
-               "subspace": opts["subspace"], "n_test": data.test.N, "control": opts["control"]}
-    return {"metrics": _finite(metrics), "curves": {}}
+    spec = PlantedSpec(opts["teacher_rank"], float(opts["flip"]), opts["n_train"], config.seed,
+                       opts["subspace"])
+    data = planted_splits(_sample_features(config, opts, ctx), spec, opts["n_pool"],
+                          opts["n_dev"])
+    students = train_students(data, _ranks(runs), config)
+    shared = {"w0_test_acc": data.w0_test_acc, "head_fitted": False,
+              "teacher_rank": opts["teacher_rank"], "n_train": opts["n_train"],
+              "flip": float(opts["flip"]), "flip_sample": data.flip_sample,
+              "kappa": data.kappa, "teacher_fro": data.teacher_fro,
+              "subspace": opts["subspace"], "n_test": data.test.N, "control": opts["control"]}
+    return {run.run_id: {"metrics": _finite({**students[run.rank], **shared}), "curves": {}}
+            for run in runs}
 
 
 def capacity_splits(sample: Features, opts: dict[str, Any], seed: int
@@ -286,24 +272,23 @@ def _validate_capacity(config: RunConfig) -> None:
     capacity_options(config)
 
 
-@register_method("capacity", validate=_validate_capacity)
-def run_capacity(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
-    """One rank of a (loss, seed) capacity setting (see the module doc)."""
+@register_method("capacity", validate=_validate_capacity, grouped=True)
+def run_capacity(runs: Sequence[RunConfig], ctx: RunContext) -> dict[str, dict[str, Any]]:
+    """The ranks of one (loss, seed) capacity setting, fitted together (module doc)."""
     from lorank.theory import manifold_dim
 
+    config = runs[0]
     opts = capacity_options(config)
+    train, test = capacity_splits(_sample_features(config, opts, ctx), opts, config.seed)
+    cells = capacity_cell(train, test, _ranks(runs), config, opts["als_iters"])
 
-    def build(ranks: tuple[int, ...]) -> tuple[Features, dict[int, dict[str, Any]]]:
-        train, test = capacity_splits(_sample_features(config, opts, ctx), opts, config.seed)
-        return train, capacity_cell(train, test, ranks, config, opts["als_iters"])
+    def dim(q: int) -> int:
+        return sum(manifold_dim(min(q, b.m, b.n), b.m, b.n) for b in train.blocks)
 
-    train, cells = _group(config, ctx, build)
-    dims = {q: sum(manifold_dim(min(q, b.m, b.n), b.m, b.n) for b in train.blocks)
-            for q in (1, 2, config.rank)}
-    metrics = {**cells[config.rank], "K": train.K, "N": train.N, "KN": train.K * train.N,
-               "d_rank": dims[config.rank], "d1": dims[1], "d2": dims[2],
-               "control": opts["control"]}
-    return {"metrics": _finite(metrics), "curves": {}}
+    return {run.run_id: {"metrics": _finite({
+        **cells[run.rank], "K": train.K, "N": train.N, "KN": train.K * train.N,
+        "d_rank": dim(run.rank), "d1": dim(1), "d2": dim(2), "control": opts["control"]}),
+        "curves": {}} for run in runs}
 
 
 __all__ = ["capacity_cell", "capacity_options", "capacity_splits", "options", "run",

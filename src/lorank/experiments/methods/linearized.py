@@ -3,8 +3,9 @@
 Once per features group (model, head, task, data seed, k, targets, layers, dtype, max_length,
 test cap) and process, the run loads the split, builds the classifier and computes — or reads
 from the on-disk cache — the NTK features of train and dev. All runs of the group that differ
-only in their rank (``ctx.group``) are trained together, every rank × learning rate in one
-vectorised call (the features are read once per step for all of them), then memoised. Each run
+only in their rank (one batch) are trained together, every rank × learning rate in one
+vectorised call (the features are read once per step for all of them): the method is grouped
+(:func:`lorank.experiments.registry.register_method`), the runners hand it the batch. Each run
 selects (lr, step) on the k-shot dev split and evaluates zero-shot f(W0), the kernel-regression
 baseline, the selected and the final checkpoint on the test split (streamed Jacobians or
 forward-mode products, whichever is cheaper). It is
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -95,50 +97,32 @@ def _validate(config: RunConfig) -> None:
                           "at 0")
 
 
-def _settings_digest(config: RunConfig) -> str:
-    """Identity of the run without its rank (runs equal in all else train together)."""
-    import hashlib
-    import json
-
-    identity = {k: v for k, v in config.identity().items() if k != "rank"}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()
-                          ).hexdigest()[:16]
-
-
-def group_ranks(config: RunConfig, ctx: RunContext) -> tuple[int, ...]:
-    """Ranks of the runs in ``ctx.group`` that differ from ``config`` only in their rank.
-
-    They are trained in one vectorised call (the features are read once per step for all of
-    them, which is what makes a rank sweep cheap); without a group, the run's own rank.
-    """
-    digest = _settings_digest(config)
-    ranks = {c.rank for c in ctx.group if c.method == config.method
-             and _settings_digest(c) == digest}
-    return tuple(sorted(ranks | {config.rank}))
-
-
 def _metric(split: dict, name: str) -> float:
     value = split.get(name)
     return float("nan") if value is None else float(value)
 
 
-@register_method("linearized", validate=_validate)
-def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
-    """Train, select and evaluate one (task, model, seed, rank) cell; see the module doc."""
-    cfg = sweep_config(config, ctx)
-    # one memo per features group and process: the data, classifier and train/dev features,
-    # and every vectorised training of the group's ranks
-    memo = ctx.cache.get_or_build("linearized", config.features_key, dict)
+@register_method("linearized", validate=_validate, grouped=True)
+def run_group(runs: Sequence[RunConfig], ctx: RunContext) -> dict[str, dict[str, Any]]:
+    """Train every rank of a batch (runs that differ only in their rank) in one vectorised
+    call, then select and evaluate each (task, model, seed, rank) cell; see the module doc."""
+    first = runs[0]
+    cfg = sweep_config(first, ctx)
+    # one memo per features group and process: the data, classifier and train/dev features
+    memo = ctx.cache.get_or_build("linearized", first.features_key, dict)
     t0 = time.perf_counter()
     if "seeds" not in memo:
         memo["seeds"] = load_seeds(cfg)
     features_s = time.perf_counter() - t0
-    ranks = group_ranks(config, ctx)
-    slot = (_settings_digest(config), ranks)
-    computed_here = slot not in memo
-    if computed_here:
-        memo[slot] = run_linearized_sweep(replace(cfg, ranks=ranks), seeds=memo["seeds"])
-    result = memo[slot]
+    ranks = tuple(sorted({run.rank for run in runs}))
+    result = run_linearized_sweep(replace(cfg, ranks=ranks), seeds=memo["seeds"])
+    return {run.run_id: _cell(run, result, features_s if i == 0 else 0.0, computed_here=i == 0)
+            for i, run in enumerate(runs)}
+
+
+def _cell(config: RunConfig, result: Any, features_s: float, computed_here: bool
+          ) -> dict[str, Any]:
+    """One run's stored metrics and curves from the batch's sweep result."""
     (rec,) = [r for r in result.records if r.rank == config.rank]
     sel, fin = rec.selected, rec.final
     traj = next((t for t in rec.trajectories if t["lr"] == rec.selected_lr),
@@ -188,4 +172,4 @@ def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
     return {"metrics": metrics, "curves": curves}
 
 
-__all__ = ["run", "sweep_config"]
+__all__ = ["run_group", "sweep_config"]

@@ -2,10 +2,11 @@
 
 Once per features group (model, head, task, data seed, k, targets, layers, dtype, max_length,
 test cap) and process, the run loads the split, builds the classifier and caches the frozen
-lower layers' hidden states (:func:`lorank.finetune.run.prepare_data`). All runs of the group
-that differ only in their rank (``ctx.group``) are trained together: every rank × learning rate
-in one batched program (:func:`lorank.finetune.batched.train_cells`; equal to peft one at a time
-to rounding, tested), memoised for the group. Each run then selects (lr, step) on the k-shot dev
+lower layers' hidden states (:func:`lorank.finetune.run.prepare_data`). The method is grouped:
+the runners hand it a batch (the runs of the group that differ only in their rank), trained
+together: every rank × learning rate in one batched program
+(:func:`lorank.finetune.batched.train_cells`; equal to peft one at a time to rounding, tested).
+Each run then selects (lr, step) on the k-shot dev
 split (LM-BFF), measures test accuracy of the selected and the final state and the
 real-vs-linearized gap f(W0+ΔW) vs f(W0) + ⟨G, ΔW⟩ on the test split (:mod:`lorank.finetune.gap`)
 through a peft adapter, attached for the measurement and detached again
@@ -46,6 +47,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from lorank.errors import LorankError
@@ -94,25 +96,6 @@ def _validate(config: RunConfig) -> None:
     if config.data is None:  # an unknown task fails here, before the sweep, not at run time
         get_task(config.task)
     settings(config)
-
-
-def _settings_digest(config: RunConfig) -> str:
-    """Identity of the run without its rank (runs equal in all else train together)."""
-    import hashlib
-    import json
-
-    identity = {k: v for k, v in config.identity().items() if k != "rank"}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()
-                          ).hexdigest()[:16]
-
-
-def group_ranks(config: RunConfig, ctx: RunContext) -> tuple[int, ...]:
-    """Ranks of the runs in ``ctx.group`` that differ from ``config`` only in their rank (the
-    run's own rank alone without a group)."""
-    digest = _settings_digest(config)
-    ranks = {c.rank for c in ctx.group if c.method == config.method
-             and _settings_digest(c) == digest}
-    return tuple(sorted(ranks | {config.rank}))
 
 
 def _group(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
@@ -201,53 +184,58 @@ def _sequential(config: RunConfig, memo: dict[str, Any], lora: Any, train: Any,
                  "computed_here": True, "ranks_trained_together": [config.rank]}
 
 
-def _batched(config: RunConfig, ctx: RunContext, memo: dict[str, Any], lora: Any, train: Any,
-             lrs: tuple[float, ...]) -> tuple[Any, dict[str, Any]]:
-    """Every rank × lr of the group in one batched call (memoised), then this run's cell."""
+def _batched(runs: Sequence[RunConfig], memo: dict[str, Any], lrs: tuple[float, ...]
+             ) -> list[tuple[Any, dict[str, Any]]]:
+    """Every rank × lr of the batch in one batched call, then each run's cell."""
     from dataclasses import replace
 
     from lorank.finetune.batched import Cell, Problem, measure_cell, train_cells
 
-    ranks = group_ranks(config, ctx)
-    slot = ("batched", _settings_digest(config), ranks)
-    computed_here = slot not in memo
-    features_s = 0.0
-    if computed_here:
-        t0 = time.perf_counter()
-        clf = memo["clf"]
-        start = min(m.layer for m in clf.adapted_matrices(lora.targets, lora.layers))
-        problems = {0: Problem(clf, _prepared(memo, config, start))}
-        features_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        cells = [Cell(0, replace(lora, r=r), train, lrs=tuple(lrs),
-                      init_seed=train.seed) for r in ranks]
-        training = train_cells(problems, cells)
-        memo[slot] = (problems, training, time.perf_counter() - t0)
-    problems, training, train_s = memo[slot]
+    lora, train = settings(runs[0], memo["metric"])
+    ranks = tuple(sorted({run.rank for run in runs}))
     t0 = time.perf_counter()
-    sel = measure_cell(problems, training, ranks.index(config.rank))
-    return sel, {"features_s": features_s, "train_s": train_s,
-                 "test_s": time.perf_counter() - t0, "computed_here": computed_here,
-                 "ranks_trained_together": list(ranks)}
+    clf = memo["clf"]
+    start = min(m.layer for m in clf.adapted_matrices(lora.targets, lora.layers))
+    problems = {0: Problem(clf, _prepared(memo, runs[0], start))}
+    features_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cells = [Cell(0, replace(lora, r=r), train, lrs=tuple(lrs), init_seed=train.seed)
+             for r in ranks]
+    training = train_cells(problems, cells)
+    train_s = time.perf_counter() - t0
+    out = []
+    for i, run in enumerate(runs):
+        t0 = time.perf_counter()
+        sel = measure_cell(problems, training, ranks.index(run.rank))
+        out.append((sel, {"features_s": features_s if i == 0 else 0.0, "train_s": train_s,
+                          "test_s": time.perf_counter() - t0, "computed_here": i == 0,
+                          "ranks_trained_together": list(ranks)}))
+    return out
 
 
-@register_method("lora", validate=_validate)
-def run(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
-    """Train, select and measure one real-LoRA cell; see the module doc."""
+@register_method("lora", validate=_validate, grouped=True)
+def run_group(runs: Sequence[RunConfig], ctx: RunContext) -> dict[str, dict[str, Any]]:
+    """Train a batch of real-LoRA cells (runs that differ only in their rank: every rank × lr
+    in one batched call, or peft one at a time), then select and measure each; module doc."""
+    first = runs[0]
     t0 = time.perf_counter()
-    memo = _group(config, ctx)
+    memo = _group(first, ctx)
+    eta0 = kernel_step(first, ctx, memo)
     group_s = time.perf_counter() - t0
-    lora, train = settings(config, memo["metric"])
-    t0 = time.perf_counter()
-    eta0 = kernel_step(config, ctx, memo)
-    group_s += time.perf_counter() - t0
-    lrs = tuple(c * eta0 for c in config.lrs) if eta0 is not None else tuple(config.lrs)
-    kind = engine(config)
+    lrs = tuple(c * eta0 for c in first.lrs) if eta0 is not None else tuple(first.lrs)
+    kind = engine(first)
     if kind == "sequential":
-        sel, timing = _sequential(config, memo, lora, train, lrs)
+        cells = [_sequential(run, memo, *settings(run, memo["metric"]), lrs) for run in runs]
     else:
-        sel, timing = _batched(config, ctx, memo, lora, train, lrs)
-    timing["features_s"] += group_s
+        cells = _batched(runs, memo, lrs)
+    cells[0][1]["features_s"] += group_s
+    return {run.run_id: _cell(run, memo, sel, timing, eta0, lrs, kind)
+            for run, (sel, timing) in zip(runs, cells, strict=True)}
+
+
+def _cell(config: RunConfig, memo: dict[str, Any], sel: Any, timing: dict[str, Any],
+          eta0: float | None, lrs: tuple[float, ...], kind: str) -> dict[str, Any]:
+    """One run's stored metrics and curves from its selection."""
     rec = sel.record
     gap, final_gap = rec.gap, rec.final_gap
     metrics = {
