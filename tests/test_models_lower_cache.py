@@ -15,7 +15,7 @@ from lorank.models.lower_cache import (
     weights_fingerprint,
 )
 from lorank.ntk import compute_features
-from lorank.ntk.stream import linearized_logits
+from lorank.ntk.stream import predict_linearized
 
 torch.set_num_threads(1)
 A = ["a man plays", "it rains", "cats sleep", "go home"]
@@ -44,18 +44,18 @@ def test_lower_is_reused_across_classifiers_with_identical_predictions(encoder):
     inputs = clf.encode(texts, max_length=16)
     feats = compute_features(clf, inputs, [0, 1, 0, 1], layers="last")
     D = torch.randn(feats.P, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    _, plain = linearized_logits(clf, inputs, feats.blocks, D)
+    _, plain = predict_linearized(clf, inputs, feats.blocks, D)
     assert CACHE.hits == CACHE.misses == 0  # outside a block nothing is cached
     other = build_classifier(encoder, "sst2")  # a second classifier on the same encoder
     with reuse_lower_states() as cache:
-        _, first = linearized_logits(clf, inputs, feats.blocks, D)
+        _, first = predict_linearized(clf, inputs, feats.blocks, D)
         misses = cache.misses
-        _, second = linearized_logits(other, inputs, feats.blocks, D)
+        _, second = predict_linearized(other, inputs, feats.blocks, D)
     assert misses > 0 and cache.hits == misses and cache.misses == misses
     torch.testing.assert_close(first, plain, rtol=0, atol=0)
     torch.testing.assert_close(second, plain, rtol=0, atol=0)
     with reuse_lower_states():  # a later block (e.g. the next seed group) hits as well
-        linearized_logits(clf, inputs, feats.blocks, D, predictor="jvp")
+        predict_linearized(clf, inputs, feats.blocks, D, predictor="jvp")
     assert cache.hits == 2 * misses
 
 

@@ -47,19 +47,19 @@ def test_stream_rejects_wrong_shape(clf):
 @pytest.mark.parametrize(("layers", "predictor"), [("all", "jvp"), ("last", "jvp"),
                                                    ("last", "auto"), ("all", "stream")])
 def test_jvp_predictor_equals_materialised(clf, layers, predictor):
-    from lorank.ntk.stream import linearized_logits
+    from lorank.ntk.stream import predict_linearized
 
     inputs = clf.encode(TEXTS, max_length=16)
     feats = compute_features(clf, inputs, [0] * len(TEXTS), layers=layers)
     D = torch.randn(feats.P, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    f0, out = linearized_logits(clf, inputs, feats.blocks, D, predictor=predictor)
+    f0, out = predict_linearized(clf, inputs, feats.blocks, D, predictor=predictor)
     torch.testing.assert_close(f0, feats.f0)
     torch.testing.assert_close(out, feats.f0[:, :, None] + feats.J @ D)
 
 
 def test_auto_predictor_choice(clf, monkeypatch):
     from lorank.ntk import stream
-    from lorank.ntk.stream import linearized_logits, prefers_jvp
+    from lorank.ntk.stream import predict_linearized, prefers_jvp
 
     assert not prefers_jvp(1, 2) and not prefers_jvp(1, 2, "outer")
     assert prefers_jvp(4, 2, "vmap_jacrev_truncated") and not prefers_jvp(5, 2, "vmap_jacrev")
@@ -71,15 +71,15 @@ def test_auto_predictor_choice(clf, monkeypatch):
         monkeypatch.setattr(stream, name, lambda *a, _r=real, _n=name, **k: (
             used.append(_n.split("_")[0]), _r(*a, **k))[1])
     D = torch.zeros(feats.P, 1, dtype=torch.float64)
-    linearized_logits(clf, inputs, feats.blocks, D)
-    linearized_logits(clf, inputs, feats.blocks, D, method="vmap_jacrev_truncated")
+    predict_linearized(clf, inputs, feats.blocks, D)
+    predict_linearized(clf, inputs, feats.blocks, D, method="vmap_jacrev_truncated")
     assert used == ["stream", "jvp"]
 
 
 def test_unknown_predictor(clf):
-    from lorank.ntk.stream import linearized_logits
+    from lorank.ntk.stream import predict_linearized
 
     inputs = clf.encode(TEXTS[:2], max_length=16)
     feats = compute_features(clf, inputs, [0, 1], layers="last")
     with pytest.raises(LorankError, match="predictor must be one of"):
-        linearized_logits(clf, inputs, feats.blocks, torch.zeros(feats.P), predictor="magic")
+        predict_linearized(clf, inputs, feats.blocks, torch.zeros(feats.P), predictor="magic")

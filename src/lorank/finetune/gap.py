@@ -35,7 +35,7 @@ class _Forward(torch.nn.Module):
         return self.clf.logits_from(x, self.start)
 
 
-def linearized_logits(adapter: Adapter, data: PreparedSplit, chunk: int = CHUNK
+def adapter_linearized_logits(adapter: Adapter, data: PreparedSplit, chunk: int = CHUNK
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """(f(x; W0), f_lin(x; ΔW)) for every example of ``data``: two (n, K) tensors.
 
@@ -93,7 +93,7 @@ class LinearizationGap:
 def linearization_gap(adapter: Adapter, data: PreparedSplit) -> LinearizationGap:
     """Measure f(W0 + ΔW) vs f(W0) + ⟨G, ΔW⟩ on ``data`` (see module docstring)."""
     real = predict(adapter.clf, data)
-    f0, lin = linearized_logits(adapter, data)
+    f0, lin = adapter_linearized_logits(adapter, data)
     diff = (real - lin).double()
     moved = (real - f0).double().norm()
     y = data.y

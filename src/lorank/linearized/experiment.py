@@ -528,7 +528,7 @@ def _test_metrics(cfg: SweepConfig, seeds: list[_Seed], blocks: list, cols: dict
     """Stream each distinct (classifier, test split) once with every column of its seeds."""
     from lorank.models.lower_cache import reuse_lower_states
     from lorank.ntk.cache import split_fingerprint
-    from lorank.ntk.stream import linearized_logits
+    from lorank.ntk.stream import predict_linearized
 
     groups: dict[tuple[int, str], list[int]] = {}
     for g, s in enumerate(seeds):
@@ -544,7 +544,7 @@ def _test_metrics(cfg: SweepConfig, seeds: list[_Seed], blocks: list, cols: dict
             D = torch.stack([cols[k] for k in keys], dim=1) if keys else torch.zeros(
                 sum(b.size for b in blocks), 1)
             cb = progress("test", len(s0.data.test)) if progress else None
-            f0, lin = linearized_logits(s0.clf, inputs, blocks, D, predictor=cfg.predictor,
+            f0, lin = predict_linearized(s0.clf, inputs, blocks, D, predictor=cfg.predictor,
                                         method=cfg.method, memory_budget_mb=cfg.memory_budget_mb,
                                         progress=cb)
             labels = torch.as_tensor(np.array(s0.data.test.labels, dtype=np.int64),

@@ -20,7 +20,7 @@ Per data seed (train/dev NTK features J (N, K, P), f0 (N, K)) and candidate rank
 
 The predicted rank is the argmin over r of the bound averaged over seeds (ties: smaller r);
 per-seed argmins are reported too. With ``validate``, the same selected solutions are evaluated
-on the test split (streamed Jacobians, :func:`lorank.ntk.stream.linearized_logits`) and the
+on the test split (streamed Jacobians, :func:`lorank.ntk.stream.predict_linearized`) and the
 rank with the best mean test accuracy is reported next to the prediction.
 """
 
@@ -297,7 +297,7 @@ def _test_metrics(seeds: list[Any], solutions: dict[tuple[int, int], Factors],
     """Stream each distinct (classifier, test split) once with every solution of its seeds."""
     from lorank.models.lower_cache import reuse_lower_states
     from lorank.ntk.cache import split_fingerprint
-    from lorank.ntk.stream import linearized_logits
+    from lorank.ntk.stream import predict_linearized
 
     groups: dict[tuple[int, str], list[Any]] = {}
     for s in seeds:
@@ -313,7 +313,7 @@ def _test_metrics(seeds: list[Any], solutions: dict[tuple[int, int], Factors],
                 continue
             D = torch.stack([solutions[k].delta() for k in keys], dim=1)
             inputs = s0.clf.encode(s0.data.test, max_length=cfg.max_length)
-            _, lin = linearized_logits(s0.clf, inputs, blocks, D)
+            _, lin = predict_linearized(s0.clf, inputs, blocks, D)
             labels = torch.as_tensor(np.array(s0.data.test.labels, dtype=np.int64),
                                      device=lin.device)
             for k, v in zip(keys, metrics_dict(names, lin, labels), strict=True):

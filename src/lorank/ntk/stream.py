@@ -4,7 +4,7 @@ For C weight updates stacked as D ∈ R^{P×C} (trained LoRA ΔW's, kernel solut
 
     f_lin(x)[:, c] = f(x; W0) + J(x) D[:, c],
 
-two implementations (:func:`linearized_logits` picks one):
+two implementations (:func:`predict_linearized` picks one):
 
 * ``stream`` — chunk by chunk: the Jacobians of b examples (b·K·P entries, b chosen from the
   memory budget) are contracted with every column of D in one GEMM and discarded. Cost per
@@ -171,7 +171,7 @@ def prefers_jvp(C: int, K: int, method: JacobianMethod | str = JacobianMethod.AU
     return method not in (JacobianMethod.AUTO, JacobianMethod.OUTER) and C <= 2 * K
 
 
-def linearized_logits(
+def predict_linearized(
     clf: nn.Module,
     inputs: Mapping[str, Any],
     blocks: Sequence[Block],
