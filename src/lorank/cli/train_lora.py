@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lorank.finetune.run import Selection
-from lorank.linearized.experiment import _json_default, _stat
+from lorank.linearized.experiment import json_default, mean_std
 
 if TYPE_CHECKING:
     from lorank.cli.train import TrainJob
@@ -67,23 +67,23 @@ class LoraSweepResult:
             rows.append({
                 "rank": r, "n_seeds": len(recs), "metric": self.metric,
                 "head_fitted": self.config.get("head") in FITTED_HEADS,
-                "w0": _stat([x.zero_shot_test_metric for x in recs]),
+                "w0": mean_std([x.zero_shot_test_metric for x in recs]),
                 "kernel": (float("nan"), float("nan")),
-                "selected": _stat([x.test_metric for x in recs]),
-                "final": _stat([x.final_test_metric for x in recs]),
+                "selected": mean_std([x.test_metric for x in recs]),
+                "final": mean_std([x.final_test_metric for x in recs]),
                 "selected_lr": [x.lr for x in recs],
                 "selected_step": [x.best_step for x in recs],
                 "diverged_runs": sum(run.status == "diverged" for c in cells
                                      for run in c.selection.runs),
-                "gap_relative": _stat([x.gap.relative if x.gap else None for x in recs]),
-                "final_gap_relative": _stat([x.final_gap.relative if x.final_gap else None
+                "gap_relative": mean_std([x.gap.relative if x.gap else None for x in recs]),
+                "final_gap_relative": mean_std([x.final_gap.relative if x.final_gap else None
                                              for x in recs]),
-                "gap_max_abs": _stat([x.gap.max_abs if x.gap else None for x in recs]),
-                "agreement": _stat([x.gap.agreement if x.gap else None for x in recs]),
-                "lin_of_real": _stat([x.gap.accuracy_lin if x.gap else None for x in recs]),
+                "gap_max_abs": mean_std([x.gap.max_abs if x.gap else None for x in recs]),
+                "agreement": mean_std([x.gap.agreement if x.gap else None for x in recs]),
+                "lin_of_real": mean_std([x.gap.accuracy_lin if x.gap else None for x in recs]),
                 "numerical_rank": [max((d.numerical_rank for d in x.delta), default=0)
                                    for x in recs],
-                "steps_per_s": _stat([x.steps_per_s for x in recs]),
+                "steps_per_s": mean_std([x.steps_per_s for x in recs]),
             })
         return rows
 
@@ -95,7 +95,7 @@ class LoraSweepResult:
                 "provenance": provenance()}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, default=_json_default)
+        return json.dumps(self.to_dict(), indent=1, default=json_default)
 
 
 def _settings(cfg: SweepConfig, rank: int, seed: int, metric: str
@@ -231,7 +231,7 @@ class BothResult:
                 "lora": self.lora.to_dict(), "provenance": provenance()}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, default=_json_default)
+        return json.dumps(self.to_dict(), indent=1, default=json_default)
 
 
 def run_both(job: TrainJob) -> BothResult:

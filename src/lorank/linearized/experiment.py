@@ -207,10 +207,10 @@ class SweepResult:
             rows.append({
                 "rank": r, "n_seeds": len(recs), "metric": m,
                 "head_fitted": any(x.head_fitted for x in recs),
-                "w0": _stat([x.w0["test"].get(m) for x in recs]),
-                "kernel": _stat([x.kernel["test"].get(m) for x in recs]),
-                "selected": _stat([x.selected["test"].get(m) for x in recs]),
-                "final": _stat([x.final["test"].get(m) for x in recs]),
+                "w0": mean_std([x.w0["test"].get(m) for x in recs]),
+                "kernel": mean_std([x.kernel["test"].get(m) for x in recs]),
+                "selected": mean_std([x.selected["test"].get(m) for x in recs]),
+                "final": mean_std([x.final["test"].get(m) for x in recs]),
                 "selected_lr": [x.selected_lr for x in recs],
                 "selected_step": [x.selected_step for x in recs],
                 "selected_lr_mult": [x.selected_lr_mult for x in recs],
@@ -230,15 +230,17 @@ class SweepResult:
 
     def to_json(self) -> str:
         """Strict JSON: NaN/inf become null."""
-        return json.dumps(finite_json(self.to_dict()), indent=1, default=_json_default)
+        return json.dumps(finite_json(self.to_dict()), indent=1, default=json_default)
 
 
-def _stat(values: list[float | None]) -> tuple[float, float]:
-    """(mean, std) of the finite values; (nan, nan) if there are none."""
+def mean_std(values: Sequence[float | None]) -> tuple[float, float]:
+    """(mean, sample standard deviation) over seeds of the finite values — the convention of
+    the report's tables (:func:`lorank.report.tables.mean_std`): std 0 for a single value,
+    (nan, nan) for none."""
     vals = [v for v in values if v is not None and math.isfinite(v)]
     if not vals:
         return float("nan"), float("nan")
-    return float(np.mean(vals)), float(np.std(vals))
+    return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
 
 
 def finite_json(obj: Any) -> Any:
@@ -253,7 +255,9 @@ def finite_json(obj: Any) -> Any:
     return obj
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for result records: numpy numbers as Python numbers (NaN and
+    inf as null), anything else as its string."""
     if isinstance(obj, float | np.floating):
         return None if not math.isfinite(float(obj)) else float(obj)
     if isinstance(obj, np.integer):

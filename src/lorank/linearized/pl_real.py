@@ -52,6 +52,7 @@ from lorank.linearized.experiment import (
     check_lr_grids,
     check_positive_ints,
     finite_json,
+    mean_std,
 )
 from lorank.linearized.losses import check_loss, targets
 from lorank.linearized.train import RunSpec, TrainSettings, Trajectory, train_linearized
@@ -97,7 +98,8 @@ class LeastSquares:
     L0: float
 
 
-def _numerical_rank(evals: torch.Tensor) -> int:
+def numerical_rank(evals: torch.Tensor) -> int:
+    """Eigenvalues above n·eps·max·10 (float64 round-off of a Gram matrix's spectrum)."""
     top = float(evals.max()) if evals.numel() else 0.0
     tol = evals.numel() * torch.finfo(torch.float64).eps * max(top, 0.0) * 10
     return int((evals > tol).sum()) if top > 0 else 0
@@ -114,7 +116,7 @@ def squared_loss_inf(features: Features, mse_target: str = "onehot") -> LeastSqu
     Y = targets(features.labels, K, mse_target, torch.float64)
     res = (Y - features.f0.to(torch.float64)).reshape(N * K)
     evals, U = torch.linalg.eigh(_gram(features))
-    rank = _numerical_rank(evals)
+    rank = numerical_rank(evals)
     Up = U[:, evals.numel() - rank:] if rank else U[:, :0]
     resid = res - Up @ (Up.T @ res)
     return LeastSquares(float(resid.square().sum()) / (2 * N), rank, N * K,
@@ -131,7 +133,7 @@ def ce_separable(features: Features) -> bool:
     if not rows:
         return True
     D = require_finite(torch.stack(rows), "the margin features")
-    return _numerical_rank(torch.linalg.eigvalsh(D @ D.T)) == D.shape[0]
+    return numerical_rank(torch.linalg.eigvalsh(D @ D.T)) == D.shape[0]
 
 
 def loss_inf(features: Features, loss: str, mse_target: str = "onehot") -> tuple[float, str]:
@@ -259,7 +261,7 @@ class PLResult:
             hits = [c.steps_to_threshold for c in cs if c.steps_to_threshold is not None]
             rows.append({
                 "rank": r, "loss": self.config["loss"], "n_seeds": len(cs),
-                "final_loss": _stat(fin), "L0": _stat([c.L0 for c in cs]),
+                "final_loss": mean_std(fin), "L0": mean_std([c.L0 for c in cs]),
                 "below_threshold": sum(c.steps_to_threshold is not None for c in cs) / len(cs),
                 "threshold": thr,
                 "steps_to_threshold": (float(np.median(hits)) if hits else None),
@@ -282,11 +284,6 @@ class PLResult:
     def to_json(self) -> str:
         """Strict JSON (NaN/inf become null)."""
         return json.dumps(finite_json(self.to_dict()), indent=1)
-
-
-def _stat(values: Sequence[float]) -> tuple[float, float]:
-    vals = [v for v in values if math.isfinite(v)]
-    return (float(np.mean(vals)), float(np.std(vals))) if vals else (math.nan, math.nan)
 
 
 def _nanmin(values: Sequence[float]) -> float:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lorank.linearized.pl_real import _numerical_rank, ce_separable
+from lorank.linearized.pl_real import ce_separable, numerical_rank
 from lorank.ntk.features import Features
 
 
@@ -35,7 +35,7 @@ def margin_rank(features: Features) -> tuple[int, int]:
     if not rows:
         return 0, 0
     D = torch.stack(rows)
-    return _numerical_rank(torch.linalg.eigvalsh(D @ D.T)), D.shape[0]
+    return numerical_rank(torch.linalg.eigvalsh(D @ D.T)), D.shape[0]
 
 
 @dataclass(frozen=True)
