@@ -98,14 +98,31 @@ def _wall_time(store: Path) -> str:
         return ""
     start = min(datetime.fromisoformat(r[1]) for r in rows)
     end = max(datetime.fromisoformat(r[2]) for r in rows)
-    per: dict[str, float] = {}
+    spans: dict[str, list[tuple[datetime, datetime]]] = {}
     for method, a, b in rows:
-        dt = (datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds()
-        per[method] = per.get(method, 0.0) + dt
+        spans.setdefault(method, []).append((datetime.fromisoformat(a),
+                                             datetime.fromisoformat(b)))
+    per = {m: _covered_s(s) for m, s in spans.items()}
     spent = ", ".join(f"{m} {v / 60:.1f}" for m, v in sorted(per.items(), key=lambda x: -x[1]))
     return (f"Sweep wall time (first run started to last run finished, from the store; set-up "
-            f"and report not included): {(end - start).total_seconds() / 60:.1f} min; minutes "
-            f"per method: {spent}.")
+            f"and report not included): {(end - start).total_seconds() / 60:.1f} min; wall "
+            f"minutes during which each method's runs were in flight: {spent}.")
+
+
+def _covered_s(spans: list[tuple[datetime, datetime]]) -> float:
+    """Seconds covered by the union of the intervals (the runs of a batch share one interval:
+    summing them would count a batch once per run)."""
+    total, current = 0.0, None
+    for a, b in sorted(spans):
+        if current is None or a > current[1]:
+            if current is not None:
+                total += (current[1] - current[0]).total_seconds()
+            current = [a, b]
+        else:
+            current[1] = max(current[1], b)
+    if current is not None:
+        total += (current[1] - current[0]).total_seconds()
+    return total
 
 
 def render(out: Path, machine: str, figures: Path | None = None, *, marker: str = "RESULTS",

@@ -330,7 +330,8 @@ def test_readme_block_is_generated_from_the_report(store, tmp_path):
 
     shutil.copy(store, tmp_path / "out" / "results.sqlite")
     timed = module.render(tmp_path / "out", "test machine", figures=tmp_path / "figs")
-    assert re.search(r"Sweep wall time .*: \d+\.\d min; minutes per method: linearized", timed)
+    assert re.search(r"Sweep wall time .*: \d+\.\d min; wall minutes during which each "
+                     r"method's runs were in flight: linearized", timed)
     assert "Main job wall time" not in timed  # no reproduce.json
     assert "## Figures" not in timed and "](figures/" not in timed  # report-relative links stay out
     (tmp_path / "out" / "reproduce.json").write_text(json.dumps(
@@ -340,3 +341,22 @@ def test_readme_block_is_generated_from_the_report(store, tmp_path):
     job = module.render(tmp_path / "out", "test machine", figures=tmp_path / "figs")
     assert ("Main job wall time: `lorank reproduce` 10.0 min (sweep 9.0 min, then the report) "
             "after 2.0 min of set-up (scripts/setup.sh): 12.0 min for the first command.") in job
+
+
+def test_method_minutes_count_a_batch_once():
+    """Runs of one batch share their interval: the per-method minutes are the union of the
+    intervals, not their sum."""
+    import importlib.util
+    from datetime import datetime, timedelta
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "update_readme_results.py"
+    spec = importlib.util.spec_from_file_location("update_readme_results", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    t = datetime(2026, 1, 1)
+    batch = [(t, t + timedelta(seconds=60))] * 6
+    later = [(t + timedelta(seconds=30), t + timedelta(seconds=90)),
+             (t + timedelta(seconds=200), t + timedelta(seconds=210))]
+    assert module._covered_s(batch) == 60
+    assert module._covered_s(batch + later) == 100
