@@ -14,10 +14,11 @@ first marker if the closing one is missing) with: when, on which machine and com
 made, how the verdicts are reached (the equivalence margin of the run's report), the findings
 (one sentence per task × model × method: the TOST verdict of r = 1 vs r = 12 and vs the best
 rank, and the rank effect; the positive controls' verdicts), the sweep's wall time (from the
-store's timestamps) and the main job's (OUT/reproduce.json, .venv/lorank-setup.json), the by-rank table (with the cells that trained), the headline table, the
-K > 2 table, the positive controls' tables (all with their notes: rules and power), and the
-metric-vs-rank figure (copied to docs/figures/). Every number comes from
-``OUT/report/summary.json``, ``OUT/report/report.md`` and ``OUT/results.sqlite``.
+store's timestamps) and the main job's (OUT/reproduce.json, .venv/lorank-setup.json), the
+by-rank table (with the cells that trained), the headline table, the K > 2 table, the positive
+controls' tables (all with their notes: rules and power), and the metric-vs-rank figure (copied
+to docs/figures/). Every number comes from ``OUT/report/summary.json``,
+``OUT/report/report.md``, ``OUT/results.sqlite`` and the two timing records.
 """
 
 from __future__ import annotations
@@ -104,9 +105,13 @@ def _wall_time(store: Path) -> str:
                                              datetime.fromisoformat(b)))
     per = {m: _covered_s(s) for m, s in spans.items()}
     spent = ", ".join(f"{m} {v / 60:.1f}" for m, v in sorted(per.items(), key=lambda x: -x[1]))
+    span = (end - start).total_seconds()
+    busy = _covered_s([x for s in spans.values() for x in s])
+    gap = (f" (runs in flight during {busy / 60:.1f} min of it: the sweep was stopped and "
+           "resumed)" if span - busy > 60 else "")
     return (f"Sweep wall time (first run started to last run finished, from the store; set-up "
-            f"and report not included): {(end - start).total_seconds() / 60:.1f} min; wall "
-            f"minutes during which each method's runs were in flight: {spent}.")
+            f"and report not included): {span / 60:.1f} min{gap}; wall minutes during which "
+            f"each method's runs were in flight: {spent}.")
 
 
 def _covered_s(spans: list[tuple[datetime, datetime]]) -> float:

@@ -360,3 +360,24 @@ def test_method_minutes_count_a_batch_once():
              (t + timedelta(seconds=200), t + timedelta(seconds=210))]
     assert module._covered_s(batch) == 60
     assert module._covered_s(batch + later) == 100
+
+
+def test_a_resumed_sweep_says_so(tmp_path):
+    import importlib.util
+    import sqlite3
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "update_readme_results.py"
+    spec = importlib.util.spec_from_file_location("update_readme_results", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    store = tmp_path / "r.sqlite"
+    with sqlite3.connect(store) as db:
+        db.execute("CREATE TABLE runs (method TEXT, status TEXT, started_at TEXT, "
+                   "finished_at TEXT)")
+        db.executemany("INSERT INTO runs VALUES ('linearized', 'done', ?, ?)", [
+            ("2026-01-01T10:00:00+00:00", "2026-01-01T10:10:00+00:00"),
+            ("2026-01-01T11:00:00+00:00", "2026-01-01T11:05:00+00:00")])
+    line = module._wall_time(store)
+    assert "65.0 min (runs in flight during 15.0 min of it: the sweep was stopped" in line
+    assert "linearized 15.0" in line
