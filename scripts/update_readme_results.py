@@ -7,7 +7,7 @@ Another sweep's results go into a doc the same way (its report built with `loran
 
     python scripts/update_readme_results.py OUT --target docs/mnli-shots.md \
         --marker MNLI_SHOTS --command "`lorank sweep sweeps/mnli_shots.yaml`" \
-        --title "Results" --figure mnli_shots_vs_rank.png
+        --title "Results" --figure mnli_shots_vs_rank.png --report-path OUT/report/report.html
 
 Rewrites the block between ``<!-- RESULTS -->`` and ``<!-- /RESULTS -->`` (inserted after the
 first marker if the closing one is missing) with: when, on which machine and commit the run was
@@ -132,7 +132,8 @@ def _covered_s(spans: list[tuple[datetime, datetime]]) -> float:
 
 def render(out: Path, machine: str, figures: Path | None = None, *, marker: str = "RESULTS",
            command: str = MAIN_JOB, title: str = "Results of the main job",
-           figure: str = "accuracy_vs_rank.png", link_base: str = "docs/figures") -> str:
+           figure: str = "accuracy_vs_rank.png", link_base: str = "docs/figures",
+           report_path: str = "lorank-out/report/report.html") -> str:
     """The block for the run in ``out`` between the ``marker`` comments (the metric-vs-rank
     figure is copied into ``figures``, default docs/figures/, as ``figure``; the block links it
     as ``link_base/figure``)."""
@@ -156,7 +157,7 @@ def render(out: Path, machine: str, figures: Path | None = None, *, marker: str 
              f"Produced by {command} on "
              f"{finished:%Y-%m-%d} on {machine}, from commit {commits}; "
              f"{summary['provenance']['runs']} runs. {rules}The full report (all tables, "
-             "figures and the configuration) is `lorank-out/report/report.html`.", "",
+             f"figures and the configuration) is `{report_path}`.", "",
              *[f"- {line}" for line in summary["findings"]], ""]
     for line in (_job_time(out), _wall_time(out / "results.sqlite")):
         if line:
@@ -180,12 +181,14 @@ def main() -> None:
     parser.add_argument("--title", default="Results of the main job")
     parser.add_argument("--figure", default="accuracy_vs_rank.png",
                         help="file name of the figure copy in docs/figures/")
+    parser.add_argument("--report-path", default="lorank-out/report/report.html",
+                        help="where the run's full report is, as the text names it")
     args = parser.parse_args()
     target = args.target.resolve()
     link_base = "docs/figures" if target.parent == ROOT else "figures"
     block = render(args.out, args.machine or _machine(), marker=args.marker,
                    command=args.command, title=args.title, figure=args.figure,
-                   link_base=link_base)
+                   link_base=link_base, report_path=args.report_path)
     start, end = markers(args.marker)
     text = target.read_text()
     if start not in text:
