@@ -271,3 +271,35 @@ def test_ray_runner_matches_local(tmp_path):
         assert {r.host for r in b.query()} == {r.host for r in a.query()}
         again = runner.run(runs, b)
         assert again.skipped == 6 and again.done == 0  # nothing left: Ray is not even started
+
+
+def test_a_method_a_worker_cannot_resolve_fails_its_runs_not_the_chunk():
+    """A chunk whose method cannot be resolved in the worker stores each run as failed (the
+    error in one line) instead of aborting the sweep with runs left running."""
+    from lorank.experiments.config import RunConfig
+    from lorank.experiments.registry import RunContext
+    from lorank.experiments.runners import batches, execute_chunk
+
+    runs = [RunConfig(sweep="t", method="no_such_method", task="sst2", model="minilm", rank=r,
+                      seed=13) for r in (1, 2)]
+    assert [len(b) for b in batches(runs)] == [1, 1]
+    outcomes = []
+    execute_chunk(runs, RunContext(), outcomes.append)
+    assert [o.run_id for o in outcomes] == [r.run_id for r in runs]
+    assert all(not o.ok and "unknown method 'no_such_method'" in o.error for o in outcomes)
+
+
+def test_per_run_isolates_a_failing_run():
+    from lorank.experiments.registry import per_run
+
+    runs = sweep("test_runner_batch", ranks=(1, 2, 3), tasks=("sst2",))
+
+    def cell(run):
+        if run.rank == 2:
+            raise ValueError("rank 2 broke")
+        return {"metrics": {"r": run.rank}}
+
+    out = per_run(runs, cell)
+    assert out[runs[0].run_id] == {"metrics": {"r": 1}}
+    assert isinstance(out[runs[1].run_id], ValueError)
+    assert out[runs[2].run_id] == {"metrics": {"r": 3}}

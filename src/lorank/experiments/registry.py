@@ -159,6 +159,19 @@ class FeatureCache:
         self._items.clear()
 
 
+def per_run(runs: Sequence[RunConfig], cell: Callable[[RunConfig], Any]) -> dict[str, Any]:
+    """``{run_id: cell(run)}`` for a grouped method's per-run part, an exception in place of a
+    run's result when ``cell`` raised for it — so one failing run fails alone, not its batch.
+    KeyboardInterrupt and SystemExit propagate."""
+    out: dict[str, Any] = {}
+    for run in runs:
+        try:
+            out[run.run_id] = cell(run)
+        except Exception as exc:
+            out[run.run_id] = exc
+    return out
+
+
 def _no_progress(**info: Any) -> None:
     return None
 

@@ -199,10 +199,20 @@ def batches(configs: Sequence[RunConfig]) -> list[list[RunConfig]]:
     alone, in order."""
     out: dict[tuple[str, str], list[RunConfig]] = {}
     for config in configs:
-        slot = ((config.method, config.batch_key) if get_method(config.method).grouped
+        slot = ((config.method, config.batch_key) if _grouped(config.method)
                 else ("", config.run_id))
         out.setdefault(slot, []).append(config)
     return list(out.values())
+
+
+def _grouped(name: str) -> bool:
+    """Whether method ``name`` is grouped; False when it cannot be resolved here (e.g. a worker
+    that cannot import it): the run then goes through :func:`execute_run`, which stores the
+    error as that run's failure instead of aborting the chunk."""
+    try:
+        return get_method(name).grouped
+    except Exception:
+        return False
 
 
 def execute_chunk(configs: Sequence[RunConfig], ctx: RunContext,
@@ -210,7 +220,7 @@ def execute_chunk(configs: Sequence[RunConfig], ctx: RunContext,
     """Execute already-claimed runs (one features group, or a chunk of one) batch by batch,
     handing each outcome to ``emit`` as soon as it exists."""
     for batch in batches(configs):
-        if get_method(batch[0].method).grouped:
+        if _grouped(batch[0].method):
             for outcome in execute_batch(batch, ctx):
                 emit(outcome)
         else:

@@ -50,7 +50,7 @@ from typing import Any
 
 from lorank.errors import LorankError
 from lorank.experiments.config import RunConfig
-from lorank.experiments.registry import RunContext, register_method
+from lorank.experiments.registry import RunContext, per_run, register_method
 from lorank.linearized.experiment import SweepConfig, load_seeds, run_linearized_sweep
 from lorank.linearized.train import TrainSettings
 
@@ -103,7 +103,7 @@ def _metric(split: dict, name: str) -> float:
 
 
 @register_method("linearized", validate=_validate, grouped=True)
-def run_group(runs: Sequence[RunConfig], ctx: RunContext) -> dict[str, dict[str, Any]]:
+def run_group(runs: Sequence[RunConfig], ctx: RunContext) -> dict[str, Any]:
     """Train every rank of a batch (runs that differ only in their rank) in one vectorised
     call, then select and evaluate each (task, model, seed, rank) cell; see the module doc."""
     first = runs[0]
@@ -116,8 +116,8 @@ def run_group(runs: Sequence[RunConfig], ctx: RunContext) -> dict[str, dict[str,
     features_s = time.perf_counter() - t0
     ranks = tuple(sorted({run.rank for run in runs}))
     result = run_linearized_sweep(replace(cfg, ranks=ranks), seeds=memo["seeds"])
-    return {run.run_id: _cell(run, result, features_s if i == 0 else 0.0, computed_here=i == 0)
-            for i, run in enumerate(runs)}
+    return per_run(runs, lambda run: _cell(run, result, features_s if run is first else 0.0,
+                                           computed_here=run is first))
 
 
 def _cell(config: RunConfig, result: Any, features_s: float, computed_here: bool

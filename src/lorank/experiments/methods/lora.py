@@ -52,7 +52,7 @@ from typing import Any
 
 from lorank.errors import LorankError
 from lorank.experiments.config import RunConfig
-from lorank.experiments.registry import RunContext, register_method
+from lorank.experiments.registry import RunContext, per_run, register_method
 from lorank.linearized.experiment import movement
 
 _OPTIONS = ("scaling", "alpha", "weight_decay", "optimizer", "batch_size", "engine")
@@ -184,12 +184,13 @@ def _sequential(config: RunConfig, memo: dict[str, Any], lora: Any, train: Any,
                  "computed_here": True, "ranks_trained_together": [config.rank]}
 
 
-def _batched(runs: Sequence[RunConfig], memo: dict[str, Any], lrs: tuple[float, ...]
-             ) -> list[tuple[Any, dict[str, Any]]]:
-    """Every rank × lr of the batch in one batched call, then each run's cell."""
+def _train_batched(runs: Sequence[RunConfig], memo: dict[str, Any], lrs: tuple[float, ...]
+                   ) -> tuple[Any, Any, tuple[int, ...], float, float]:
+    """Every rank × lr of the batch in one batched call: (problems, training, ranks,
+    features_s, train_s)."""
     from dataclasses import replace
 
-    from lorank.finetune.batched import Cell, Problem, measure_cell, train_cells
+    from lorank.finetune.batched import Cell, Problem, train_cells
 
     lora, train = settings(runs[0], memo["metric"])
     ranks = tuple(sorted({run.rank for run in runs}))
@@ -202,35 +203,44 @@ def _batched(runs: Sequence[RunConfig], memo: dict[str, Any], lrs: tuple[float, 
     cells = [Cell(0, replace(lora, r=r), train, lrs=tuple(lrs), init_seed=train.seed)
              for r in ranks]
     training = train_cells(problems, cells)
-    train_s = time.perf_counter() - t0
-    out = []
-    for i, run in enumerate(runs):
-        t0 = time.perf_counter()
-        sel = measure_cell(problems, training, ranks.index(run.rank))
-        out.append((sel, {"features_s": features_s if i == 0 else 0.0, "train_s": train_s,
-                          "test_s": time.perf_counter() - t0, "computed_here": i == 0,
-                          "ranks_trained_together": list(ranks)}))
-    return out
+    return problems, training, ranks, features_s, time.perf_counter() - t0
 
 
 @register_method("lora", validate=_validate, grouped=True)
-def run_group(runs: Sequence[RunConfig], ctx: RunContext) -> dict[str, dict[str, Any]]:
+def run_group(runs: Sequence[RunConfig], ctx: RunContext) -> dict[str, Any]:
     """Train a batch of real-LoRA cells (runs that differ only in their rank: every rank × lr
-    in one batched call, or peft one at a time), then select and measure each; module doc."""
+    in one batched call, or peft one at a time), then select and measure each; a run whose
+    own part fails fails alone (module doc)."""
+    from lorank.finetune.batched import measure_cell
+
     first = runs[0]
     t0 = time.perf_counter()
     memo = _group(first, ctx)
     eta0 = kernel_step(first, ctx, memo)
-    group_s = time.perf_counter() - t0
+    shared_s = time.perf_counter() - t0
     lrs = tuple(c * eta0 for c in first.lrs) if eta0 is not None else tuple(first.lrs)
     kind = engine(first)
     if kind == "sequential":
-        cells = [_sequential(run, memo, *settings(run, memo["metric"]), lrs) for run in runs]
+        def one(run: RunConfig) -> tuple[Any, dict[str, Any]]:
+            return _sequential(run, memo, *settings(run, memo["metric"]), lrs)
     else:
-        cells = _batched(runs, memo, lrs)
-    cells[0][1]["features_s"] += group_s
-    return {run.run_id: _cell(run, memo, sel, timing, eta0, lrs, kind)
-            for run, (sel, timing) in zip(runs, cells, strict=True)}
+        problems, training, ranks, features_s, train_s = _train_batched(runs, memo, lrs)
+        shared_s += features_s
+
+        def one(run: RunConfig) -> tuple[Any, dict[str, Any]]:
+            t0 = time.perf_counter()
+            sel = measure_cell(problems, training, ranks.index(run.rank))
+            return sel, {"features_s": 0.0, "train_s": train_s,
+                         "test_s": time.perf_counter() - t0, "computed_here": run is first,
+                         "ranks_trained_together": list(ranks)}
+
+    def cell(run: RunConfig) -> dict[str, Any]:
+        sel, timing = one(run)
+        if run is first:
+            timing["features_s"] += shared_s
+        return _cell(run, memo, sel, timing, eta0, lrs, kind)
+
+    return per_run(runs, cell)
 
 
 def _cell(config: RunConfig, memo: dict[str, Any], sel: Any, timing: dict[str, Any],
