@@ -85,6 +85,11 @@ def _thaw(value: Any) -> Any:
     return value
 
 
+def sha256_of(obj: Any) -> str:
+    """sha256 hex digest of the canonical JSON of ``obj`` (run ids, batch and features keys)."""
+    return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()
+
+
 def canonical_json(obj: Any) -> str:
     """Canonical JSON: sorted keys, compact separators, UTF-8 kept, NaN/inf rejected."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
@@ -184,7 +189,7 @@ class RunConfig:
     @property
     def run_id(self) -> str:
         """sha256 hex digest of the canonical JSON of :meth:`identity`."""
-        return hashlib.sha256(canonical_json(self.identity()).encode("utf-8")).hexdigest()
+        return sha256_of(self.identity())
 
     @property
     def batch_key(self) -> str:
@@ -192,7 +197,7 @@ class RunConfig:
         which a grouped method (:func:`lorank.experiments.registry.register_method` with
         ``grouped=True``) trains in one call — every rank at once."""
         identity = {k: v for k, v in self.identity().items() if k != "rank"}
-        return hashlib.sha256(canonical_json(identity).encode("utf-8")).hexdigest()[:16]
+        return sha256_of(identity)[:16]
 
     @property
     def features_key(self) -> FeaturesKey:
@@ -235,4 +240,4 @@ class FeaturesKey:
     @property
     def digest(self) -> str:
         """sha256 of the canonical JSON of the key (first 16 hex digits): a cache folder name."""
-        return hashlib.sha256(canonical_json(self.to_dict()).encode("utf-8")).hexdigest()[:16]
+        return sha256_of(self.to_dict())[:16]

@@ -159,6 +159,11 @@ class FeatureCache:
         self._items.clear()
 
 
+def batch_ranks(runs: Sequence[RunConfig]) -> tuple[int, ...]:
+    """The distinct ranks of a grouped method's batch, ascending (trained together)."""
+    return tuple(sorted({run.rank for run in runs}))
+
+
 def per_run(runs: Sequence[RunConfig], cell: Callable[[RunConfig], Any]) -> dict[str, Any]:
     """``{run_id: cell(run)}`` for a grouped method's per-run part, an exception in place of a
     run's result when ``cell`` raised for it — so one failing run fails alone, not its batch.

@@ -46,7 +46,7 @@ import torch
 
 from lorank.errors import LorankError
 from lorank.experiments.config import RunConfig
-from lorank.experiments.registry import RunContext, register_method
+from lorank.experiments.registry import RunContext, batch_ranks, register_method
 from lorank.linearized.als import als_floor
 from lorank.linearized.experiment import DTYPES, movement
 from lorank.linearized.planted import PlantedData, PlantedSpec, planted_splits
@@ -137,11 +137,6 @@ def _sample_features(config: RunConfig, opts: dict[str, Any], ctx: RunContext) -
     return feats
 
 
-def _ranks(runs: Sequence[RunConfig]) -> tuple[int, ...]:
-    """The batch's student ranks, ascending (trained together)."""
-    return tuple(sorted({run.rank for run in runs}))
-
-
 def _lrs(train: Features, config: RunConfig) -> tuple[float | None, list[float], list[float]]:
     """(η0 or None, the c grid, the absolute learning rates) of a control's training."""
     eta0 = full_kernel_step(train, config.loss) if config.lr_unit == "eta0" else None
@@ -194,7 +189,7 @@ def run(runs: Sequence[RunConfig], ctx: RunContext) -> dict[str, dict[str, Any]]
                        opts["subspace"])
     data = planted_splits(_sample_features(config, opts, ctx), spec, opts["n_pool"],
                           opts["n_dev"])
-    students = train_students(data, _ranks(runs), config)
+    students = train_students(data, batch_ranks(runs), config)
     shared = {"w0_test_acc": data.w0_test_acc, "head_fitted": False,
               "teacher_rank": opts["teacher_rank"], "n_train": opts["n_train"],
               "flip": float(opts["flip"]), "flip_sample": data.flip_sample,
@@ -280,7 +275,7 @@ def run_capacity(runs: Sequence[RunConfig], ctx: RunContext) -> dict[str, dict[s
     config = runs[0]
     opts = capacity_options(config)
     train, test = capacity_splits(_sample_features(config, opts, ctx), opts, config.seed)
-    cells = capacity_cell(train, test, _ranks(runs), config, opts["als_iters"])
+    cells = capacity_cell(train, test, batch_ranks(runs), config, opts["als_iters"])
 
     def dim(q: int) -> int:
         return sum(manifold_dim(min(q, b.m, b.n), b.m, b.n) for b in train.blocks)

@@ -50,7 +50,7 @@ from typing import Any
 
 from lorank.errors import LorankError
 from lorank.experiments.config import RunConfig
-from lorank.experiments.registry import RunContext, per_run, register_method
+from lorank.experiments.registry import RunContext, batch_ranks, per_run, register_method
 from lorank.linearized.experiment import SweepConfig, load_seeds, run_linearized_sweep
 from lorank.linearized.train import TrainSettings
 
@@ -114,7 +114,7 @@ def run_group(runs: Sequence[RunConfig], ctx: RunContext) -> dict[str, Any]:
     if "seeds" not in memo:
         memo["seeds"] = load_seeds(cfg)
     features_s = time.perf_counter() - t0
-    ranks = tuple(sorted({run.rank for run in runs}))
+    ranks = batch_ranks(runs)
     result = run_linearized_sweep(replace(cfg, ranks=ranks), seeds=memo["seeds"])
     return per_run(runs, lambda run: _cell(run, result, features_s if run is first else 0.0,
                                            computed_here=run is first))

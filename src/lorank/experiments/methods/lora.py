@@ -52,7 +52,7 @@ from typing import Any
 
 from lorank.errors import LorankError
 from lorank.experiments.config import RunConfig
-from lorank.experiments.registry import RunContext, per_run, register_method
+from lorank.experiments.registry import RunContext, batch_ranks, per_run, register_method
 from lorank.linearized.experiment import movement
 
 _OPTIONS = ("scaling", "alpha", "weight_decay", "optimizer", "batch_size", "engine")
@@ -193,7 +193,7 @@ def _train_batched(runs: Sequence[RunConfig], memo: dict[str, Any], lrs: tuple[f
     from lorank.finetune.batched import Cell, Problem, train_cells
 
     lora, train = settings(runs[0], memo["metric"])
-    ranks = tuple(sorted({run.rank for run in runs}))
+    ranks = batch_ranks(runs)
     t0 = time.perf_counter()
     clf = memo["clf"]
     start = min(m.layer for m in clf.adapted_matrices(lora.targets, lora.layers))
