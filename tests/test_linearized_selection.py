@@ -125,3 +125,23 @@ def test_sweep_is_reproducible_and_complete(sweep_env, monkeypatch):
     assert rec["selected"]["step"] == rec["selected_step"]
     if rec["selected_step"]:
         assert rec["selected"]["spectrum"][0]["rank"] <= rec["rank"]
+
+
+def test_sweep_on_factor_only_features_matches_the_dense_sweep(sweep_env, monkeypatch,
+                                                               tmp_path):
+    """Features above the dense-J limit (MNLI at 512 shots) keep only token factors; the sweep's
+    selections, metrics, η0 and kernel baselines do not change."""
+    from lorank.ntk import features as features_mod
+
+    folder, loader, cache = sweep_env
+    dense = _run(folder, loader(False), cache, monkeypatch)
+    monkeypatch.setattr(features_mod, "DENSE_J_MAX_MB", 0.0)
+    only = _run(folder, loader(False), tmp_path, monkeypatch)  # fresh cache: recomputed
+    for a, b in zip(dense.records, only.records, strict=True):
+        assert a.selected_step == b.selected_step
+        assert (a.selected_lr, a.eta0) == pytest.approx((b.selected_lr, b.eta0), rel=1e-9)
+        assert a.kernel["lam"] == b.kernel["lam"]
+        for part in ("selected", "kernel", "w0"):
+            got, want = getattr(b, part), getattr(a, part)
+            for split in ("train", "dev", "test"):
+                assert got[split] == pytest.approx(want[split])

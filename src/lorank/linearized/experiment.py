@@ -520,8 +520,8 @@ def _split_metrics(seeds: list[_Seed], cols: dict, names: list[str]) -> dict:
                 list(names), f.f0[:, :, None], f.labels)[0]
             if not keys:
                 continue
-            D = torch.stack([cols[k] for k in keys], dim=1).to(f.J.dtype)
-            vals = metrics_dict(list(names), f.f0[:, :, None] + f.J @ D, f.labels)
+            D = torch.stack([cols[k] for k in keys], dim=1).to(f.f0.dtype)
+            vals = metrics_dict(list(names), f.f0[:, :, None] + f.apply(D), f.labels)
             for k, v in zip(keys, vals, strict=True):
                 out.setdefault(k, {})[split_name] = v
     return out

@@ -51,16 +51,14 @@ class KernelFit:
 
 
 def _basis(features: Features, rcond: float = 1e-10) -> tuple[Tensor, Tensor, float]:
-    """(Z (NK, q), V (P, q), mean diag Θ) with J = Z Vᵀ, Z = U S^{1/2}, in float64."""
-    Phi = require_finite(features.flat().to(torch.float64), "the NTK features")
-    theta = Phi @ Phi.T
+    """(Z (NK, q), W (NK, q), mean diag Θ) in float64, with Θ = U S Uᵀ, Z = U S^{1/2} and
+    W = U S^{-1/2}: ΔW = V u = Jᵀ W u (one pass of Jᵀ, never the (P, q) matrix V)."""
+    theta = require_finite(features.gram(), "the NTK features")
     evals, U = torch.linalg.eigh(theta)
     keep = evals > rcond * evals.max().clamp_min(1e-300)
     evals, U = evals[keep], U[:, keep]
     root = evals.sqrt()
-    Z = U * root
-    V = (Phi.T @ U) / root
-    return Z, V, float(theta.diagonal().mean())
+    return U * root, U / root, float(theta.diagonal().mean())
 
 
 def _objective(f0: Tensor, Z: Tensor, u: Tensor, labels: Tensor, lam: float, loss: str,
@@ -117,7 +115,7 @@ def kernel_regression(features: Features, lam: float = 0.0, loss: str = "mse",
         raise LorankError(f"kernel regularisation must be >= 0, got {lam!r}")
     if loss == "ce" and lam == 0:
         raise LorankError("kernel logistic regression needs a regularisation lam > 0")
-    Z, V, diag = basis if basis is not None else _basis(features, rcond)
+    Z, W, diag = basis if basis is not None else _basis(features, rcond)
     N, K = features.N, features.K
     lam_abs = lam * diag / N
     f0 = features.f0.to(torch.float64)
@@ -133,7 +131,7 @@ def kernel_regression(features: Features, lam: float = 0.0, loss: str = "mse",
     else:
         u, iters = _newton_ce(f0, Z, labels, lam_abs)
     value, _, _ = _objective(f0, Z, u, labels, 0.0, loss, mse_target)
-    delta = (V @ u).to(features.J.dtype)
+    delta = features.apply_T((W @ u).reshape(N, K)).to(features.f0.dtype)
     return KernelFit(delta, float(lam), float(lam_abs), loss, value, iters)
 
 
@@ -148,7 +146,7 @@ def select_kernel(train: Features, dev: Features, lams: Sequence[float] = KERNEL
         if loss == "ce" and lam == 0:
             continue
         fit = kernel_regression(train, lam, loss, mse_target, basis=basis)
-        out = dev.f0 + dev.J @ fit.delta
+        out = dev.f0 + dev.apply(fit.delta)
         fits[lam] = fit
         curves[lam] = ([0], [float(metric(metric_name, out[:, :, None], dev.labels)[0])])
     if not fits:

@@ -66,11 +66,17 @@ def full_kernel_step(features: Features, loss: str = "ce", weight_decay: float =
     """η0 = 1/λ_max(ΦᵀHΦ/N + λI) of full linearized fine-tuning in ΔW at W0 (module doc).
 
     Uses the NK × NK matrix S = H^{1/2}ΦΦᵀH^{1/2}/N, whose non-zero eigenvalues are those of
-    ΦᵀHΦ/N. Shapes: J (N, K, P). Raises LorankError for zero or non-finite features.
+    ΦᵀHΦ/N; when only per-token factors are held, S is formed from the Gram Θ = ΦΦᵀ
+    (:meth:`Features.gram`, shared with the kernel baselines). Shapes: J (N, K, P). Raises
+    LorankError for zero or non-finite features.
     """
     _, H = logit_curvature(features.f0, features.labels, loss)
     N, K = features.N, features.K
     root = _psd_sqrt(H)  # (N, K, K)
+    if features.stored_J is None:
+        theta = features.gram().reshape(N, K, N, K)
+        S = torch.einsum("ikl,iljm,jnm->ikjn", root, theta, root).reshape(N * K, N * K)
+        return _inverse(float(torch.linalg.eigvalsh(S)[-1]) / N + weight_decay)
     if N * K > DENSE_MAX:
         return _inverse(_top_eig_lanczos(features.J, root) / N + weight_decay)
     phi = features.J.to(torch.float64)  # (N, K, P)

@@ -372,7 +372,7 @@ def train_linearized(
     """
     _check_groups(train, dev, runs)
     blocks = list(train[0].blocks)
-    dtype, device = train[0].J.dtype, train[0].J.device
+    dtype, device = train[0].f0.dtype, train[0].f0.device
     T, C = settings.steps, len(runs)
     trajs = [Trajectory(r.rank, r.seed, r.lr, r.group, scale(settings.scaling, settings.alpha,
                                                                r.rank)) for r in runs]
@@ -405,6 +405,8 @@ def _choose_engine(train: Sequence[Features], runs: Sequence[RunSpec],
         return settings.engine == "factored"
     if not have:
         return False
+    if any(f.stored_J is None for f in train):  # J too big to hold: only factors are
+        return True
     ranks: dict[int, list[int]] = {}
     for run in runs:
         ranks.setdefault(run.group, []).append(run.rank)
@@ -433,7 +435,7 @@ class _State:
 
     def __init__(self, runs: Sequence[RunSpec], buckets: list[_Bucket], ref: Features,
                  factored: bool = False, contrast: bool = False) -> None:
-        device = ref.J.device
+        device = ref.f0.device
         self.buckets = buckets
         self.factored = factored
         self.order = [c for b in buckets for c in b.idx]
@@ -445,8 +447,8 @@ class _State:
         self.offsets = ref.offsets()
         self._shape = (C, ref.P)
         self._D: Tensor | None = None
-        self.M = None if factored else torch.empty(C, ref.P, dtype=ref.J.dtype, device=device)
-        self.layouts = {g: GroupLayout([b for b in buckets if b.group == g], lo, ref.J.dtype,
+        self.M = None if factored else torch.empty(C, ref.P, dtype=ref.f0.dtype, device=device)
+        self.layouts = {g: GroupLayout([b for b in buckets if b.group == g], lo, ref.f0.dtype,
                                        device) for g, (lo, _) in self.ranges.items()
                         } if factored else {}
         self.saved: dict[int, list[tuple[Tensor, Tensor]]] = {}

@@ -3,7 +3,8 @@
 A feature file ``<cache root>/features/<hash[:2]>/<hash>.safetensors`` holds the tensors ``J``
 (N, K, P), ``f0`` (N, K) and ``labels`` (N,) — or, when the OUTER Jacobian method produced them,
 the per-token factors ``ex.i``, ``X.i``, ``Delta.i`` of block i *instead of* J (J is rebuilt
-from them on load, G_i = Σ_t δ_t x_tᵀ: an order of magnitude smaller files, e.g. 38.5 MB of
+from them on load, G_i = Σ_t δ_t x_tᵀ, unless it exceeds
+:func:`~lorank.ntk.features.holds_dense`: an order of magnitude smaller files, e.g. 38.5 MB of
 factors against 432 MB of J for MiniLM all-layer q,v on 32 SST-2 prompts). Its safetensors
 metadata holds the JSON of the cache key, the provenance (:attr:`Features.meta`), the blocks, and
 a manifest {tensor: shape, dtype, sha256 of the bytes}. Files are written to a temporary name in
@@ -28,12 +29,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from lorank.errors import LorankError
 from lorank.models.lower_cache import tensor_bytes
-from lorank.ntk.features import FEATURE_CODE_VERSION, Block, Features
+from lorank.ntk.features import FEATURE_CODE_VERSION, Block, Features, holds_dense
 from lorank.ntk.jacobian import TokenFactors
 
 log = logging.getLogger(__name__)
@@ -182,9 +182,11 @@ def load_features(path: str | Path, key: Mapping[str, Any] | None = None) -> Fea
         if "J" not in tensors:
             factors = {b.name: TokenFactors(tensors[f"ex.{i}"], tensors[f"X.{i}"],
                                             tensors[f"Delta.{i}"]) for i, b in enumerate(blocks)}
-            N = int(tensors["f0"].shape[0])
-            tensors["J"] = torch.cat([factors[b.name].dense(N).flatten(2) for b in blocks], -1)
-        return Features(tensors["J"], tensors["f0"], tensors["labels"], blocks, meta, factors)
+        features = Features(tensors.get("J"), tensors["f0"], tensors["labels"], blocks, meta,
+                            factors)
+        if holds_dense(features.N, features.K, features.P, features.f0.element_size()):
+            features.J  # noqa: B018 — small enough: rebuilt from the factors, as computed
+        return features
     except (LorankError, KeyError, IndexError, RuntimeError) as exc:
         raise CorruptCacheError(f"feature cache file {path} is inconsistent ({exc})") from None
 

@@ -93,11 +93,9 @@ class TokenFactors:
     def T(self) -> int:
         return int(self.X.shape[0])
 
-    def dense(self, N: int) -> Tensor:
-        """G of every example: (N, K, m, n) (Σ over each example's tokens of δ ⊗ x).
-
-        Tokens are scattered into per-example padded slots (zeros contribute nothing), so the
-        sum is one batched matmul per example — never a (T, K, m, n) intermediate."""
+    def padded(self, N: int) -> tuple[Tensor, Tensor]:
+        """Tokens scattered into per-example padded slots: X (N, w, n) and Δ (K, N, w, m), w the
+        most tokens of one example (zeros in the unused slots contribute nothing)."""
         K, T, m = self.Delta.shape
         n = self.X.shape[1]
         order = torch.argsort(self.ex, stable=True)
@@ -109,6 +107,12 @@ class TokenFactors:
         Xp[ex, pos] = self.X[order]
         Dp = self.Delta.new_zeros(K, N, width, m)
         Dp[:, ex, pos] = self.Delta[:, order]
+        return Xp, Dp
+
+    def dense(self, N: int) -> Tensor:
+        """G of every example: (N, K, m, n) (Σ over each example's tokens of δ ⊗ x), one
+        batched matmul over the :meth:`padded` slots — never a (T, K, m, n) intermediate."""
+        Xp, Dp = self.padded(N)
         return torch.einsum("kitm,itn->ikmn", Dp, Xp)
 
     def to(self, dtype: torch.dtype | None = None,

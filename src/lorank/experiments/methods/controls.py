@@ -145,7 +145,7 @@ def _lrs(train: Features, config: RunConfig) -> tuple[float | None, list[float],
 
 
 def _accuracy(f: Features, delta: torch.Tensor) -> float:
-    return float(((f.f0 + f.J @ delta.to(f.J.dtype)).argmax(1) == f.labels).double().mean())
+    return float(((f.f0 + f.apply(delta.to(f.f0.dtype))).argmax(1) == f.labels).double().mean())
 
 
 def train_students(data: PlantedData, ranks: tuple[int, ...], config: RunConfig
