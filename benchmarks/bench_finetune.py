@@ -28,13 +28,13 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 def _setup(model: str, layers: str, cache: bool):
     from lorank.data import load_task
     from lorank.finetune.adapter import attach_lora
-    from lorank.finetune.config import LoraSettings
     from lorank.finetune.run import prepare_data
     from lorank.models import build_classifier, load_encoder
+    from lorank.models.lora_shape import AdapterConfig
 
     data = load_task("sst2", k=16, seed=42)
     clf = build_classifier(load_encoder(model), data.task, "verbalizer")
-    adapter = attach_lora(clf, LoraSettings(r=1, layers=layers), seed=42)
+    adapter = attach_lora(clf, AdapterConfig(ranks=(1,), layers=layers), seed=42)
     t0 = time.perf_counter()
     prep = prepare_data(clf, data, adapter.start if cache else None)
     return adapter, prep, time.perf_counter() - t0

@@ -133,9 +133,9 @@ def token_counts(probs: dict) -> dict:
 
 
 def lora_settings(r: int, layers: str):
-    from lorank.finetune.config import LoraSettings
+    from lorank.models.lora_shape import AdapterConfig
 
-    return LoraSettings(r=r, alpha=1.0, scaling="none", targets=("query", "value"),
+    return AdapterConfig(ranks=(r,), alpha=1.0, scaling="none", targets=("query", "value"),
                         layers=layers, init="fan_in")
 
 

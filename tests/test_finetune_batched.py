@@ -35,7 +35,7 @@ from lorank.finetune.batched import (
     train_batched,
 )
 from lorank.finetune.buckets import cut_rows, padded_tokens, plan_buckets, row_lengths
-from lorank.finetune.config import LoraSettings, TrainSettings
+from lorank.finetune.config import TrainSettings
 from lorank.finetune.inputs import predict, prepare_split
 from lorank.finetune.run import finetune, prepare_data
 from lorank.finetune.stacked import (
@@ -46,6 +46,7 @@ from lorank.finetune.stacked import (
 )
 from lorank.finetune.train import fit
 from lorank.models import build_classifier, load_encoder
+from lorank.models.lora_shape import AdapterConfig
 from lorank.models.tiny import build_tiny_model, tiny_config, tiny_tokenizer
 
 torch.set_num_threads(1)
@@ -130,7 +131,7 @@ def configurations(arch: str, layers: str = "all", steps: int = 7) -> list[Confi
     kw = dict(TRAIN[arch])
     out = []
     for seed, r, lr in itertools.product((1, 2), (1, 3), LRS[kw["optimizer"]]):
-        lora = LoraSettings(r=r, layers=layers, init="fan_in", scaling="lora", alpha=2.0)
+        lora = AdapterConfig(ranks=(r,), layers=layers, init="fan_in", scaling="lora", alpha=2.0)
         train = TrainSettings(lr=lr, steps=steps, eval_every=3, seed=seed + 4, **kw)
         out.append(Configuration(seed, lora, train, init_seed=seed + 10))
     return out
@@ -212,7 +213,7 @@ def test_full_forward_and_cached_prefix_agree(tiny_paths):
 def test_other_heads_equal_to_peft(tiny_paths, head, task):
     problems = problems_for(tiny_paths["roberta"], torch.float64, layers="last", head=head,
                             task=task)
-    configs = [Configuration(seed, LoraSettings(r=r, layers="last"),
+    configs = [Configuration(seed, AdapterConfig(ranks=(r,), layers="last"),
                              TrainSettings(lr=0.05, steps=4, eval_every=2, seed=seed))
                for seed in (1, 2) for r in (1, 2)]
     fit_all = train_batched(problems, configs)
@@ -222,7 +223,7 @@ def test_other_heads_equal_to_peft(tiny_paths, head, task):
 
 def test_divergence_is_isolated(tiny_paths):
     problems = problems_for(tiny_paths["bert"], torch.float32)
-    lora = LoraSettings(r=2)
+    lora = AdapterConfig(ranks=(2,))
     configs = [Configuration(1, lora, TrainSettings(lr=lr, steps=20, eval_every=1,
                                                     optimizer="sgd"))
                for lr in (0.5, 1e30, 1.0)]
@@ -358,7 +359,7 @@ def test_buckets_leave_logits_unchanged(tiny_paths, head, task, cache):
     kw = {"train": d.train, "dev": d.dev} if head in ("pair", "probe") else {}
     clf = build_classifier(enc, get_task(task), head, **kw)
     split = prepare_split(clf, d.train, 1 if cache else None, 32)
-    lora = LoraSettings(r=2, layers="last")
+    lora = AdapterConfig(ranks=(2,), layers="last")
     adapter = attach_lora(clf, lora, seed=0)
     with torch.no_grad():
         for p in adapter.parameters().values():
@@ -378,7 +379,7 @@ def test_finetune_batched_equals_finetune(tiny_paths):
     problems = problems_for(tiny_paths["bert"], torch.float64, layers="last")
     data = {seed: Data(seed) for seed in (1, 2)}
     train = TrainSettings(steps=6, eval_every=2, optimizer="gd")
-    cells = [Cell(seed, LoraSettings(r=r, layers="last", init="fan_in", scaling="none"),
+    cells = [Cell(seed, AdapterConfig(ranks=(r,), layers="last", init="fan_in", scaling="none"),
                   train, lrs=(2.0, 0.5), init_seed=seed) for seed in (1, 2) for r in (1, 2)]
     selections = finetune_batched(problems, cells)
     for cell, sel in zip(cells, selections, strict=True):
@@ -405,7 +406,8 @@ def test_trained_adapters_export_in_peft_format(tiny_paths, tmp_path):
     path = tiny_paths["roberta"]
     problems = problems_for(path, torch.float32, layers="last")
     clf = problems[1].clf
-    configs = [Configuration(1, LoraSettings(r=r, layers="last", scaling="rslora", alpha=3.0),
+    configs = [Configuration(1, AdapterConfig(ranks=(r,), layers="last", scaling="rslora",
+                                              alpha=3.0),
                              TrainSettings(lr=0.05, steps=5, eval_every=5)) for r in (1, 3)]
     fit_all = train_batched(problems, configs)
     x = clf.encode(Data(1).test)
@@ -433,24 +435,24 @@ def bert_problems(tiny_paths) -> dict:
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(lora=LoraSettings(r=1, layers="all")), "must share lora.layers"),
+    (dict(lora=AdapterConfig(ranks=(1,), layers="all")), "must share lora.layers"),
     (dict(train=TrainSettings(steps=3, optimizer="sgd")), "must share train.optimizer"),
     (dict(train=TrainSettings(steps=3, loss="mse")), "must share train.loss"),
     (dict(problem=7), "unknown problem 7"),
 ])
 def test_configurations_that_cannot_share_a_program(bert_problems, change, message):
-    base = Configuration(1, LoraSettings(r=1, layers="last"), TrainSettings(steps=3))
+    base = Configuration(1, AdapterConfig(ranks=(1,), layers="last"), TrainSettings(steps=3))
     other = Configuration(**{**vars(base), **change})
     with pytest.raises(LorankError, match=message):
         train_batched(bert_problems, [base, other])
 
 
 def test_bad_batched_inputs(bert_problems, tiny_paths):
-    lora = LoraSettings(r=1, layers="last")
+    lora = AdapterConfig(ranks=(1,), layers="last")
     with pytest.raises(LorankError, match="no configurations to train"):
         train_batched(bert_problems, [])
     with pytest.raises(LorankError, match="without dropout"):
-        train_batched(bert_problems, [Configuration(1, LoraSettings(r=1, layers="last",
+        train_batched(bert_problems, [Configuration(1, AdapterConfig(ranks=(1,), layers="last",
                                                                     dropout=0.1),
                                                     TrainSettings(steps=2))])
     with pytest.raises(LorankError, match="keeps the head frozen"):
@@ -461,11 +463,11 @@ def test_bad_batched_inputs(bert_problems, tiny_paths):
         train_batched({1: bert_problems[1], 2: other[2]},
                       [Configuration(k, lora, TrainSettings(steps=2)) for k in (1, 2)])
     with pytest.raises(LorankError, match="rank r=40 exceeds"):
-        train_batched(bert_problems, [Configuration(1, LoraSettings(r=40, layers="last"),
+        train_batched(bert_problems, [Configuration(1, AdapterConfig(ranks=(40,), layers="last"),
                                                     TrainSettings(steps=2))])
     above = Problem(bert_problems[1].clf, prepare_data(bert_problems[1].clf, Data(1), 1))
     with pytest.raises(LorankError, match=r"caches layers \[0, 1\) but LoRA adapts layer 0"):
-        train_batched({1: above}, [Configuration(1, LoraSettings(r=1, layers="all"),
+        train_batched({1: above}, [Configuration(1, AdapterConfig(ranks=(1,), layers="all"),
                                                  TrainSettings(steps=2))])
     adapter = attach_lora(bert_problems[1].clf, lora)
     try:
@@ -496,7 +498,7 @@ def test_minilm_equal_to_peft(data_dir, dtype, tol):
         data = load_task("sst2", k=16, seed=seed, data_dir=str(data_dir), test_max=40)
         clf = build_classifier(enc, data.task, "verbalizer")
         problems[seed] = Problem(clf, prepare_data(clf, data, 5, 64))
-    configs = [Configuration(seed, LoraSettings(r=r, layers="last", init="fan_in",
+    configs = [Configuration(seed, AdapterConfig(ranks=(r,), layers="last", init="fan_in",
                                                 scaling="none"),
                              TrainSettings(lr=lr, steps=4, eval_every=2, optimizer="gd",
                                            seed=seed))

@@ -9,6 +9,7 @@ import pytest
 import lorank.cli.train as train_cli
 from lorank.cli.main import main
 from lorank.cli.train_lora import RUNNERS as LORA_RUNNERS
+from lorank.models.lora_shape import AdapterConfig
 
 
 @pytest.fixture()
@@ -91,7 +92,8 @@ def test_both_render(tiny, data_dir, capsys):
     from lorank.linearized.experiment import SweepConfig
     from lorank.linearized.train import TrainSettings
 
-    sweep = SweepConfig(task="sst2", model=tiny, ranks=(1,), seeds=(13,), lrs=(0.05,),
+    sweep = SweepConfig(task="sst2", model=tiny, adapter=AdapterConfig(ranks=(1,)),
+                        seeds=(13,), lrs=(0.05,),
                         train=TrainSettings(steps=2, eval_every=1), test_max=16, max_length=64,
                         memory_budget_mb=256.0, data_dir=str(data_dir), use_cache=False)
     run_both(TrainJob(sweep, progress=False)).render("side by side")

@@ -15,13 +15,14 @@ from hypothesis import strategies as st
 from lorank.data import Split, get_task
 from lorank.errors import LorankError
 from lorank.finetune.adapter import attach_lora, load_adapter, peft_targets
-from lorank.finetune.config import LoraSettings, TrainSettings
+from lorank.finetune.config import TrainSettings
 from lorank.finetune.inputs import predict, prepare_split
 from lorank.finetune.metrics import delta_stats
 from lorank.finetune.run import finetune, prepare_data
 from lorank.finetune.train import fit
 from lorank.models import build_classifier, load_encoder
 from lorank.models.arch import ARCHITECTURES
+from lorank.models.lora_shape import AdapterConfig
 from lorank.models.tiny import build_tiny_model
 
 torch.set_num_threads(1)
@@ -75,7 +76,7 @@ def test_b_zero_reproduces_base_and_merge_is_exact(arch, tmp_path):
     x = clf.encode(make_split("t", 6, 3))
     with torch.no_grad():
         base = clf(x)
-    adapter = attach_lora(clf, LoraSettings(r=2), seed=1)
+    adapter = attach_lora(clf, AdapterConfig(ranks=(2,), layers="all"), seed=1)
     assert len(adapter.matrices) == 2 * clf.num_layers
     with torch.no_grad():
         assert torch.equal(clf(x), base)  # B = 0: ΔW = 0 exactly
@@ -95,7 +96,7 @@ def test_b_zero_reproduces_base_and_merge_is_exact(arch, tmp_path):
 
 def test_delta_weight_is_s_times_BA(tiny_path):
     clf = classifier(tiny_path)
-    lora = LoraSettings(r=3, alpha=6.0, scaling="rslora", layers="last", targets=("query",))
+    lora = AdapterConfig(ranks=(3,), alpha=6.0, scaling="rslora", layers="last", targets=("query",))
     adapter = attach_lora(clf, lora, seed=0)
     (mat,) = adapter.matrices
     mod = adapter.module(mat)
@@ -109,7 +110,7 @@ def test_delta_weight_is_s_times_BA(tiny_path):
 
 def test_lora_params_only_are_trainable(tiny_path):
     clf = classifier(tiny_path)
-    adapter = attach_lora(clf, LoraSettings(r=1, layers="last"))
+    adapter = attach_lora(clf, AdapterConfig(ranks=(1,), layers="last"))
     trainable = {n for n, p in clf.named_parameters() if p.requires_grad}
     assert trainable == set(adapter.parameters())
     assert len(trainable) == 4
@@ -117,7 +118,8 @@ def test_lora_params_only_are_trainable(tiny_path):
 
 def test_gaussian_init_statistics(tiny_path):
     clf = classifier(tiny_path)
-    adapter = attach_lora(clf, LoraSettings(r=4), seed=0)
+    adapter = attach_lora(clf, AdapterConfig(ranks=(4,), init="gaussian", layers="all"),
+                          seed=0)
     params = {n: p.detach() for n, p in adapter.parameters().items()}
     A = torch.cat([p.flatten() for n, p in params.items() if ".lora_A." in n])
     B = torch.cat([p.flatten() for n, p in params.items() if ".lora_B." in n])
@@ -143,14 +145,14 @@ def test_peft_targets_readable_and_exact():
 
 def test_ambiguous_target_adapts_exactly_the_selected_matrices(tiny_path):
     clf = classifier(tiny_path)
-    adapter = attach_lora(clf, LoraSettings(r=1, targets=("output.dense",), layers="last"))
+    adapter = attach_lora(clf, AdapterConfig(ranks=(1,), targets=("output.dense",), layers="last"))
     assert [m.path for m in adapter.matrices] == ["encoder.layer.1.output.dense"]
     assert adapter.matrices[0].shape == (32, 37)
 
 
 def test_mpnet_query_alias(tmp_path):
     clf = classifier(build_tiny_model("mpnet", tmp_path / "mp"))
-    adapter = attach_lora(clf, LoraSettings(r=1, targets=("query", "value"), layers="last"))
+    adapter = attach_lora(clf, AdapterConfig(ranks=(1,), targets=("query", "value"), layers="last"))
     assert [m.path for m in adapter.matrices] == ["encoder.layer.1.attention.attn.q",
                                                   "encoder.layer.1.attention.attn.v"]
 
@@ -159,10 +161,13 @@ def test_mpnet_query_alias(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"r": 0}, "r (LoRA rank) must be a positive integer"),
-    ({"r": -2}, "r (LoRA rank) must be a positive integer"),
-    ({"r": 1.5}, "r (LoRA rank) must be a positive integer"),
-    ({"alpha": 0.0}, "alpha must be > 0"),
+    ({"ranks": (0,)}, "ranks must be positive integers"),
+    ({"ranks": (-2,)}, "ranks must be positive integers"),
+    ({"ranks": (1.5,)}, "ranks must be positive integers"),
+    ({"ranks": ()}, "ranks must be positive integers"),
+    ({"ranks": (2, 2)}, "ranks must be distinct"),
+    ({"alpha": 0.0}, "alpha must be a positive number"),
+    ({"init": "orthogonal"}, "init must be one of fan_in, gaussian, kaiming"),
     ({"dropout": 1.0}, "dropout must be in [0, 1)"),
     ({"scaling": "dora"}, "unknown scaling 'dora'; choose from: lora, rslora, none"),
     ({"layers": "first"}, "layers must be 'all', 'last'"),
@@ -170,7 +175,7 @@ def test_mpnet_query_alias(tmp_path):
 def test_bad_lora_settings(kwargs, message):
     with pytest.raises(LorankError, match=message.replace("(", r"\(").replace(")", r"\)")
                        .replace("[", r"\[")):
-        LoraSettings(**kwargs)
+        AdapterConfig(**kwargs)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -194,19 +199,19 @@ def test_bad_train_settings(kwargs, message):
 def test_rank_above_min_m_n_and_unknown_target(tiny_path):
     clf = classifier(tiny_path)
     with pytest.raises(LorankError, match=r"rank r=33 exceeds min\(m, n\)=32"):
-        attach_lora(clf, LoraSettings(r=33))
+        attach_lora(clf, AdapterConfig(ranks=(33,)))
     with pytest.raises(LorankError, match="unknown target module 'foo' for bert"):
-        attach_lora(clf, LoraSettings(r=1, targets=("foo",)))
+        attach_lora(clf, AdapterConfig(ranks=(1,), targets=("foo",)))
     with pytest.raises(LorankError, match="layer index 7 out of range"):
-        attach_lora(clf, LoraSettings(r=1, layers=(7,)))
-    attach_lora(clf, LoraSettings(r=32, layers="last"))  # r = min(m, n) is allowed
+        attach_lora(clf, AdapterConfig(ranks=(1,), layers=(7,)))
+    attach_lora(clf, AdapterConfig(ranks=(32,), layers="last"))  # r = min(m, n) is allowed
     with pytest.raises(LorankError, match="already holds a LoRA adapter"):
-        attach_lora(clf, LoraSettings(r=1))
+        attach_lora(clf, AdapterConfig(ranks=(1,)))
 
 
 def test_train_head_without_head_parameters(tiny_path, data):
     clf = classifier(tiny_path)
-    adapter = attach_lora(clf, LoraSettings(r=1, layers="last"))
+    adapter = attach_lora(clf, AdapterConfig(ranks=(1,), layers="last"))
     prep = prepare_data(clf, data, adapter.start)
     with pytest.raises(LorankError, match="verbalizer head has no trainable parameters"):
         fit(adapter, prep.train, prep.dev, TrainSettings(steps=2, train_head=True))
@@ -219,7 +224,7 @@ def test_train_head_without_head_parameters(tiny_path, data):
 @given(r=st.integers(1, 64), alpha=st.one_of(st.none(), st.floats(0.01, 100)),
        scaling=st.sampled_from(["lora", "rslora", "none"]))
 def test_scaling_property(r, alpha, scaling):
-    lora = LoraSettings(r=r, alpha=alpha, scaling=scaling)
+    lora = AdapterConfig(ranks=(r,), alpha=alpha, scaling=scaling)
     root = math.sqrt(r) if scaling == "rslora" else r
     expected = 1.0 if alpha is None or scaling == "none" else alpha / root
     assert lora.s == pytest.approx(expected)
@@ -228,7 +233,7 @@ def test_scaling_property(r, alpha, scaling):
 
 def test_fan_in_init_and_scaling_none(tiny_path):
     clf = classifier(tiny_path)
-    adapter = attach_lora(clf, LoraSettings(r=8, init="fan_in", scaling="none", alpha=5.0),
+    adapter = attach_lora(clf, AdapterConfig(ranks=(8,), init="fan_in", scaling="none", alpha=5.0),
                           seed=0)
     mod = adapter.module(adapter.matrices[0])
     assert mod.scaling["default"] == 1.0
@@ -250,7 +255,7 @@ def test_cached_prefix_training_equals_full_forward(tiny_path, data, batch_size,
     runs = []
     for cache in (True, False):
         clf = classifier(tiny_path)
-        lora = LoraSettings(r=2, layers="last", dropout=dropout)
+        lora = AdapterConfig(ranks=(2,), layers="last", dropout=dropout)
         adapter = attach_lora(clf, lora, seed=3)
         start = adapter.start if cache else None
         train = prepare_split(clf, data.train, start)
@@ -273,7 +278,7 @@ def test_training_is_deterministic(tiny_path, data):
     curves = []
     for _ in range(2):
         clf = classifier(tiny_path)
-        adapter = attach_lora(clf, LoraSettings(r=1, dropout=0.2), seed=5)
+        adapter = attach_lora(clf, AdapterConfig(ranks=(1,), dropout=0.2), seed=5)
         prep = prepare_data(clf, data, adapter.start)
         curves.append(fit(adapter, prep.train, prep.dev,
                           TrainSettings(lr=1e-2, steps=6, batch_size=4, seed=9)).losses)
@@ -293,7 +298,7 @@ def test_real_and_linearized_agree_to_first_order(tiny_path, data):
     from lorank.finetune.gap import linearization_gap
 
     clf = classifier(tiny_path, dtype=torch.float64)
-    adapter = attach_lora(clf, LoraSettings(r=2, alpha=3.0, layers="all"), seed=0)
+    adapter = attach_lora(clf, AdapterConfig(ranks=(2,), alpha=3.0, layers="all"), seed=0)
     prep = prepare_data(clf, data, adapter.start)
     fit(adapter, prep.train, prep.dev, TrainSettings(lr=1e-2, steps=5, optimizer="sgd",
                                                      keep="last"))
@@ -319,7 +324,7 @@ def test_real_and_linearized_agree_to_first_order(tiny_path, data):
 
 def test_nan_loss_is_recorded_as_diverged(tiny_path, data):
     clf = classifier(tiny_path)
-    sel = finetune(clf, data, LoraSettings(r=1), TrainSettings(
+    sel = finetune(clf, data, AdapterConfig(ranks=(1,)), TrainSettings(
         lr=1e30, steps=20, optimizer="sgd", eval_every=1), gap=False)
     rec = sel.record
     assert rec.status == "diverged" and rec.diverged_step is not None
@@ -332,7 +337,7 @@ def test_nan_loss_is_recorded_as_diverged(tiny_path, data):
 
 def test_finetune_grid_selects_on_dev_and_measures(tiny_path, data):
     clf = classifier(tiny_path)
-    lora = LoraSettings(r=2, layers="last")
+    lora = AdapterConfig(ranks=(2,), layers="last")
     sel = finetune(clf, data, lora, TrainSettings(steps=15, eval_every=5),
                    lrs=[3e-2, 1e-3], batch_sizes=[None, 8])
     assert [r.lr for r in sel.runs] == [1e-3, 1e-3, 3e-2, 3e-2]
@@ -361,7 +366,7 @@ def test_other_heads_train(tiny_path, head, task):
     x = clf.encode(d.test)
     with torch.no_grad():
         base = clf(x)
-    sel = finetune(clf, d, LoraSettings(r=1, layers="last"),
+    sel = finetune(clf, d, AdapterConfig(ranks=(1,), layers="last"),
                    TrainSettings(lr=1e-2, steps=4, eval_every=2))
     assert sel.record.steps == 4
     with torch.no_grad():
@@ -391,7 +396,8 @@ def test_adapter_export_round_trip(tiny_path, data, tmp_path):
     from transformers import AutoModel
 
     clf = classifier(tiny_path)
-    adapter = attach_lora(clf, LoraSettings(r=2, layers="last", scaling="rslora", alpha=4.0))
+    adapter = attach_lora(clf, AdapterConfig(ranks=(2,), layers="last", scaling="rslora",
+                                             alpha=4.0))
     prep = prepare_data(clf, data, adapter.start)
     fit(adapter, prep.train, prep.dev, TrainSettings(lr=5e-2, steps=5))
     x = clf.encode(data.test)

@@ -121,7 +121,7 @@ def test_features_subset_keeps_factors_consistent():
     X = torch.randn(8, 4, generator=g, dtype=torch.float64)
     D = torch.randn(2, 8, 3, generator=g, dtype=torch.float64)
     fac = TokenFactors(ex, X, D)
-    f.J = fac.dense(5).flatten(2)
+    f.stored_J = fac.dense(5).flatten(2)
     f.factors = {"q": fac}
     sub = f.subset([4, 2], labels=torch.tensor([1, 0]))
     torch.testing.assert_close(sub.factors["q"].dense(2).flatten(2), sub.J)

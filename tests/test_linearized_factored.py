@@ -12,7 +12,7 @@ from lorank.linearized import RunSpec, TrainSettings, train_linearized
 from lorank.linearized.factored import step_costs
 from lorank.ntk import Block, Features
 from lorank.ntk.jacobian import TokenFactors
-from train_cases import RUNS, SETTINGS
+from train_cases import RUNS, SETTINGS, case
 
 torch.set_num_threads(1)
 BLOCKS = [Block("a", 0, "query", 6, 5), Block("b", 1, "value", 4, 7)]
@@ -39,8 +39,10 @@ def factored(N=10, K=2, seed=0, tokens=3, blocks=BLOCKS, with_factors=True):
 def test_factored_engine_equals_dense_engine(cfg, dev_factors):
     train = [factored(seed=0), factored(seed=1)]
     dev = [factored(seed=2, with_factors=dev_factors), factored(seed=3, with_factors=dev_factors)]
-    dense = train_linearized(train, RUNS, TrainSettings(engine="dense", **cfg), dev)
-    fact = train_linearized(train, RUNS, TrainSettings(engine="factored", **cfg), dev)
+    (dense_settings, adapter), (fact_settings, _) = case(cfg, engine="dense"), case(
+        cfg, engine="factored")
+    dense = train_linearized(train, RUNS, dense_settings, dev, adapter=adapter)
+    fact = train_linearized(train, RUNS, fact_settings, dev, adapter=adapter)
     assert (dense.engine, fact.engine) == ("dense", "factored")
     for c in range(len(RUNS)):
         torch.testing.assert_close(fact.final[c].delta(), dense.final[c].delta(),

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from lorank.errors import LorankError
 from lorank.linearized.selection import best_on_curve, select_checkpoint
+from lorank.models.lora_shape import AdapterConfig
 
 torch.set_num_threads(1)
 
@@ -84,7 +85,8 @@ def _run(folder, load, cache, monkeypatch):
     from lorank.linearized.train import TrainSettings
 
     monkeypatch.setenv("LORANK_CACHE_DIR", str(cache))
-    cfg = SweepConfig(task="sst2", model=folder, ranks=(1, 2), seeds=(13, 21), lrs=(0.5, 5.0),
+    cfg = SweepConfig(task="sst2", model=folder, adapter=AdapterConfig(ranks=(1, 2)),
+                      seeds=(13, 21), lrs=(0.5, 5.0),
                       train=TrainSettings(steps=20, eval_every=5), k=4, max_length=16,
                       dtype="float64")
     return run_linearized_sweep(cfg, load_data=load)

@@ -19,8 +19,9 @@ from lorank.linearized import (
     train_linearized,
 )
 from lorank.linearized.losses import loss_and_grad
+from lorank.models.lora_shape import AdapterConfig
 from lorank.ntk import Block, Features
-from train_cases import RUNS, SETTINGS
+from train_cases import RUNS, SETTINGS, case
 
 torch.set_num_threads(1)
 BLOCKS = [Block("a", 0, "query", 6, 5), Block("b", 1, "value", 4, 7)]
@@ -37,11 +38,11 @@ def synthetic(N=10, K=2, seed=0, dtype=torch.float64, blocks=BLOCKS):
 
 @pytest.mark.parametrize("cfg", SETTINGS)
 def test_batched_equals_one_by_one(cfg):
-    settings = TrainSettings(**cfg)
+    settings, adapter = case(cfg)
     train, dev = [synthetic(seed=0), synthetic(seed=1)], [synthetic(seed=2), synthetic(seed=3)]
-    batched = train_linearized(train, RUNS, settings, dev)
+    batched = train_linearized(train, RUNS, settings, dev, adapter=adapter)
     for c, run in enumerate(RUNS):
-        one = train_linearized(train, [run], settings, dev)
+        one = train_linearized(train, [run], settings, dev, adapter=adapter)
         torch.testing.assert_close(batched.final[c].delta(), one.final[0].delta(),
                                    rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(batched.best[c].delta(), one.best[0].delta(),
@@ -66,7 +67,8 @@ def test_gradients_match_autograd():
     obj.backward()
     from lorank.linearized.train import _Bucket
 
-    bucket = _Bucket([0], [RunSpec(2, 1, 0.1)], BLOCKS, TrainSettings(), torch.float64, "cpu")
+    bucket = _Bucket([0], [RunSpec(2, 1, 0.1)], BLOCKS, TrainSettings(), AdapterConfig(),
+                     torch.float64, "cpu")
     bucket.A, bucket.B = [a[None].clone() for a in A], [b[None].clone() for b in B]
     bucket.s = torch.full((1, 1, 1), s, dtype=torch.float64)
     o = feats.f0[:, :, None] + (feats.flat() @ bucket.delta().T).reshape(10, 2, 1)
@@ -156,11 +158,19 @@ def test_spectrum_from_factors_matches_svd():
 @pytest.mark.parametrize("kwargs, match", [
     ({"loss": "hinge"}, "loss"), ({"optimizer": "lbfgs"}, "optimizer"),
     ({"steps": 0}, "steps"), ({"weight_decay": -1.0}, "weight decay"),
-    ({"scaling": "x"}, "scaling"), ({"batch_size": 0}, "batch size"),
+    ({"batch_size": 0}, "batch size"),
 ])
 def test_settings_validation(kwargs, match):
     with pytest.raises(LorankError, match=match):
         TrainSettings(**kwargs)
+
+
+@pytest.mark.parametrize("adapter, match", [
+    (AdapterConfig(init="gaussian"), "init fan_in"), (AdapterConfig(dropout=0.1), "dropout"),
+])
+def test_linearized_engine_refuses_adapters_it_cannot_train(adapter, match):
+    with pytest.raises(LorankError, match=match):
+        train_linearized([synthetic()], [RunSpec(1, 0, 0.1)], adapter=adapter)
 
 
 def test_bad_runs_rejected():
@@ -184,11 +194,12 @@ def test_interleaved_run_order_and_divergence_match_one_by_one():
     runs = [RunSpec(r, s, lr, g) for g in (2, 0, 1) for r in (3, 1) for s in (5, 6)
             for lr in (0.05, 1e5)]
     random.Random(1).shuffle(runs)
-    settings = TrainSettings(steps=20, eval_every=5, loss="mse", scaling="lora", alpha=3.0)
-    batched = train_linearized(train, runs, settings, dev)
+    settings = TrainSettings(steps=20, eval_every=5, loss="mse")
+    adapter = AdapterConfig(scaling="lora", alpha=3.0)
+    batched = train_linearized(train, runs, settings, dev, adapter=adapter)
     assert any(t.diverged_step is not None for t in batched.trajectories)
     for c, run in enumerate(runs):
-        one = train_linearized(train, [run], settings, dev)
+        one = train_linearized(train, [run], settings, dev, adapter=adapter)
         a, b = batched.trajectories[c], one.trajectories[0]
         assert (a.rank, a.seed, a.lr, a.group) == (run.rank, run.seed, run.lr, run.group)
         assert a.diverged_step == b.diverged_step and a.best_step == b.best_step

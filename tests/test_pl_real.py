@@ -25,6 +25,7 @@ from lorank.linearized.pl_real import (
     summarize_trajectory,
 )
 from lorank.linearized.train import RunSpec, TrainSettings, train_linearized
+from lorank.models.lora_shape import AdapterConfig
 from lorank.ntk.features import Features
 from synthetic_features import BLOCKS, synthetic_features
 
@@ -113,7 +114,8 @@ def test_steps_to_threshold_and_mu_above():
 
 def test_pl_on_features_rank_one_ce_reaches_threshold():
     train = [synthetic(seed=s) for s in (0, 1)]
-    cfg = PLConfig(ranks=(1, 2), seeds=(13, 21), steps=300, loss="ce", lr_mults=(3.0, 10.0))
+    cfg = PLConfig(adapter=AdapterConfig(ranks=(1, 2)), seeds=(13, 21), steps=300,
+                   loss="ce", lr_mults=(3.0, 10.0))
     result = pl_on_features(train, [13, 21], cfg)
     assert len(result.runs) == 2 * 2 * 2 and len(result.chosen) == 4
     for c in result.chosen:
@@ -142,6 +144,8 @@ def test_best_run_prefers_finite_smallest_loss():
 ])
 def test_config_validation(kwargs, match):
     with pytest.raises(LorankError, match=match):
+        if "ranks" in kwargs:  # the rank grid lives in the adapter
+            kwargs = {"adapter": AdapterConfig(ranks=kwargs["ranks"])}
         PLConfig(**kwargs)
 
 
@@ -175,7 +179,7 @@ def test_cli_on_tiny_model_with_real_sst2(tiny, data_dir, tmp_path, monkeypatch,
 
 def test_table_excludes_seeds_where_every_lr_diverged():
     train = [synthetic(seed=0), synthetic(seed=1)]
-    cfg = PLConfig(ranks=(1,), seeds=(1, 2), steps=50, loss="ce", lrs=(1e7,))
+    cfg = PLConfig(adapter=AdapterConfig(ranks=(1,)), seeds=(1, 2), steps=50, loss="ce", lrs=(1e7,))
     result = pl_on_features(train, [1, 2], cfg)
     row = result.table()[0]
     assert row["seeds_all_diverged"] == 2 and math.isnan(row["mu_min"])

@@ -26,6 +26,7 @@ from lorank.linearized.predict import (
     rho_grid,
     solution_bound,
 )
+from lorank.models.lora_shape import AdapterConfig
 from lorank.ntk.features import Block, Features
 from lorank.theory.rademacher import feature_norm, rademacher_bound
 from synthetic_features import BLOCKS, synthetic_features
@@ -116,8 +117,8 @@ def test_rho_grid_and_anchor():
 def test_predict_on_features_end_to_end():
     train = [synthetic(seed=s) for s in (0, 1)]
     dev = [synthetic(seed=s + 10) for s in (0, 1)]
-    cfg = PredictConfig(ranks=(1, 2, 4), seeds=(13, 21), steps=60, eval_every=20,
-                        lr_mults=(1.0, 3.0))
+    cfg = PredictConfig(adapter=AdapterConfig(ranks=(1, 2, 4)), seeds=(13, 21), steps=60,
+                        eval_every=20, lr_mults=(1.0, 3.0))
     res, sols = predict_on_features(train, dev, [13, 21], cfg)
     assert {(b.rank, b.seed) for b in res.bounds} == {(r, s) for r in (1, 2, 4) for s in (13, 21)}
     means = {r: np.mean([b.bound for b in res.bounds if b.rank == r]) for r in (1, 2, 4)}
@@ -129,7 +130,8 @@ def test_predict_on_features_end_to_end():
     assert data["predicted_rank"] == res.predicted_rank and data["measured_best_rank"] is None
     assert data["provenance"]["versions"]["numpy"] and "git_dirty" in data["provenance"]
     fixed = predict_on_features(train, dev, [13, 21], PredictConfig(
-        ranks=(1, 2), seeds=(13, 21), steps=20, eval_every=10, rho=0.7, lr_mults=(1.0,)))[0]
+        adapter=AdapterConfig(ranks=(1, 2)), seeds=(13, 21), steps=20, eval_every=10, rho=0.7,
+        lr_mults=(1.0,)))[0]
     assert {b.rho for b in fixed.bounds} == {0.7}
 
 
@@ -159,6 +161,8 @@ def test_validation_picks_best_test_accuracy():
 ])
 def test_config_validation(kwargs, match):
     with pytest.raises(LorankError, match=match):
+        if "ranks" in kwargs:  # the rank grid lives in the adapter
+            kwargs = {"adapter": AdapterConfig(ranks=kwargs["ranks"])}
         PredictConfig(**kwargs)
 
 

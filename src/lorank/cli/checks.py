@@ -79,7 +79,8 @@ def check_train_options(cfg: SweepConfig, registered_task: bool = True) -> None:
         from lorank.models.bundled import cache_dir
 
         check_writable_dir(cache_dir(), "feature cache folder (LORANK_CACHE_DIR)")
-    check_ranks(list(cfg.ranks), cfg.model, list(cfg.targets), cfg.layers)
+    ad = cfg.adapter
+    check_ranks(list(ad.ranks), cfg.model, list(ad.targets or ()), ad.layers)
 
 
 class IntLike(click.ParamType):

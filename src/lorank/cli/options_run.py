@@ -71,13 +71,14 @@ def grid_kwargs(task: str, ranks: str, seeds: str, targets: str, layers: str, lr
     from lorank.cli.checks import check_seeds
     from lorank.cli.parsers import parse_floats, parse_ints, parse_layers, parse_list
     from lorank.data.tasks import get_task
+    from lorank.models.lora_shape import AdapterConfig
 
     get_task(task)
-    layer_sel = parse_layers(layers)
-    return dict(task=task, ranks=tuple(parse_ints(ranks, "ranks")),
+    adapter = AdapterConfig(ranks=tuple(parse_ints(ranks, "ranks")),
+                            targets=tuple(parse_list(targets, "targets")),
+                            layers=parse_layers(layers))
+    return dict(task=task, adapter=adapter,
                 seeds=tuple(check_seeds(parse_ints(seeds, "seeds"))),
-                targets=tuple(parse_list(targets, "targets")),
-                layers=layer_sel if isinstance(layer_sel, str) else tuple(layer_sel),
                 lrs=None if str(lrs).strip() == "auto" else tuple(
                     parse_floats(lrs, "learning rates")),
                 lr_mults=tuple(parse_floats(lr_mults, "lr multipliers")))

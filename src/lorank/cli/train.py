@@ -234,17 +234,18 @@ def sweep_config(opts: Mapping[str, Any], *, ranks: list[int], seeds: list[int],
     """The command's options as the validated sweep record (the one place they are mapped)."""
     from lorank.linearized.experiment import DEFAULT_LRS, SweepConfig
     from lorank.linearized.train import TrainSettings
+    from lorank.models.lora_shape import AdapterConfig
 
-    layer_sel = parse_layers(layers)
-    train = ("steps", "eval_every", "loss", "scaling", "alpha", "weight_decay", "optimizer",
-             "batch_size", "engine")
+    train = ("steps", "eval_every", "loss", "weight_decay", "optimizer", "batch_size", "engine")
     fields = ("task", "model", "head", "lr_unit", "k", "test_max", "max_length", "dtype",
               "device", "data_dir", "data")
+    adapter = AdapterConfig(ranks=tuple(ranks), alpha=opts.get("alpha"),
+                            scaling=opts.get("scaling"), init="fan_in",
+                            targets=tuple(parse_list(targets, "targets")),
+                            layers=parse_layers(layers))
     return SweepConfig(
         **{name: opts.get(name) for name in fields},
         train=TrainSettings(**{name: opts.get(name) for name in train}),
-        targets=tuple(parse_list(targets, "targets")),
-        layers=layer_sel if isinstance(layer_sel, str) else tuple(layer_sel),
-        ranks=tuple(ranks), seeds=tuple(seeds),
+        adapter=adapter, seeds=tuple(seeds),
         lrs=tuple(parse_floats(lrs, "learning rates")) if lrs else DEFAULT_LRS,
         memory_budget_mb=memory_mb, use_cache=not no_cache)

@@ -30,8 +30,9 @@ from lorank.linearized.experiment import json_default, mean_std
 
 if TYPE_CHECKING:
     from lorank.cli.train import TrainJob
-    from lorank.finetune.config import LoraSettings, TrainSettings
+    from lorank.finetune.config import TrainSettings
     from lorank.linearized.experiment import SweepConfig
+    from lorank.models.lora_shape import AdapterConfig
 
 
 @dataclass
@@ -99,13 +100,12 @@ class LoraSweepResult:
 
 
 def _settings(cfg: SweepConfig, rank: int, seed: int, metric: str
-              ) -> tuple[LoraSettings, TrainSettings]:
+              ) -> tuple[AdapterConfig, TrainSettings]:
     """The real engine's adapter and training settings of one (rank, seed) of the sweep."""
-    from lorank.finetune.config import LoraSettings, TrainSettings
+    from lorank.finetune.config import TrainSettings
 
     t = cfg.train
-    lora = LoraSettings(r=rank, alpha=t.alpha, scaling=t.scaling,
-                        targets=cfg.targets or None, layers=cfg.layers, init="fan_in")
+    lora = cfg.adapter.at(rank)
     batch = None if t.optimizer == "gd" else t.batch_size
     train = TrainSettings(lr=1.0, steps=t.steps, batch_size=batch, optimizer=t.optimizer,
                           weight_decay=t.weight_decay, loss=t.loss, eval_every=t.eval_every,
@@ -146,20 +146,21 @@ def run_lora(job: TrainJob) -> LoraSweepResult:
         lrs = grid
         if cfg.lr_unit == "eta0":
             eta0s[seed] = split_kernel_step(
-                clf, data.train, targets=list(cfg.targets), layers=cfg.layers,
+                clf, data.train, targets=list(cfg.adapter.targets or ()),
+                layers=cfg.adapter.layers,
                 max_length=cfg.max_length, loss=cfg.train.loss,
                 weight_decay=cfg.train.weight_decay,
                 k=cfg.k, seed=seed, use_cache=cfg.use_cache)
             lrs = [c * eta0s[seed] for c in grid]
         if batched:
-            lora, _ = _settings(cfg, cfg.ranks[0], seed, metric)
+            lora, _ = _settings(cfg, cfg.adapter.ranks[0], seed, metric)
             start = min(m.layer for m in clf.adapted_matrices(lora.targets, lora.layers))
             problems[seed] = Problem(clf, prepare_data(clf, data, start, cfg.max_length))
             plan += [(seed, rank, Cell(seed, *_settings(cfg, rank, seed, metric),
                                        lrs=tuple(lrs), init_seed=seed))
-                     for rank in cfg.ranks]
+                     for rank in cfg.adapter.ranks]
             continue
-        for rank in cfg.ranks:
+        for rank in cfg.adapter.ranks:
             lora, train = _settings(cfg, rank, seed, metric)
             adapter = attach_lora(clf, lora, seed=seed)
             try:

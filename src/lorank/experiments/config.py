@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from lorank.data.source import DataSource
+from lorank.models.lora_shape import AdapterConfig
 
 #: Fields of :class:`RunConfig` that are resource hints, not part of the run's identity.
 RESOURCE_FIELDS = ("num_cpus", "num_gpus")
@@ -165,6 +166,14 @@ class RunConfig:
     def option(self, name: str, default: Any = None) -> Any:
         """The method-specific option ``name`` (JSON value, lists as lists), or ``default``."""
         return self.options.to_json().get(name, default)
+
+    def adapter(self) -> AdapterConfig:
+        """The run's LoRA adapter at its rank, for either engine: the run's targets and layers,
+        options ``scaling`` (default none: s = 1) and ``alpha`` (default 1), init fan_in
+        (A ~ N(0, 1/n), B = 0)."""
+        return AdapterConfig(ranks=(self.rank,), alpha=self.option("alpha", 1.0),
+                             scaling=self.option("scaling", "none"), init="fan_in",
+                             targets=self.targets, layers=self.layers)
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as JSON-ready values (tuples → lists, options → dict)."""

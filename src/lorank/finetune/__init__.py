@@ -1,6 +1,6 @@
 """Real (non-linearized) LoRA fine-tuning through peft, with LM-BFF selection and NTK-gap checks.
 
-* :mod:`lorank.finetune.config` — :class:`LoraSettings` (r, α, scaling, targets, layers, dropout,
+* :mod:`lorank.finetune.config` — :class:`AdapterConfig` (r, α, scaling, targets, layers, dropout,
   init) and :class:`TrainSettings` (lr, schedule, optimiser, steps, batch, selection).
 * :mod:`lorank.finetune.adapter` — :func:`attach_lora`, :class:`Adapter` (ΔW, merge, export),
   :func:`load_adapter`.

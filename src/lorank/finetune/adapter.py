@@ -1,6 +1,7 @@
 r"""Attach a peft LoRA adapter to a lorank classifier's encoder, and work with it.
 
-:func:`attach_lora` builds a ``peft.LoraConfig`` from :class:`~lorank.finetune.config.LoraSettings`
+:func:`attach_lora` builds a ``peft.LoraConfig`` from an
+:class:`~lorank.models.lora_shape.AdapterConfig`
 and wraps the classifier's *base model* (``BertModel``, ``MPNetModel``, …) with
 ``peft.get_peft_model``. peft replaces each adapted ``nn.Linear`` W0 ∈ R^{m×n} **in place** by a
 ``lora.Linear`` computing
@@ -30,8 +31,8 @@ from typing import Any
 import torch
 
 from lorank.errors import LorankError
-from lorank.finetune.config import LoraSettings
 from lorank.models.arch import AdaptedMatrix, ArchSpec, resolve_targets
+from lorank.models.lora_shape import AdapterConfig
 
 ADAPTER = "default"
 #: lorank init name -> peft ``init_lora_weights`` ("fan_in" re-draws A after peft's init).
@@ -74,7 +75,7 @@ def peft_targets(spec: ArchSpec, names: Sequence[str], layers: Sequence[int], nu
     return out
 
 
-def lora_config(settings: LoraSettings, spec: ArchSpec, matrices: Sequence[AdaptedMatrix],
+def lora_config(settings: AdapterConfig, spec: ArchSpec, matrices: Sequence[AdaptedMatrix],
                 num_layers: int) -> Any:
     """The ``peft.LoraConfig`` for ``settings`` on ``matrices``; checks 1 ≤ r ≤ min(m, n)."""
     from peft import LoraConfig
@@ -102,14 +103,14 @@ class Adapter:
         clf: the classifier (its base model now holds ``lora.Linear`` modules).
         peft_model: the ``peft.PeftModel`` wrapping the classifier's base model.
         matrices: the adapted matrices (paths relative to the base model).
-        settings: the :class:`LoraSettings` it was built from.
+        settings: the :class:`AdapterConfig` it was built from.
         prefix: the base model's parameter-name prefix inside ``clf``.
     """
 
     clf: torch.nn.Module
     peft_model: Any
     matrices: list[AdaptedMatrix]
-    settings: LoraSettings
+    settings: AdapterConfig
     prefix: str
 
     @property
@@ -228,7 +229,7 @@ def _freeze_outside(clf: torch.nn.Module, prefix: str) -> None:
             p.requires_grad_(False)
 
 
-def attach_lora(clf: torch.nn.Module, settings: LoraSettings, seed: int = 0) -> Adapter:
+def attach_lora(clf: torch.nn.Module, settings: AdapterConfig, seed: int = 0) -> Adapter:
     """Inject a LoRA adapter described by ``settings`` into ``clf``'s encoder.
 
     Args:
@@ -312,8 +313,8 @@ def load_adapter(clf: torch.nn.Module, folder: str | os.PathLike) -> Adapter:
                           f"{unknown[:3] or 'none'}")
     cfg = peft_model.peft_config[ADAPTER]
     matrices = [known[p] for p in paths]
-    settings = LoraSettings(
-        r=int(cfg.r), alpha=float(cfg.lora_alpha),
+    settings = AdapterConfig(
+        ranks=(int(cfg.r),), alpha=float(cfg.lora_alpha),
         scaling="rslora" if cfg.use_rslora else "lora",
         targets=tuple(dict.fromkeys(m.target for m in matrices)),
         layers=tuple(sorted({m.layer for m in matrices})), dropout=float(cfg.lora_dropout),

@@ -60,7 +60,7 @@ import torch
 from lorank.errors import LorankError
 from lorank.finetune.adapter import ADAPTER, attach_lora, base_model_of
 from lorank.finetune.buckets import cut_rows, plan_buckets, row_lengths
-from lorank.finetune.config import LoraSettings, TrainSettings
+from lorank.finetune.config import TrainSettings
 from lorank.finetune.inputs import PreparedSplit
 from lorank.finetune.run import (
     LoraRunRecord,
@@ -84,6 +84,7 @@ from lorank.finetune.train import (
     evaluation,
     loss_fn,
 )
+from lorank.models.lora_shape import AdapterConfig
 
 #: fields every configuration of one call must share (the rest may differ per configuration)
 SHARED_LORA = ("targets", "layers", "dropout")
@@ -117,7 +118,7 @@ class Configuration:
     """
 
     problem: Hashable
-    lora: LoraSettings
+    lora: AdapterConfig
     train: TrainSettings
     init_seed: int | None = None
 
@@ -210,7 +211,7 @@ def _check(problems: Mapping[Hashable, Problem], configs: Sequence[Configuration
         _check_prefix(problems[k].clf, d.train, first.lora, f"problem {k!r}")
 
 
-def _check_prefix(clf: torch.nn.Module, split: PreparedSplit, lora: LoraSettings,
+def _check_prefix(clf: torch.nn.Module, split: PreparedSplit, lora: AdapterConfig,
                   where: str) -> None:
     """The cached prefix [0, start) must lie below every adapted layer."""
     lowest = min(m.layer for m in clf.adapted_matrices(lora.targets, lora.layers))
@@ -219,7 +220,7 @@ def _check_prefix(clf: torch.nn.Module, split: PreparedSplit, lora: LoraSettings
                           f"layer {lowest}; prepare it with start <= {lowest}")
 
 
-def initial_factors(clf: torch.nn.Module, lora: LoraSettings, seeds: Sequence[int]
+def initial_factors(clf: torch.nn.Module, lora: AdapterConfig, seeds: Sequence[int]
                     ) -> tuple[dict[int, dict[str, tuple[torch.Tensor, torch.Tensor]]], float]:
     """The initial (A, B) of every adapted matrix, drawn by peft exactly as
     :func:`lorank.finetune.adapter.attach_lora` + :meth:`Adapter.reset` draw them.
@@ -250,7 +251,7 @@ def _prefix(clf: torch.nn.Module) -> str:
     return _base(clf)[1]
 
 
-def save_adapter(clf: torch.nn.Module, lora: LoraSettings, state: Mapping[str, torch.Tensor],
+def save_adapter(clf: torch.nn.Module, lora: AdapterConfig, state: Mapping[str, torch.Tensor],
                  folder: str | os.PathLike) -> Path:
     """Export a trained state (e.g. ``fit.best_state``) in peft's format: attach a peft adapter
     with ``lora``, load the state, :meth:`Adapter.save`, detach. Loads with
@@ -305,11 +306,11 @@ def bucketed_logits(clf: torch.nn.Module, split: PreparedSplit, plan: Sequence[B
 
 
 @torch.no_grad()
-def predict_states(clf: torch.nn.Module, split: PreparedSplit, loras: Sequence[LoraSettings],
+def predict_states(clf: torch.nn.Module, split: PreparedSplit, loras: Sequence[AdapterConfig],
                    states: Sequence[Mapping[str, torch.Tensor]],
                    settings: BatchedSettings | None = None) -> torch.Tensor:
     """Logits (C, n, K) of C trained adapters (peft-named states, e.g. ``fit.best_state``,
-    with their :class:`LoraSettings` for r and s) on a prepared split, all in one batched
+    with their :class:`AdapterConfig` for r and s) on a prepared split, all in one batched
     forward; the classifier must hold no adapter."""
     settings = settings or BatchedSettings()
     _check_prefix(clf, split, loras[0], f"split {split.name!r}")
@@ -526,8 +527,8 @@ def train_batched(problems: Mapping[Hashable, Problem], configurations: Sequence
     flags = {id(p): (p, p.requires_grad) for clf in clfs.values() for p in clf.parameters()}
     clf0 = problems[configs[0].problem].clf
     try:
-        # peft draws every init (one attach per distinct LoraSettings)
-        init: dict[LoraSettings, tuple[dict, float]] = {}
+        # peft draws every init (one attach per distinct AdapterConfig)
+        init: dict[AdapterConfig, tuple[dict, float]] = {}
         for lora in dict.fromkeys(c.lora for c in configs):
             seeds = [c.adapter_seed for c in configs if c.lora == lora]
             init[lora] = initial_factors(clf0, lora, seeds)
@@ -615,7 +616,7 @@ class Cell:
     """
 
     problem: Hashable
-    lora: LoraSettings
+    lora: AdapterConfig
     train: TrainSettings
     lrs: tuple[float, ...] = ()
     batch_sizes: tuple[int | None, ...] = ()
@@ -684,7 +685,7 @@ def finetune_batched(problems: Mapping[Hashable, Problem], cells: Sequence[Cell]
 
         problems = {seed: Problem(clf, prepare_data(clf, load_task("sst2", 16, seed), 5, 64))
                     for seed in (13, 21, 42, 87, 100)}
-        cells = [Cell(seed, LoraSettings(r=r, layers="last", init="fan_in", scaling="none"),
+        cells = [Cell(seed, AdapterConfig(ranks=(r,), layers="last", init="fan_in", scaling="none"),
                       TrainSettings(steps=300, optimizer="gd", eval_every=25, seed=seed),
                       lrs=(0.01, 0.03, 0.1))
                  for seed in problems for r in (1, 2, 4, 8, 12, 16)]

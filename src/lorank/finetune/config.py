@@ -1,16 +1,9 @@
-r"""Settings of one real (non-linearized) LoRA fine-tuning run, validated on construction.
+r"""How one real (non-linearized) LoRA fine-tuning run is trained, validated on construction.
 
-Two frozen records, one per concern:
+What peft builds — rank, α and the scaling rule, targets, layers, dropout, init — is the
+:class:`~lorank.models.lora_shape.AdapterConfig` both engines share (a single rank for one run).
 
-* :class:`LoraSettings` — what peft builds: rank r, α and the scaling rule, target modules,
-  layer selection, dropout and initialisation. The update of an adapted matrix
-  :math:`W \in \mathbb{R}^{m\times n}` is :math:`\Delta W = s\,B A` with
-  :math:`B \in \mathbb{R}^{m\times r}` (zero at init), :math:`A \in \mathbb{R}^{r\times n}`, and
-  :math:`s = \alpha/r` (LoRA, Hu et al. 2021) or :math:`s = \alpha/\sqrt{r}` (rsLoRA, Kalajdzievski
-  2023), or :math:`s = 1` (``"none"``, the convention of Jang, Lee, Ryu, ICML 2024, and of
-  lorank's linearized engine). ``alpha=None`` also means :math:`s = 1` at every rank (α = r, or
-  α = √r for rsLoRA), so that rank is the only capacity knob.
-* :class:`TrainSettings` — the optimisation: loss, optimiser, learning rate and schedule,
+:class:`TrainSettings` — the optimisation: loss, optimiser, learning rate and schedule,
   weight decay, steps or epochs, batch size (``None`` = full batch), evaluation period on the
   k-shot dev split (LM-BFF model selection), seed, and whether the head is trained too.
 
@@ -26,9 +19,7 @@ from numbers import Integral, Real
 from typing import Any, Literal
 
 from lorank.errors import LorankError
-from lorank.models.lora_shape import Scaling, parse_layers, scale
 
-Init = Literal["gaussian", "kaiming", "fan_in"]
 Schedule = Literal["constant", "linear"]
 Optimizer = Literal["adamw", "adam", "sgd", "gd"]
 Metric = Literal["accuracy", "f1"]
@@ -52,68 +43,6 @@ def _choice(name: str, value: object, choices: Sequence[str]) -> str:
     if value not in choices:
         raise LorankError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
     return str(value)
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    """The adapter peft builds (see module docstring for the math).
-
-    Attributes:
-        r: LoRA rank (1 ≤ r ≤ min(m, n) of every adapted matrix; checked on attach).
-        alpha: peft's ``lora_alpha``; ``None`` → s = 1 (α = r, or √r with rsLoRA).
-        scaling: ``"lora"`` (s = α/r), ``"rslora"`` (s = α/√r, peft ``use_rslora``) or
-            ``"none"`` (s = 1 whatever α; peft gets α = r).
-        targets: target module names (``query``/``value``…; aliases resolved per architecture);
-            ``None`` → the architecture's defaults (query and value).
-        layers: ``"all"``, ``"last"`` or layer indices.
-        dropout: LoRA dropout probability on the adapter input, in [0, 1).
-        init: ``"gaussian"`` (A entries ~ N(0, 1/r²), peft), ``"kaiming"`` (peft's default
-            uniform) or ``"fan_in"`` (A entries ~ N(0, 1/n), as lorank's linearized engine);
-            B = 0 in every case, so f(W0 + ΔW) = f(W0) at init.
-    """
-
-    r: int = 1
-    alpha: float | None = None
-    scaling: str = Scaling.LORA.value
-    targets: tuple[str, ...] | None = None
-    layers: str | tuple[int, ...] = "all"
-    dropout: float = 0.0
-    init: Init = "gaussian"
-
-    def __post_init__(self) -> None:
-        _positive_int("r (LoRA rank)", self.r)
-        if self.alpha is not None and _finite("alpha", self.alpha) <= 0:
-            raise LorankError(f"alpha must be > 0, got {self.alpha!r}")
-        object.__setattr__(self, "scaling", Scaling.parse(self.scaling).value)
-        _choice("init", self.init, ("gaussian", "kaiming", "fan_in"))
-        dropout = _finite("dropout", self.dropout)
-        if not 0.0 <= dropout < 1.0:
-            raise LorankError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if self.targets is not None:
-            targets = tuple(str(t).strip() for t in self.targets if str(t).strip())
-            object.__setattr__(self, "targets", targets or None)
-        object.__setattr__(self, "layers", parse_layers(self.layers))
-
-    @property
-    def lora_alpha(self) -> float:
-        """The α passed to peft: the given one, or the one giving s = 1."""
-        if self.alpha is not None and self.scaling != "none":
-            return float(self.alpha)
-        return math.sqrt(self.r) if self.scaling == "rslora" else float(self.r)
-
-    @property
-    def s(self) -> float:
-        """The scaling s with ΔW = s·B·A (:func:`lorank.models.lora_shape.scale`, the rule the
-        linearized engine uses too)."""
-        return scale(self.scaling, self.alpha, self.r)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples as lists) including the resolved α and s."""
-        out = asdict(self)
-        out["targets"] = list(self.targets) if self.targets else None
-        out["layers"] = self.layers if isinstance(self.layers, str) else list(self.layers)
-        out.update(lora_alpha=self.lora_alpha, s=self.s)
-        return out
 
 
 @dataclass(frozen=True)

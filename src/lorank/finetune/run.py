@@ -1,7 +1,7 @@
 r"""Real LoRA runs end to end: prepare the splits once, train over an lr × batch grid, select on
 dev (LM-BFF), then measure the selected adapter on the test split.
 
-For one classifier, one :class:`FewShotData` and one :class:`LoraSettings`:
+For one classifier, one :class:`FewShotData` and one :class:`AdapterConfig`:
 
 1. :func:`prepare_data` encodes train/dev/test and, when LoRA adapts only layers ≥ s, runs the
    frozen layers [0, s) once per example (:mod:`lorank.finetune.inputs`). Reused by every run
@@ -27,11 +27,12 @@ import torch
 
 from lorank.errors import LorankError
 from lorank.finetune.adapter import Adapter, attach_lora
-from lorank.finetune.config import LoraSettings, TrainSettings
+from lorank.finetune.config import TrainSettings
 from lorank.finetune.gap import LinearizationGap, linearization_gap
 from lorank.finetune.inputs import PreparedSplit, predict, prepare_split
 from lorank.finetune.metrics import DeltaStats, all_delta_stats
 from lorank.finetune.train import FitResult, accuracy, fit, loss_fn, task_metric
+from lorank.models.lora_shape import AdapterConfig
 
 
 @dataclass
@@ -139,7 +140,7 @@ def _dev_loss_at(record: LoraRunRecord, step: int) -> float:
     return math.nan
 
 
-def run_record(adapter: Adapter, lora: LoraSettings, s: TrainSettings, res: FitResult,
+def run_record(adapter: Adapter, lora: AdapterConfig, s: TrainSettings, res: FitResult,
                clf: torch.nn.Module) -> LoraRunRecord:
     """The :class:`LoraRunRecord` of one trained grid point (test fields left for
     :func:`measure`); ``adapter`` gives the parameter count."""
@@ -215,7 +216,7 @@ def select_and_measure(adapter: Adapter, records: list[LoraRunRecord],
                        train: TrainSettings, gap: bool = True) -> Selection:
     """Select among the runs of one grid (:func:`select`) and measure the selected one.
 
-    ``adapter`` is attached with the grid's :class:`LoraSettings`; ``results[i]`` holds run i's
+    ``adapter`` is attached with the grid's :class:`AdapterConfig`; ``results[i]`` holds run i's
     best and final states (adapter-state dicts). The selected record gets the final state's test
     metric and gap (loaded first), then the selected state's full :func:`measure`; the adapter
     is left holding the selected state.
@@ -237,7 +238,7 @@ def select_and_measure(adapter: Adapter, records: list[LoraRunRecord],
 def finetune(
     clf: torch.nn.Module,
     data: Any,
-    lora: LoraSettings,
+    lora: AdapterConfig,
     train: TrainSettings,
     lrs: Sequence[float] | None = None,
     batch_sizes: Sequence[int | None] | None = None,

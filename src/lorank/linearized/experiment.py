@@ -35,6 +35,7 @@ from lorank.linearized.train import (
     TrainSettings,
     train_linearized,
 )
+from lorank.models.lora_shape import AdapterConfig
 from lorank.ntk.features import Features
 from lorank.ntk.jacobian import JacobianMethod
 from lorank.ntk.stream import PREDICTORS
@@ -49,18 +50,6 @@ DEFAULT_LRS = (0.1, 0.3, 1.0)
 #: A cell "moved" when dev selection kept a step > 0 whose train loss is at least this fraction
 #: below the loss at W0 (see :func:`moved`).
 MOVED_MIN_DROP = 0.01
-
-
-def check_grid(ranks: Sequence[int], seeds: Sequence[int]) -> None:
-    """The rank and seed grid of an experiment: non-empty, distinct, ranks positive integers
-    (LorankError otherwise). Shared by the sweep, PL and rank-prediction configs."""
-    if not ranks or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in ranks):
-        raise LorankError(f"ranks must be positive integers, got {list(ranks)}")
-    if len(set(ranks)) != len(ranks):
-        raise LorankError(f"ranks must be distinct, got {list(ranks)}")
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise LorankError(f"seeds must be a non-empty list of distinct integers, "
-                          f"got {list(seeds)}")
 
 
 def check_lr_grids(lrs: Sequence[float] | None, lr_mults: Sequence[float]) -> None:
@@ -80,29 +69,42 @@ def check_positive_ints(**values: object) -> None:
             raise LorankError(f"{name} must be a positive integer, got {v!r}")
 
 
+#: The rank grid of a sweep when none is given.
+DEFAULT_RANKS = (1, 2, 4, 8, 12, 16)
+
+
 @dataclass(frozen=True)
 class TaskGrid:
-    """What every experiment on one task shares: the classifier (model, head, adapted targets
-    and layers) and the rank × seed grid. Subclasses add their own settings after these."""
+    """What every experiment on one task shares: the classifier (model, head), the adapter —
+    one :class:`~lorank.models.lora_shape.AdapterConfig` with the rank grid, targets, layers and
+    scaling, passed down whole to the trainer — and the data seeds. Subclasses add their own
+    settings after these."""
 
     task: str = "sst2"
     model: str = "minilm"
     head: str = "verbalizer"
-    targets: tuple[str, ...] = ("query", "value")
-    layers: str | tuple[int, ...] = "last"
-    ranks: tuple[int, ...] = (1, 2, 4, 8, 12, 16)
+    adapter: AdapterConfig = field(default_factory=lambda: AdapterConfig(ranks=DEFAULT_RANKS))
     seeds: tuple[int, ...] = (13, 21, 42, 87, 100)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.adapter, AdapterConfig):
+            raise LorankError(f"adapter must be an AdapterConfig, got "
+                              f"{type(self.adapter).__name__}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise LorankError(f"seeds must be a non-empty list of distinct integers, "
+                              f"got {list(self.seeds)}")
 
 
 @dataclass(frozen=True)
 class SweepConfig(TaskGrid):
     """Everything that defines a linearized rank sweep (JSON-able, saved with the results).
 
-    The task, classifier and rank × seed grid (:class:`TaskGrid`), the learning-rate grid and
-    its unit, the data (shots ``k``, test cap, own files), the optimisation — one
-    :class:`~lorank.linearized.train.TrainSettings` (steps, loss, LoRA scaling and α, weight
-    decay, optimiser, evaluation period, engine), passed whole to the trainer with the task's
-    selection metric — and where the features are computed (dtype, device, memory, cache).
+    The task, classifier, adapter (rank grid, scaling, targets, layers) and seeds
+    (:class:`TaskGrid`), the learning-rate grid and its unit, the data (shots ``k``, test cap,
+    own files), the optimisation — one :class:`~lorank.linearized.train.TrainSettings` (steps,
+    loss, weight decay, optimiser, evaluation period, engine), passed whole to the trainer with
+    the task's selection metric and the adapter — and where the features are computed (dtype,
+    device, memory, cache).
     """
 
     lrs: tuple[float, ...] = DEFAULT_LRS
@@ -128,7 +130,7 @@ class SweepConfig(TaskGrid):
         JacobianMethod.parse(self.method)
         if self.dtype not in DTYPES:
             raise LorankError(f"dtype must be float32 or float64, got {self.dtype!r}")
-        check_grid(self.ranks, self.seeds)
+        super().__post_init__()
         if not self.lrs or any(not math.isfinite(lr) or lr <= 0 for lr in self.lrs):
             raise LorankError(f"learning rates must be positive numbers, got {list(self.lrs)}")
         if self.lr_unit not in LR_UNITS:
@@ -148,6 +150,7 @@ class SweepConfig(TaskGrid):
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        out["adapter"] = self.adapter.to_dict()
         out["data"] = self.data.to_dict() if self.data is not None else None
         return out
 
@@ -297,7 +300,8 @@ def load_seeds(cfg: SweepConfig, progress: Progress | None = None,
     enc = load_encoder(cfg.model, dtype=DTYPES[cfg.dtype], device=cfg.device)
     out, shared_clf = [], None
     tick = progress("features", len(cfg.seeds)) if progress is not None else None
-    layers = cfg.layers if isinstance(cfg.layers, str) else list(cfg.layers)
+    ad = cfg.adapter
+    layers = ad.layers if isinstance(ad.layers, str) else list(ad.layers)
     for seed in cfg.seeds:
         if load_data is not None:
             data = load_data(seed)
@@ -315,7 +319,7 @@ def load_seeds(cfg: SweepConfig, progress: Progress | None = None,
         feats, info = [], {"seed": seed, "source": data.source}
         for split in (data.train, data.dev):
             f, path, hit = split_features(
-                clf, split, targets=cfg.targets, layers=layers, max_length=cfg.max_length,
+                clf, split, targets=ad.targets, layers=layers, max_length=cfg.max_length,
                 method=cfg.method, memory_budget_mb=cfg.memory_budget_mb, k=cfg.k, seed=seed,
                 use_cache=cfg.use_cache, cache_root=cfg.cache_root)
             feats.append(f)
@@ -353,7 +357,7 @@ def run_linearized_sweep(cfg: SweepConfig, progress: Progress | None = None,
     t_eta = time.perf_counter() - t0
     runs, mults = [], {}
     for g, s in enumerate(seeds):
-        for r in cfg.ranks:
+        for r in cfg.adapter.ranks:
             for c in sorted(cfg.lrs):
                 lr = float(c * eta0[g]) if eta0[g] is not None else float(c)
                 mults[(g, lr)] = float(c) if eta0[g] is not None else None
@@ -361,7 +365,8 @@ def run_linearized_sweep(cfg: SweepConfig, progress: Progress | None = None,
     t0 = time.perf_counter()
     result = train_linearized([s.train for s in seeds], runs, cfg.settings(metric),
                               [s.dev for s in seeds],
-                              progress("train", cfg.train.steps) if progress else None)
+                              progress("train", cfg.train.steps) if progress else None,
+                              adapter=cfg.adapter)
     t_train = time.perf_counter() - t0
     t0 = time.perf_counter()
     kernels = [select_kernel(s.train, s.dev, cfg.kernel_lams, cfg.train.loss, metric,
@@ -422,7 +427,7 @@ def _select(result: TrainResult, seeds: list[_Seed], cfg: SweepConfig
     """(group, rank) -> index of the selected run; its best checkpoint is the selected step."""
     chosen = {}
     for g in range(len(seeds)):
-        for r in cfg.ranks:
+        for r in cfg.adapter.ranks:
             idx = {run.lr: c for c, run in enumerate(result.runs)
                    if run.group == g and run.rank == r}
             curves = {lr: (result.trajectories[c].dev_steps, result.trajectories[c].dev_metric,
@@ -466,7 +471,7 @@ def _evaluate(cfg: SweepConfig, seeds: list[_Seed], result: TrainResult,
         zero = {"train": split_metrics[("w0", g, 0)]["train"],
                 "dev": split_metrics[("w0", g, 0)]["dev"],
                 "test": test_metrics.get(("w0", g, 0), {})}
-        for r in cfg.ranks:
+        for r in cfg.adapter.ranks:
             c = chosen[(g, r)]
             trajs = [result.trajectories[i].to_dict() for i, run in enumerate(result.runs)
                      if run.group == g and run.rank == r]

@@ -48,7 +48,6 @@ from lorank.errors import LorankError
 from lorank.linalg import require_finite
 from lorank.linearized.experiment import (
     TaskGrid,
-    check_grid,
     check_lr_grids,
     check_positive_ints,
     finite_json,
@@ -56,6 +55,7 @@ from lorank.linearized.experiment import (
 )
 from lorank.linearized.losses import check_loss, targets
 from lorank.linearized.train import RunSpec, TrainSettings, Trajectory, train_linearized
+from lorank.models.lora_shape import AdapterConfig
 from lorank.ntk.features import Features
 from lorank.provenance import provenance
 
@@ -219,7 +219,7 @@ class TrainedGrid(TaskGrid):
 
     def __post_init__(self) -> None:
         check_loss(self.loss)
-        check_grid(self.ranks, self.seeds)
+        super().__post_init__()
         check_lr_grids(self.lrs, self.lr_mults)
 
 
@@ -227,7 +227,7 @@ class TrainedGrid(TaskGrid):
 class PLConfig(TrainedGrid):
     """A PL experiment on one task (JSON-able)."""
 
-    ranks: tuple[int, ...] = (1, 12)
+    adapter: AdapterConfig = field(default_factory=lambda: AdapterConfig(ranks=(1, 12)))
     mse_target: str = "onehot"
     steps: int = 1000
     threshold: float = 1e-2
@@ -310,15 +310,15 @@ def pl_on_features(train: Sequence[Features], seeds: Sequence[int], cfg: PLConfi
         eta0 = kernel_step(f)
         infs[seed] = {"L_inf": L_inf, "how": how, "eta0": eta0, "N": f.N, "K": f.K, "P": f.P}
         lrs = cfg.lrs if cfg.lrs is not None else tuple(m * eta0 for m in cfg.lr_mults)
-        runs += [RunSpec(r, seed, float(lr), g) for r in cfg.ranks for lr in sorted(lrs)]
+        runs += [RunSpec(r, seed, float(lr), g) for r in cfg.adapter.ranks for lr in sorted(lrs)]
     t_inf = time.perf_counter() - t0
     settings = TrainSettings(steps=cfg.steps, loss=cfg.loss, mse_target=cfg.mse_target,
                              log_every=1, eval_every=cfg.steps)
-    res = train_linearized(list(train), runs, settings, None, progress)
+    res = train_linearized(list(train), runs, settings, None, progress, adapter=cfg.adapter)
     summaries = [summarize_trajectory(tr, infs[run.seed]["L_inf"], cfg.threshold)
                  for run, tr in zip(res.runs, res.trajectories, strict=True)]
     chosen = [best_run([s for s in summaries if s.rank == r and s.seed == seed])
-              for seed in seeds for r in cfg.ranks]
+              for seed in seeds for r in cfg.adapter.ranks]
     return PLResult(asdict(cfg), summaries, chosen, infs,
                     {"loss_inf_s": t_inf, "train_s": res.seconds})
 
@@ -329,8 +329,8 @@ def run_pl(cfg: PLConfig, progress: Callable[[int], None] | None = None) -> PLRe
     from lorank.linearized.experiment import SweepConfig, load_seeds
 
     t0 = time.perf_counter()
-    sweep = SweepConfig(task=cfg.task, model=cfg.model, head=cfg.head, targets=cfg.targets,
-                        layers=cfg.layers, ranks=cfg.ranks, seeds=cfg.seeds, k=cfg.k,
+    sweep = SweepConfig(task=cfg.task, model=cfg.model, head=cfg.head, adapter=cfg.adapter,
+                        seeds=cfg.seeds, k=cfg.k,
                         max_length=cfg.max_length, dtype=cfg.dtype, data_dir=cfg.data_dir,
                         use_cache=cfg.use_cache)
     seeds = load_seeds(sweep)

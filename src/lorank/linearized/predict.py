@@ -241,13 +241,13 @@ def train_and_select(train: Sequence[Features], dev: Sequence[Features], seeds: 
     for g, (f, seed) in enumerate(zip(train, seeds, strict=True)):
         lrs = cfg.lrs if cfg.lrs is not None else tuple(m * kernel_step(f)
                                                         for m in cfg.lr_mults)
-        runs += [RunSpec(r, seed, float(lr), g) for r in cfg.ranks for lr in sorted(lrs)]
+        runs += [RunSpec(r, seed, float(lr), g) for r in cfg.adapter.ranks for lr in sorted(lrs)]
     settings = TrainSettings(steps=cfg.steps, loss=cfg.loss, eval_every=cfg.eval_every,
                              log_every=cfg.eval_every, metric=metric, eval_early=False)
-    res = train_linearized(list(train), runs, settings, list(dev))
+    res = train_linearized(list(train), runs, settings, list(dev), adapter=cfg.adapter)
     chosen: dict[tuple[int, int], tuple[Factors, float] | None] = {}
     for g, seed in enumerate(seeds):
-        for r in cfg.ranks:
+        for r in cfg.adapter.ranks:
             idx = {run.lr: c for c, run in enumerate(res.runs) if run.group == g
                    and run.rank == r}
             curves = {lr: (res.trajectories[c].dev_steps, res.trajectories[c].dev_metric)
@@ -277,7 +277,7 @@ def predict_on_features(train: Sequence[Features], dev: Sequence[Features],
     for g, seed in enumerate(seeds):
         rhos = (cfg.rho,) if cfg.rho is not None else rho_grid(dev_margin_anchor(dev[g]))
         gamma = max_feature_norm(train[g])
-        for r in cfg.ranks:
+        for r in cfg.adapter.ranks:
             if chosen[(r, seed)] is None:
                 continue
             fac, lr = chosen[(r, seed)]
@@ -326,8 +326,8 @@ def run_predict(cfg: PredictConfig) -> PredictResult:
     from lorank.linearized.experiment import SweepConfig, load_seeds, selection_metric
 
     t0 = time.perf_counter()
-    sweep = SweepConfig(task=cfg.task, model=cfg.model, head=cfg.head, targets=cfg.targets,
-                        layers=cfg.layers, ranks=cfg.ranks, seeds=cfg.seeds, k=cfg.k,
+    sweep = SweepConfig(task=cfg.task, model=cfg.model, head=cfg.head, adapter=cfg.adapter,
+                        seeds=cfg.seeds, k=cfg.k,
                         max_length=cfg.max_length, dtype=cfg.dtype, data_dir=cfg.data_dir,
                         use_cache=cfg.use_cache, test_max=cfg.test_max)
     seeds = load_seeds(sweep)

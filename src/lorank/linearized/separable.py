@@ -86,12 +86,13 @@ def check_separable(data, model: str, head: str, targets: Sequence[str] | None =
     compute (or read from the feature cache) the train NTK features of the adapted matrices and
     check the margin features' rank."""
     from lorank.linearized.experiment import SweepConfig, load_seeds
+    from lorank.models.lora_shape import AdapterConfig
 
     seed = data.seed if data.seed is not None else 0
-    cfg = SweepConfig(task=data.task.name, model=model, head=head,
-                      targets=tuple(targets) if targets else ("query", "value"),
-                      layers=layers if isinstance(layers, str) else tuple(layers),
-                      ranks=(1,), seeds=(seed,), k=data.k or 16, max_length=max_length,
+    adapter = AdapterConfig(targets=tuple(targets) if targets else ("query", "value"),
+                            layers=layers)
+    cfg = SweepConfig(task=data.task.name, model=model, head=head, adapter=adapter,
+                      seeds=(seed,), k=data.k or 16, max_length=max_length,
                       dtype=dtype, data_dir=data_dir, use_cache=use_cache)
     (loaded,) = load_seeds(cfg, load_data=lambda _seed: data)
     return features_separability(loaded.train, data.seed, data.source)

@@ -68,10 +68,12 @@ from lorank.linearized.factored import (
 )
 from lorank.linearized.losses import check_loss, loss_and_grad, metric
 from lorank.linearized.model import init_factors
-from lorank.models.lora_shape import Scaling, scale
+from lorank.models.lora_shape import AdapterConfig
 from lorank.ntk.features import Block, Features
 
 OPTIMIZERS = ("gd", "sgd", "adam")
+#: The default adapter of :func:`train_linearized`: s = 1 at every rank (Jang et al.'s setting).
+UNIT_SCALE = AdapterConfig()
 ENGINES = ("auto", "dense", "factored")
 
 
@@ -93,7 +95,6 @@ class TrainSettings:
         steps: number of optimiser steps T (checkpoints at 0, eval_every, …, T).
         loss: ``"ce"`` (cross-entropy over the K logits) or ``"mse"``.
         mse_target: ``"onehot"`` or ``"pm1"`` targets for MSE.
-        scaling, alpha: LoRA scale s (``"lora"`` α/r, ``"rslora"`` α/√r, ``"none"`` 1).
         weight_decay: λ of the penalty λ/2(‖A‖²+‖B‖²).
         optimizer: ``"gd"``, ``"sgd"`` or ``"adam"``.
         batch_size: mini-batch size for sgd/adam (None: full batch).
@@ -112,8 +113,6 @@ class TrainSettings:
     steps: int = 1000
     loss: str = "ce"
     mse_target: str = "onehot"
-    scaling: str = "none"
-    alpha: float = 1.0
     weight_decay: float = 0.0
     optimizer: str = "gd"
     batch_size: int | None = None
@@ -130,7 +129,6 @@ class TrainSettings:
         check_loss(self.loss)
         if self.engine not in ENGINES:
             raise LorankError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        Scaling.parse(self.scaling)
         for name in ("steps", "eval_every", "log_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -237,7 +235,8 @@ class _Bucket:
     """
 
     def __init__(self, idx: list[int], runs: Sequence[RunSpec], blocks: Sequence[Block],
-                 settings: TrainSettings, dtype: torch.dtype, device: torch.device) -> None:
+                 settings: TrainSettings, adapter: AdapterConfig, dtype: torch.dtype,
+                 device: torch.device) -> None:
         self.idx = idx
         self.r = runs[idx[0]].rank
         self.group = runs[idx[0]].group
@@ -245,7 +244,7 @@ class _Bucket:
         inits = [init_factors(blocks, self.r, runs[c].seed, dtype, device) for c in idx]
         self.A = [torch.stack([a[0][j] for a in inits]) for j in range(len(blocks))]
         self.B = [torch.stack([a[1][j] for a in inits]) for j in range(len(blocks))]
-        self.scale = scale(settings.scaling, settings.alpha, self.r)  # same s for every row
+        self.scale = adapter.s_at(self.r)  # same s for every row
         self.s = torch.tensor([self.scale] * len(idx), dtype=dtype, device=device)[:, None, None]
         self.lr = torch.tensor([runs[c].lr for c in idx], dtype=dtype,
                                device=device)[:, None, None]
@@ -355,6 +354,8 @@ def train_linearized(
     settings: TrainSettings = TrainSettings(),
     dev: Sequence[Features] | None = None,
     progress: Callable[[int], None] | None = None,
+    *,
+    adapter: AdapterConfig = UNIT_SCALE,
 ) -> TrainResult:
     """Train every configuration of ``runs`` in one vectorised loop (see module doc).
 
@@ -365,18 +366,24 @@ def train_linearized(
         dev: dev Features per group for checkpoint selection (None: the best checkpoint is the
             final one).
         progress: called with the number of finished steps.
+        adapter: the LoRA adapter (:class:`~lorank.models.lora_shape.AdapterConfig`): its
+            scaling rule and α give s at each run's rank (default s = 1); the runs' ranks are
+            RunSpec.rank. The linearized engine initialises A ~ N(0, 1/n) and B = 0 (init
+            ``fan_in``) and has no dropout.
 
     Returns:
         :class:`TrainResult`; ``best[c]`` is the earliest checkpoint with the best dev metric of
         run c (ties to fewer steps), ``final[c]`` the factors after T steps.
     """
     _check_groups(train, dev, runs)
+    if adapter.init != "fan_in" or adapter.dropout:
+        raise LorankError("the linearized engine initialises A ~ N(0, 1/n) (init fan_in) and "
+                          f"has no dropout; got init {adapter.init!r}, dropout {adapter.dropout}")
     blocks = list(train[0].blocks)
     dtype, device = train[0].f0.dtype, train[0].f0.device
     T, C = settings.steps, len(runs)
-    trajs = [Trajectory(r.rank, r.seed, r.lr, r.group, scale(settings.scaling, settings.alpha,
-                                                               r.rank)) for r in runs]
-    state = _State(runs, _buckets(runs, blocks, settings, dtype, device), train[0],
+    trajs = [Trajectory(r.rank, r.seed, r.lr, r.group, adapter.s_at(r.rank)) for r in runs]
+    state = _State(runs, _buckets(runs, blocks, settings, adapter, dtype, device), train[0],
                    _choose_engine(train, runs, settings), contrast=settings.loss == "ce")
     state.evals = settings.eval_steps()
     t0 = time.perf_counter()
@@ -415,13 +422,14 @@ def _choose_engine(train: Sequence[Features], runs: Sequence[RunSpec],
 
 
 def _buckets(runs: Sequence[RunSpec], blocks: list[Block], settings: TrainSettings,
-             dtype: torch.dtype, device: torch.device) -> list[_Bucket]:
+             adapter: AdapterConfig, dtype: torch.dtype, device: torch.device
+             ) -> list[_Bucket]:
     """One bucket per (group, rank), in (group, rank) order; rows in run order within one."""
     keys = sorted({(run.group, run.rank) for run in runs})
     buckets, lo = [], 0
     for g, r in keys:
         b = _Bucket([c for c, run in enumerate(runs) if (run.group, run.rank) == (g, r)], runs,
-                    blocks, settings, dtype, device)
+                    blocks, settings, adapter, dtype, device)
         b.lo, b.hi = lo, lo + len(b.idx)
         lo = b.hi
         buckets.append(b)

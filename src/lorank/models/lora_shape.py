@@ -1,7 +1,9 @@
-r"""What both LoRA engines share about the adapter: the scaling rule and the layer selection.
+r"""The LoRA adapter both engines share: :class:`AdapterConfig`, its scaling rule and layers.
 
 One definition for the linearized engine (:mod:`lorank.linearized`) and the real one
-(:mod:`lorank.finetune`, peft), so the two cannot drift apart. The update of an adapted matrix
+(:mod:`lorank.finetune`, peft), so the two cannot drift apart; the CLI and the sweep methods build
+one :class:`AdapterConfig` and pass it down whole, the way peft's ``LoraConfig`` travels to
+``LoraModel`` and ``LoraLayer.update_layer``. The update of an adapted matrix
 :math:`W \in \mathbb{R}^{m\times n}` is :math:`\Delta W = s\,B A` with
 :math:`B \in \mathbb{R}^{m\times r}`, :math:`A \in \mathbb{R}^{r\times n}` and
 
@@ -17,9 +19,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
+from typing import Any
 
 from lorank.errors import LorankError, parse_choice
+
+#: How A is initialised (B = 0 always, so f(W0 + ΔW) = f(W0) at init): ``fan_in`` A ~ N(0, 1/n)
+#: (the linearized engine's and Jang et al.'s), ``gaussian`` A ~ N(0, 1/r²) (peft),
+#: ``kaiming`` (peft's default uniform).
+INITS = ("fan_in", "gaussian", "kaiming")
 
 
 class Scaling(StrEnum):
@@ -74,3 +83,92 @@ def parse_layers(layers: str | Sequence[int] | None) -> str | tuple[int, ...]:
     if not parsed:
         raise LorankError("layer selection is empty")
     return parsed
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    r"""The LoRA adapter of either engine, validated on construction and serialisable.
+
+    ΔW_ℓ = s·B_ℓ A_ℓ on every target matrix W_ℓ ∈ R^{m×n} of the chosen layers, B_ℓ ∈ R^{m×r}
+    (zero at init), A_ℓ ∈ R^{r×n}, for each rank r of the grid ``ranks`` (Hu et al., 2021; the
+    rank-threshold setting of Jang, Lee, Ryu, ICML 2024).
+
+    Attributes:
+        ranks: the rank grid (distinct positive integers; one rank for a single real run).
+        alpha: α > 0 of the scaling rule, or None for s = 1 at every rank.
+        scaling: ``none`` (s = 1), ``lora`` (α/r) or ``rslora`` (α/√r): :func:`scale`.
+        init: how A is initialised (:data:`INITS`); the linearized engine uses ``fan_in``.
+        targets: target module names (``query``/``value``…; aliases resolved per
+            architecture), or None for the architecture's defaults (query and value).
+        layers: ``"all"``, ``"last"`` or layer indices (:func:`parse_layers`).
+        dropout: LoRA dropout on the adapter input, in [0, 1) (real engine only).
+    """
+
+    ranks: tuple[int, ...] = (1,)
+    alpha: float | None = None
+    scaling: str = Scaling.NONE.value
+    init: str = "fan_in"
+    targets: tuple[str, ...] | None = ("query", "value")
+    layers: str | tuple[int, ...] = "last"
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        ranks = tuple(self.ranks)
+        if not ranks or any(isinstance(r, bool) or not isinstance(r, int) or r < 1
+                            for r in ranks):
+            raise LorankError(f"ranks must be positive integers, got {list(ranks)}")
+        if len(set(ranks)) != len(ranks):
+            raise LorankError(f"ranks must be distinct, got {list(ranks)}")
+        object.__setattr__(self, "ranks", ranks)
+        if self.alpha is not None and (isinstance(self.alpha, bool) or not isinstance(
+                self.alpha, int | float) or not math.isfinite(self.alpha) or self.alpha <= 0):
+            raise LorankError(f"alpha must be a positive number, got {self.alpha!r}")
+        object.__setattr__(self, "scaling", Scaling.parse(self.scaling).value)
+        if self.init not in INITS:
+            raise LorankError(f"init must be one of {', '.join(INITS)}; got {self.init!r}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float) or not (
+                0.0 <= self.dropout < 1.0):
+            raise LorankError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.targets is not None:
+            targets = tuple(str(t).strip() for t in self.targets if str(t).strip())
+            object.__setattr__(self, "targets", targets or None)
+        object.__setattr__(self, "layers", parse_layers(self.layers))
+
+    @property
+    def r(self) -> int:
+        """The rank of a single-rank adapter (one real run); LorankError for a grid."""
+        if len(self.ranks) != 1:
+            raise LorankError(f"one rank expected, got the grid {list(self.ranks)}")
+        return self.ranks[0]
+
+    def at(self, r: int) -> AdapterConfig:
+        """The same adapter at the single rank ``r``."""
+        return replace(self, ranks=(r,))
+
+    def s_at(self, r: int) -> float:
+        """The scale s at rank r (:func:`scale`)."""
+        return scale(self.scaling, self.alpha, r)
+
+    @property
+    def s(self) -> float:
+        """The scale s of a single-rank adapter."""
+        return self.s_at(self.r)
+
+    @property
+    def lora_alpha(self) -> float:
+        """peft's ``lora_alpha`` giving s at the single rank: α, or r (√r with rsLoRA) for
+        s = 1."""
+        if self.alpha is not None and self.scaling != Scaling.NONE:
+            return float(self.alpha)
+        return math.sqrt(self.r) if self.scaling == Scaling.RSLORA else float(self.r)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples as lists); a single-rank adapter adds its ``r``, the resolved
+        ``lora_alpha`` and ``s``."""
+        out = asdict(self)
+        out["ranks"] = list(self.ranks)
+        out["targets"] = list(self.targets) if self.targets else None
+        out["layers"] = self.layers if isinstance(self.layers, str) else list(self.layers)
+        if len(self.ranks) == 1:
+            out.update(r=self.r, lora_alpha=self.lora_alpha, s=self.s)
+        return out

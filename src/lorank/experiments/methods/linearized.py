@@ -56,9 +56,10 @@ from lorank.linearized.train import TrainSettings
 
 _OPTIONS = ("scaling", "alpha", "weight_decay", "optimizer", "batch_size", "memory_budget_mb",
             "mse_target", "engine")
-#: the options that are training settings (the rest configure the features).
-_TRAIN_OPTIONS = ("scaling", "alpha", "weight_decay", "optimizer", "batch_size", "mse_target",
-                  "engine")
+#: the options that are training settings (scaling and α belong to the adapter; the rest
+#: configure the features).
+_TRAIN_OPTIONS = ("weight_decay", "optimizer", "batch_size", "mse_target", "engine")
+_ADAPTER_OPTIONS = ("scaling", "alpha")
 #: Options that label runs for the report and do not reach the engine.
 _LABELS = ("control",)
 
@@ -70,20 +71,19 @@ def sweep_config(config: RunConfig, ctx: RunContext | None = None) -> SweepConfi
     if unknown:
         raise LorankError(f"unknown linearized option {unknown[0]!r}; known: "
                           + ", ".join(_OPTIONS + _LABELS))
-    layers = config.layers if isinstance(config.layers, str) else tuple(config.layers)
     seed = config.seed
     train = TrainSettings(steps=config.steps, eval_every=config.eval_interval, loss=config.loss,
                           **{k: options[k] for k in _TRAIN_OPTIONS if k in options})
     return SweepConfig(
-        task=config.task, model=config.model, head=config.head, targets=tuple(config.targets),
-        layers=layers, ranks=(config.rank,), seeds=(seed,), lrs=tuple(config.lrs),
+        task=config.task, model=config.model, head=config.head, adapter=config.adapter(),
+        seeds=(seed,), lrs=tuple(config.lrs),
         lr_unit=config.lr_unit, k=config.k, train=train,
         test_max=config.test_cap, max_length=config.max_length, dtype=config.dtype,
         device=ctx.device if ctx is not None else "cpu",
         data_dir=str(ctx.data_dir) if ctx is not None and ctx.data_dir else None,
         cache_root=str(ctx.cache_dir) if ctx is not None and ctx.cache_dir else None,
         data=config.data, **{k: options[k] for k in _OPTIONS if k in options
-                             and k not in _TRAIN_OPTIONS})
+                             and k not in _TRAIN_OPTIONS + _ADAPTER_OPTIONS})
 
 
 def _validate(config: RunConfig) -> None:
@@ -114,8 +114,8 @@ def run_group(runs: Sequence[RunConfig], ctx: RunContext) -> dict[str, Any]:
     if "seeds" not in memo:
         memo["seeds"] = load_seeds(cfg)
     features_s = time.perf_counter() - t0
-    ranks = batch_ranks(runs)
-    result = run_linearized_sweep(replace(cfg, ranks=ranks), seeds=memo["seeds"])
+    adapter = replace(cfg.adapter, ranks=tuple(batch_ranks(runs)))
+    result = run_linearized_sweep(replace(cfg, adapter=adapter), seeds=memo["seeds"])
     return per_run(runs, lambda run: _cell(run, result, features_s if run is first else 0.0,
                                            computed_here=run is first))
 
@@ -155,7 +155,7 @@ def _cell(config: RunConfig, result: Any, features_s: float, computed_here: bool
         "train_s": result.timings["train_s"], "test_s": result.timings["test_s"],
         "kernel_s": result.timings["kernel_s"], "features_s": features_s,
         "computed_here": computed_here, "engine": result.timings["engine"],
-        "ranks_trained_together": list(result.config["ranks"]),
+        "ranks_trained_together": list(result.config["adapter"]["ranks"]),
     }
     if "f1" in result.metric or "f1" in sel["test"]:
         for name, part in (("test_f1", sel), ("test_f1_final", fin),

@@ -60,18 +60,15 @@ ENGINES = ("batched", "sequential")
 
 
 def settings(config: RunConfig, metric: str = "accuracy") -> tuple[Any, Any]:
-    """(LoraSettings, TrainSettings) of a stored run; LorankError on a bad option."""
-    from lorank.finetune.config import LoraSettings, TrainSettings
+    """(AdapterConfig, TrainSettings) of a stored run; LorankError on a bad option."""
+    from lorank.finetune.config import TrainSettings
 
     options = config.options.to_json()
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
         raise LorankError(f"unknown lora option {unknown[0]!r}; known: {', '.join(_OPTIONS)}")
     engine(config)
-    layers = config.layers if isinstance(config.layers, str) else tuple(config.layers)
-    lora = LoraSettings(r=config.rank, alpha=options.get("alpha", 1.0),
-                        scaling=options.get("scaling", "none"), targets=tuple(config.targets),
-                        layers=layers, init="fan_in")
+    lora = config.adapter()
     optimizer = options.get("optimizer", "gd")
     train = TrainSettings(lr=float(config.lrs[0]), steps=config.steps,
                           batch_size=None if optimizer == "gd" else options.get("batch_size"),
@@ -188,7 +185,6 @@ def _train_batched(runs: Sequence[RunConfig], memo: dict[str, Any], lrs: tuple[f
                    ) -> tuple[Any, Any, tuple[int, ...], float, float]:
     """Every rank × lr of the batch in one batched call: (problems, training, ranks,
     features_s, train_s)."""
-    from dataclasses import replace
 
     from lorank.finetune.batched import Cell, Problem, train_cells
 
@@ -200,7 +196,7 @@ def _train_batched(runs: Sequence[RunConfig], memo: dict[str, Any], lrs: tuple[f
     problems = {0: Problem(clf, _prepared(memo, runs[0], start))}
     features_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    cells = [Cell(0, replace(lora, r=r), train, lrs=tuple(lrs), init_seed=train.seed)
+    cells = [Cell(0, lora.at(r), train, lrs=tuple(lrs), init_seed=train.seed)
              for r in ranks]
     training = train_cells(problems, cells)
     return problems, training, ranks, features_s, time.perf_counter() - t0
