@@ -34,7 +34,8 @@ def _setup(model: str, layers: str, cache: bool):
 
     data = load_task("sst2", k=16, seed=42)
     clf = build_classifier(load_encoder(model), data.task, "verbalizer")
-    adapter = attach_lora(clf, AdapterConfig(ranks=(1,), layers=layers), seed=42)
+    adapter = attach_lora(clf, AdapterConfig(ranks=(1,), layers=layers, init="gaussian"),
+                          seed=42)
     t0 = time.perf_counter()
     prep = prepare_data(clf, data, adapter.start if cache else None)
     return adapter, prep, time.perf_counter() - t0

@@ -8,7 +8,7 @@ import torch
 from lorank.errors import LorankError
 from lorank.linearized import kernel_regression, nuclear_fit, select_kernel, svt
 from lorank.linearized.losses import loss_and_grad, targets
-from lorank.ntk import Block, Features, ntk_gram
+from lorank.ntk import Block, Features
 from lorank.theory import sard_min_rank
 
 torch.set_num_threads(1)
@@ -35,7 +35,7 @@ def test_min_norm_least_squares_interpolates_with_pinv_solution():
 def test_ridge_matches_closed_form():
     f = synthetic()
     fit = kernel_regression(f, 0.1, "mse", mse_target="pm1")
-    theta, N = ntk_gram(f), f.N
+    theta, N = f.gram(), f.N
     lam = 0.1 * float(theta.diagonal().mean()) / N
     R = (targets(f.labels, 2, "pm1", torch.float64) - f.f0).reshape(-1)
     alpha = torch.linalg.solve(theta + N * lam * torch.eye(12, dtype=torch.float64), R)

@@ -124,3 +124,14 @@ def test_features_need_j_or_factors():
 
     with pytest.raises(LorankError, match="neither J nor per-token factors"):
         Features(None, torch.zeros(2, 2), torch.zeros(2), [Block("a", 0, "query", 2, 2)])
+
+
+def test_dense_engine_is_refused_when_j_is_not_held(clf, monkeypatch):
+    from lorank.errors import LorankError
+
+    dense, only = _pair(clf, monkeypatch)
+    runs = [RunSpec(1, 0, 0.1, 0)]
+    with pytest.raises(LorankError, match="engine 'dense' needs the Jacobians"):
+        train_linearized([dense], runs, TrainSettings(steps=2, engine="dense"), [only])
+    got = train_linearized([dense], runs, TrainSettings(steps=2, eval_every=1), [only])
+    assert got.engine == "factored" and only.stored_J is None  # dev factor-only: factored

@@ -19,7 +19,6 @@ from lorank.ntk import (
     JacobianMethod,
     chunk_size_for_budget,
     compute_features,
-    ntk_gram,
 )
 
 torch.set_num_threads(1)
@@ -132,10 +131,10 @@ def test_linearization_is_second_order_accurate(clf, inputs):
 
 def test_gram_is_j_jt_and_psd(clf, inputs):
     feats = compute_features(clf, inputs, LABELS, layers="all")
-    theta = ntk_gram(feats)
-    assert theta.shape == (10, 10)
+    theta = feats.gram()
+    assert theta.shape == (10, 10) and theta.dtype == torch.float64
     manual = sum(torch.einsum("ikmn,jlmn->ikjl", G, G) for G in feats.G.values())
-    torch.testing.assert_close(theta, manual.reshape(10, 10))
+    torch.testing.assert_close(theta, manual.reshape(10, 10).double())
     assert torch.linalg.eigvalsh(theta).min() > -1e-10
 
 

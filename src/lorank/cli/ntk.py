@@ -99,9 +99,10 @@ def command(model: str, task: str | None, head: str, targets: str, layers: str, 
         memory_budget_mb=memory_mb, k=data.k, seed=data.seed, use_cache=not no_cache)
     summary = {
         "task": data.task.name, "model": model, "head": head, "split": split_name, "seed": seed,
-        "N": feats.N, "K": feats.K, "P": feats.P, "J_shape": list(feats.J.shape),
-        "f0_shape": list(feats.f0.shape), "dtype": str(feats.J.dtype).replace("torch.", ""),
-        "size_mb": round(feats.J.numel() * feats.J.element_size() / 2**20, 2),
+        "N": feats.N, "K": feats.K, "P": feats.P, "J_shape": [feats.N, feats.K, feats.P],
+        "f0_shape": list(feats.f0.shape), "dtype": str(feats.f0.dtype).replace("torch.", ""),
+        "size_mb": round(feats.N * feats.K * feats.P * feats.f0.element_size() / 2**20, 2),
+        "J_held": feats.stored_J is not None,
         "blocks": [{"name": b.name, "layer": b.layer, "target": b.target, "m": b.m, "n": b.n}
                    for b in feats.blocks],
         "method": feats.meta.get("method"),
@@ -114,9 +115,10 @@ def command(model: str, task: str | None, head: str, targets: str, layers: str, 
     if as_json:
         click.echo(json.dumps(summary, indent=1))
         return
-    click.echo(f"{summary['task']} {split_name} (seed {seed}): J {tuple(feats.J.shape)} "
+    held = "" if feats.stored_J is not None else " (held as token factors only)"
+    click.echo(f"{summary['task']} {split_name} (seed {seed}): J {tuple(summary['J_shape'])} "
                f"[N, K, P], f0 {tuple(feats.f0.shape)}, {summary['dtype']}, "
-               f"{summary['size_mb']} MB")
+               f"{summary['size_mb']} MB{held}")
     for b in feats.blocks:
         click.echo(f"  {b.name}: layer {b.layer}, {b.target}, {b.m}x{b.n}")
     if summary["factors_mb"] is not None:

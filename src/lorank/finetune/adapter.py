@@ -316,6 +316,7 @@ def load_adapter(clf: torch.nn.Module, folder: str | os.PathLike) -> Adapter:
     settings = AdapterConfig(
         ranks=(int(cfg.r),), alpha=float(cfg.lora_alpha),
         scaling="rslora" if cfg.use_rslora else "lora",
+        init="kaiming" if cfg.init_lora_weights is True else "gaussian",
         targets=tuple(dict.fromkeys(m.target for m in matrices)),
         layers=tuple(sorted({m.layer for m in matrices})), dropout=float(cfg.lora_dropout),
     )

@@ -102,7 +102,7 @@ def kernel_regression(features: Features, lam: float = 0.0, loss: str = "mse",
     """Fit full linearized fine-tuning with penalty λ/2‖ΔW‖² through the NTK (module doc).
 
     Args:
-        features: training features (J, f0, labels).
+        features: training features (J or token factors, f0, labels).
         lam: relative regularisation (λ_eff = lam · mean diag Θ / N); 0 allowed for MSE only.
         loss: ``"mse"`` (kernel ridge / min-norm) or ``"ce"`` (kernel logistic regression).
         basis: a precomputed ``_basis(features)`` (reused across a λ grid).
@@ -110,12 +110,21 @@ def kernel_regression(features: Features, lam: float = 0.0, loss: str = "mse",
     Returns:
         :class:`KernelFit` with ΔW (P,) in the features' dtype.
     """
+    basis = basis if basis is not None else _basis(features, rcond)
+    u, lam_abs, value, iters = _solve(features, lam, loss, mse_target, basis)
+    delta = _deltas(features, basis, u[:, None])[0]
+    return KernelFit(delta, float(lam), float(lam_abs), loss, value, iters)
+
+
+def _solve(features: Features, lam: float, loss: str, mse_target: str,
+           basis: tuple[Tensor, Tensor, float]) -> tuple[Tensor, float, float, int]:
+    """(u (q,), λ_eff, train loss at u, Newton iterations) of one λ in the eigenbasis."""
     check_loss(loss)
     if not math.isfinite(lam) or lam < 0:
         raise LorankError(f"kernel regularisation must be >= 0, got {lam!r}")
     if loss == "ce" and lam == 0:
         raise LorankError("kernel logistic regression needs a regularisation lam > 0")
-    Z, W, diag = basis if basis is not None else _basis(features, rcond)
+    Z, _, diag = basis
     N, K = features.N, features.K
     lam_abs = lam * diag / N
     f0 = features.f0.to(torch.float64)
@@ -131,25 +140,33 @@ def kernel_regression(features: Features, lam: float = 0.0, loss: str = "mse",
     else:
         u, iters = _newton_ce(f0, Z, labels, lam_abs)
     value, _, _ = _objective(f0, Z, u, labels, 0.0, loss, mse_target)
-    delta = features.apply_T((W @ u).reshape(N, K)).to(features.f0.dtype)
-    return KernelFit(delta, float(lam), float(lam_abs), loss, value, iters)
+    return u, lam_abs, value, iters
+
+
+def _deltas(features: Features, basis: tuple[Tensor, Tensor, float], U: Tensor) -> Tensor:
+    """ΔW = Jᵀ W u for every column u of U (q, L): (L, P) in the features' dtype, one pass of
+    Jᵀ for the whole λ grid."""
+    W = basis[1]
+    return features.apply_T((W @ U).reshape(features.N, features.K, -1)).T.to(
+        features.f0.dtype).contiguous()
 
 
 def select_kernel(train: Features, dev: Features, lams: Sequence[float] = KERNEL_LAMS,
                   loss: str = "ce", metric_name: str = "accuracy", mse_target: str = "onehot"
                   ) -> tuple[KernelFit, dict[float, float]]:
     """Fit every λ in ``lams`` on train and keep the best dev metric (ties: the first listed,
-    i.e. the largest λ when lams are in decreasing order). Returns (fit, {λ: dev metric})."""
-    fits, curves = {}, {}
-    basis = _basis(train)
-    for lam in lams:
-        if loss == "ce" and lam == 0:
-            continue
-        fit = kernel_regression(train, lam, loss, mse_target, basis=basis)
-        out = dev.f0 + dev.apply(fit.delta)
-        fits[lam] = fit
-        curves[lam] = ([0], [float(metric(metric_name, out[:, :, None], dev.labels)[0])])
-    if not fits:
+    i.e. the largest λ when lams are in decreasing order). Returns (fit, {λ: dev metric}).
+    The λ grid shares one eigenbasis of Θ, one pass of Jᵀ and one pass of J_dev."""
+    lams = [lam for lam in lams if not (loss == "ce" and lam == 0)]
+    if not lams:
         raise LorankError("no valid kernel regularisation in the grid")
+    basis = _basis(train)
+    solved = [_solve(train, lam, loss, mse_target, basis) for lam in lams]
+    D = _deltas(train, basis, torch.stack([s[0] for s in solved], dim=1))  # (L, P)
+    out = dev.f0[:, :, None] + dev.apply(D.T)  # (N, K, L)
+    values = metric(metric_name, out, dev.labels)
+    fits = {lam: KernelFit(D[i], float(lam), float(s[1]), loss, s[2], s[3])
+            for i, (lam, s) in enumerate(zip(lams, solved, strict=True))}
+    curves = {lam: ([0], [float(v)]) for lam, v in zip(lams, values, strict=True)}
     choice = select_checkpoint(curves)
     return fits[choice.key], {k: v[1][0] for k, v in curves.items()}

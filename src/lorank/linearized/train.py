@@ -38,7 +38,8 @@ Factored engine. When the features carry per-token factors (the OUTER Jacobian m
 Σ_t δ_t x_tᵀ), the same step runs on the factors instead of J
 (:mod:`lorank.linearized.factored`: four GEMMs per matrix and feature group, cost ∝ Σ r · tokens
 instead of N·K·P per configuration; J is never read). ``TrainSettings.engine`` = ``auto``
-(default: factored when the factors exist and the multiply-add model says it is cheaper),
+(default: factored when the factors exist and the multiply-add model says it is cheaper, and
+always for features that hold only their factors),
 ``dense`` or ``factored``; both give the same numbers (tested).
 
 Optimisers: full-batch GD (default), SGD on mini-batches (per-configuration sampling from a
@@ -107,7 +108,9 @@ class TrainSettings:
         log_every: interval of the recorded loss / ‖∇Φ‖² / PL-ratio curves.
         metric: dev selection metric (``"accuracy"`` or ``"f1"``).
         loss_inf: L_inf in the PL ratio ‖∇Φ‖²/(Φ − L_inf) (0: separable CE / interpolating MSE).
-        engine: ``"auto"``, ``"dense"`` (J) or ``"factored"`` (per-token factors; module doc).
+        engine: ``"auto"``, ``"dense"`` (J) or ``"factored"`` (per-token factors; module doc);
+            features that hold only their factors (J too big) take ``factored`` under ``auto``
+            and refuse ``dense``.
     """
 
     steps: int = 1000
@@ -384,7 +387,7 @@ def train_linearized(
     T, C = settings.steps, len(runs)
     trajs = [Trajectory(r.rank, r.seed, r.lr, r.group, adapter.s_at(r.rank)) for r in runs]
     state = _State(runs, _buckets(runs, blocks, settings, adapter, dtype, device), train[0],
-                   _choose_engine(train, runs, settings), contrast=settings.loss == "ce")
+                   _choose_engine(train, runs, settings, dev), contrast=settings.loss == "ce")
     state.evals = settings.eval_steps()
     t0 = time.perf_counter()
     for t in range(T + 1):
@@ -402,17 +405,24 @@ def train_linearized(
 
 
 def _choose_engine(train: Sequence[Features], runs: Sequence[RunSpec],
-                   settings: TrainSettings) -> bool:
-    """True for the factored engine (see ``TrainSettings.engine`` and the module doc)."""
+                   settings: TrainSettings, dev: Sequence[Features] | None = None) -> bool:
+    """True for the factored engine (see ``TrainSettings.engine`` and the module doc). Features
+    that hold only their token factors (J above ``DENSE_J_MAX_MB``, train or dev) take the
+    factored engine under ``auto`` and refuse ``dense``, which would build J."""
     have = all(f.factors is not None for f in train)
     if settings.engine == "factored" and not have:
         raise LorankError("engine 'factored' needs per-token factors: compute the features with "
                           "the outer (or auto) Jacobian method")
+    factor_only = any(f.stored_J is None for f in (*train, *(dev or ())))
+    if settings.engine == "dense" and factor_only:
+        raise LorankError("engine 'dense' needs the Jacobians J, which these features do not "
+                          "hold (too big: only per-token factors are kept); use engine auto "
+                          "or factored")
     if settings.engine != "auto":
         return settings.engine == "factored"
     if not have:
         return False
-    if any(f.stored_J is None for f in train):  # J too big to hold: only factors are
+    if factor_only:
         return True
     ranks: dict[int, list[int]] = {}
     for run in runs:

@@ -2,7 +2,8 @@
 
 * :mod:`lorank.ntk.jacobian` — :class:`JacobianMethod` (autograd loop, vmap+jacrev, truncated),
   chunked by a memory budget.
-* :mod:`lorank.ntk.features` — :class:`Features` (J, f0, labels, blocks, meta), :func:`ntk_gram`.
+* :mod:`lorank.ntk.features` — :class:`Features` (J or token factors, f0, labels, blocks, meta;
+  the NTK Gram ``Features.gram()``).
 * :mod:`lorank.ntk.cache` — atomic, checksummed safetensors cache keyed by model/head/task/split.
 * :mod:`lorank.ntk.stream` — linearized predictions on large splits, Jacobians streamed.
 * :mod:`lorank.ntk.pipeline` — :func:`split_features`: a data split's features via the cache.
@@ -24,7 +25,6 @@ from lorank.ntk.features import (
     Features,
     blocks_of,
     compute_features,
-    ntk_gram,
 )
 from lorank.ntk.jacobian import JacobianMethod, chunk_size_for_budget, jacobian_chunks
 from lorank.ntk.pipeline import split_features
@@ -44,7 +44,6 @@ __all__ = [
     "feature_key",
     "jacobian_chunks",
     "load_features",
-    "ntk_gram",
     "save_features",
     "split_features",
     "stream_linearized_logits",

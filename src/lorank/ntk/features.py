@@ -176,15 +176,18 @@ class Features:
         return out[:, 0] if E.dim() == 2 else out
 
     def gram(self) -> Tensor:
-        """Θ = J Jᵀ (N·K, N·K) in float64 (kept: the kernel step and the kernel baselines of
-        one split share it); entry (iK+k, jK+l) = ⟨∂f_k(x_i), ∂f_l(x_j)⟩."""
-        if self._gram is None:
-            theta = None
-            for _, _, part in self.column_slices():
-                phi = part.reshape(self.N * self.K, -1).to(torch.float64)
-                theta = phi @ phi.T if theta is None else theta.addmm_(phi, phi.T)
+        """Θ = J Jᵀ (N·K, N·K) in float64; entry (iK+k, jK+l) = ⟨∂f_k(x_i), ∂f_l(x_j)⟩
+        (Malladi et al., 2023). Kept when only factors are held (building it is the expensive
+        part: the kernel step and the kernel baselines of one split share it)."""
+        if self._gram is not None:
+            return self._gram
+        theta = None
+        for _, _, part in self.column_slices():
+            phi = part.reshape(self.N * self.K, -1).to(torch.float64)
+            theta = phi @ phi.T if theta is None else theta.addmm_(phi, phi.T)
+        if self.stored_J is None:
             self._gram = theta
-        return self._gram
+        return theta
 
     @property
     def N(self) -> int:
@@ -254,12 +257,6 @@ def _by_example(fac: TokenFactors) -> TokenFactors:
     chunks had followed the examples' order."""
     order = torch.argsort(fac.ex, stable=True)
     return TokenFactors(fac.ex[order], fac.X[order], fac.Delta[:, order])
-
-
-def ntk_gram(features: Features) -> Tensor:
-    """Empirical NTK Θ = J Jᵀ of shape (N·K, N·K); entry (iK+k, jK+l) = ⟨∂f_k(x_i), ∂f_l(x_j)⟩."""
-    J = features.flat()
-    return J @ J.T
 
 
 def compute_features(
