@@ -42,10 +42,10 @@ def _setup(model: str, layers: str, cache: bool):
 
 
 def _train(adapter, prep, steps: int):
-    from lorank.finetune.config import TrainSettings
+    from lorank.finetune.config import LoraTraining
     from lorank.finetune.train import fit
 
-    s = TrainSettings(lr=1e-2, steps=steps, optimizer="sgd", eval_every=10 ** 6)
+    s = LoraTraining(lr=1e-2, steps=steps, optimizer="sgd", eval_every=10 ** 6)
     res = fit(adapter, prep.train, prep.dev, s)
     return res
 

@@ -30,7 +30,7 @@ import time
 
 import torch
 
-from lorank.linearized import RunSpec, TrainSettings, train_linearized
+from lorank.linearized import LinearizedTraining, RunSpec, train_linearized
 from lorank.ntk import Block, Features
 from lorank.ntk.jacobian import TokenFactors
 
@@ -69,7 +69,7 @@ def real(seeds, data_dir, device, dtype):
 
 def timed(feats, runs, steps, dev, engine, device, one_by_one):
     """Seconds for ``steps`` steps of ``runs``: one vectorised call, or one call per run."""
-    settings = TrainSettings(steps=steps, eval_every=50, engine=engine)
+    settings = LinearizedTraining(steps=steps, eval_every=50, engine=engine)
     sync(device)
     t0 = time.perf_counter()
     if one_by_one:
@@ -143,7 +143,7 @@ def main() -> None:
           f"{min(tokens)}..{max(tokens)}; {args.device}, {args.dtype}, "
           f"{torch.get_num_threads()} threads", flush=True)
     for engine in ("dense", "factored"):  # warm-up
-        train_linearized(feats, runs[:2], TrainSettings(steps=3, engine=engine), dev)
+        train_linearized(feats, runs[:2], LinearizedTraining(steps=3, engine=engine), dev)
     scale_b, scale_1 = args.steps / Tb, args.steps / T1
     t = {}
     res = {}

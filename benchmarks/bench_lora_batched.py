@@ -140,9 +140,9 @@ def lora_settings(r: int, layers: str):
 
 
 def train_settings(lr: float, steps: int, seed: int):
-    from lorank.finetune.config import TrainSettings
+    from lorank.finetune.config import LoraTraining
 
-    return TrainSettings(lr=lr, steps=steps, optimizer="gd", eval_every=EVAL_EVERY, seed=seed)
+    return LoraTraining(lr=lr, steps=steps, optimizer="gd", eval_every=EVAL_EVERY, seed=seed)
 
 
 def configurations(probs: dict, layers: str, steps: int) -> list:
@@ -183,7 +183,8 @@ def baseline(probs: dict, layers: str, steps: int, target: int, ranks) -> dict:
     """peft one configuration at a time on (seed, rank) samples, extrapolated to every
     configuration (6 ranks × 3 lrs per seed)."""
     from lorank.finetune.adapter import attach_lora
-    from lorank.finetune.train import evaluate, fit
+    from lorank.finetune.inputs import predict
+    from lorank.finetune.train import evaluation, fit
 
     per_seed: dict[int, list[tuple[float, float]]] = {}
     rows = []
@@ -192,7 +193,7 @@ def baseline(probs: dict, layers: str, steps: int, target: int, ranks) -> dict:
             adapter = attach_lora(problem.clf, lora_settings(r, layers), seed=seed)
             try:
                 with Clock() as ce:
-                    evaluate(adapter, problem.data.dev, "ce", 0)
+                    evaluation(predict(problem.clf, problem.data.dev), problem.data.dev.y, "ce", 0)
                 s = replace(train_settings(0.03, steps, seed), eval_every=steps)
                 with Clock() as cf:
                     fit(adapter, problem.data.train, problem.data.dev, s)
@@ -247,14 +248,12 @@ def folded_hooks(base_model, paths):
 
 def folded_logits(clf, x, start, slot, A, B, s):
     """The rows repeated C times (no sharing of the frozen projections), one ordinary forward."""
-    from lorank.finetune.stacked import forward_logits
-
     C = int(s.shape[0])
     xs = {k: (v.unsqueeze(0).expand(C, *v.shape).reshape(C * v.shape[0], *v.shape[1:])
               if torch.is_tensor(v) else v) for k, v in x.items()}
     slot.update({p: (A[p], B[p], s) for p in A})
     try:
-        out = forward_logits(clf, xs, start)
+        out = clf.logits_from(xs, start)
     finally:
         slot.clear()
     return out.view(C, -1, out.shape[-1])

@@ -70,7 +70,7 @@ def texts(n, words, seed):
 
 
 def main() -> None:
-    from lorank.linearized import RunSpec, TrainSettings, train_linearized
+    from lorank.linearized import LinearizedTraining, RunSpec, train_linearized
     from lorank.ntk import Block, Features, blocks_of, compute_features, stream_linearized_logits
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -143,15 +143,15 @@ def main() -> None:
                 for r in (1, 2, 4, 8, 12, 16)]
         res = {}
         for engine in ("factored", "dense"):
-            settings = TrainSettings(steps=1000, engine=engine)
-            train_linearized(feats, runs[:2], TrainSettings(steps=3, engine=engine), feats)
+            settings = LinearizedTraining(steps=1000, engine=engine)
+            train_linearized(feats, runs[:2], LinearizedTraining(steps=3, engine=engine), feats)
             _, res[engine] = timed(lambda s=settings: train_linearized(feats, runs, s, feats))
         steps_one = 50
 
         def one_by_one():
             for run in runs:
                 train_linearized([feats[run.group]], [RunSpec(run.rank, run.seed, run.lr)],
-                                 TrainSettings(steps=steps_one, engine="dense"),
+                                 LinearizedTraining(steps=steps_one, engine="dense"),
                                  [feats[run.group]])
 
         _, t_1 = timed(one_by_one)

@@ -125,7 +125,7 @@ CASES = [
     ("train-rank-above-min-mn", ["train", "--task", "sst2", "--ranks", "100000", "--no-cache"],
      {}, "rank r=100000 exceeds min(m, n)=384 of the 384x384 matrix"),
     ("train-rank-zero", ["train", "--task", "sst2", "--ranks", "0"], {},
-     "--ranks must be positive integers"),
+     "--ranks must be a positive integer, got 0"),
     ("train-unknown-task", ["train", "--task", "foo"], {}, "unknown task 'foo'"),
     ("train-unknown-model-offline", ["train", "--task", "sst2", "--model", "no-org/no-model",
                                      "--no-cache"], {"HF_HUB_OFFLINE": "1"},

@@ -47,7 +47,7 @@ def _fail(capsys, argv):
         (["--budgets", "100"], "--budgets needs --plot"),
         (["--plot", "x.png", "--budgets", "1.5,3"], "--budgets must be positive integers"),
         (["--m", "0"], "m must be a positive integer"),
-        (["--threads", "0"], "--threads must be >= 1"),
+        (["--threads", "0"], "--threads must be a positive integer"),
         (["--backend", "cuda"], "backend must be one of auto, torch, numba"),
         (["--backend", "numba", "--solver", "lm"], "step_rule 'hessian' only"),
         (["--backend", "numba", "--step-rule", "bound"], "step_rule 'hessian' only"),

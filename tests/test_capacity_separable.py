@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from lorank.linearized.pl_real import ce_separable
-from lorank.linearized.separable import features_separability, margin_rank
+from lorank.linearized.pl_real import ce_separable, margin_rank
+from lorank.linearized.separable import features_separability
 from lorank.ntk.features import Features
 from synthetic_features import BLOCKS, synthetic_features
 

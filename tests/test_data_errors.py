@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lorank.data import Split, load_custom, load_task, majority_rate, read_split, resolve_data_dir
+from lorank.data import Split, load_custom, load_task, majority_rate, resolve_data_dir
+from lorank.data.readers import read_labelled
 from lorank.errors import LorankError
 
 
@@ -156,7 +157,7 @@ def test_repeated_header_and_unknown_suffix(tmp_path):
     with pytest.raises(LorankError, match="cannot tell the format"):
         load(odd)
     assert load(odd, fmt="csv").N == 4
-    with pytest.raises(LorankError, match="unknown data format 'xml'"):
+    with pytest.raises(LorankError, match="data format must be one of csv, tsv, jsonl, got 'xml'"):
         load(odd, fmt="xml")
 
 
@@ -184,7 +185,7 @@ def test_data_dir_and_source_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("LORANK_DATA_DIR", str(tmp_path))
     assert resolve_data_dir(None) == tmp_path
     monkeypatch.delenv("LORANK_DATA_DIR")
-    with pytest.raises(LorankError, match="unknown data source 'web'"):
+    with pytest.raises(LorankError, match="source must be one of auto, lmbff, pool, hub, got 'web"):
         load_task("sst2", source="web")  # type: ignore[arg-type]
     with pytest.raises(LorankError, match="source 'lmbff' needs a data directory"):
         load_task("sst2", source="lmbff")
@@ -207,7 +208,7 @@ def test_read_split_mismatched_pair_task(tmp_path):
     from lorank.data import FewShotData, get_task
     path = tmp_path / "d.csv"
     path.write_text(good_rows())
-    split = read_split(path, name="train", text_columns=("text",), label_column="label",
-                       labels=("neg", "pos"))
+    split, _ = read_labelled(path, name="train", text_columns=("text",), label_column="label",
+                             labels=("neg", "pos"))
     with pytest.raises(LorankError, match="two text field"):
         FewShotData(get_task("rte"), split, split, None, None, None, "x")

@@ -49,10 +49,10 @@ def _dataset_dict(data_dir, task: str):
     datasets = pytest.importorskip("datasets")
     spec = get_task(task)
     pool = load_task(task, 64, 13, data_dir, source="pool")
-    from lorank.data import read_split
-    full_pool = read_split(data_dir / "pool" / f"{spec.lmbff.folder}.jsonl", name="pool",
-                           text_columns=("text_a", "text_b")[: len(spec.text_fields)],
-                           label_column="label", labels=spec.labels)
+    from lorank.data.readers import read_labelled
+    full_pool = read_labelled(data_dir / "pool" / f"{spec.lmbff.folder}.jsonl", name="pool",
+                              text_columns=("text_a", "text_b")[: len(spec.text_fields)],
+                              label_column="label", labels=spec.labels)[0]
     features = datasets.Features({
         **{c: datasets.Value("string") for c in spec.hub.text_columns},
         "label": datasets.ClassLabel(names=list(spec.hub.label_names))})

@@ -133,7 +133,7 @@ def test_pin_records_labels_and_sha_and_detects_edits(tmp_path):
     (dict(labels="0,1", label_words="0=bad"), "no word for label(s) 1"),
     (dict(labels="0,1", label_words="0=bad,1=good,2=meh"), "label(s) 2 are not in --labels"),
     (dict(metric="auc"), "--metric must be one of accuracy, f1"),
-    (dict(empty_text="keep"), "--empty-text must be drop or error"),
+    (dict(empty_text="keep"), "--empty-text must be one of drop, error, got 'keep'"),
     (dict(data_format="xml"), "--data-format must be one of csv, tsv, jsonl"),
     (dict(task="cola"), "unknown task 'cola'"),
     (dict(train=""), "must be a file path"),

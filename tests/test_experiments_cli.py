@@ -82,8 +82,8 @@ def test_store_flag_overrides_spec(tmp_path, capsys):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["sweep", "missing.yaml"], "sweep spec not found: missing.yaml"),
-    (["sweep", "{spec}", "--backend", "dask"], "--backend must be local or ray, got 'dask'"),
-    (["sweep", "{spec}", "--workers", "0"], "--workers must be >= 1, got 0"),
+    (["sweep", "{spec}", "--backend", "dask"], "--backend must be one of local, ray, got 'dask'"),
+    (["sweep", "{spec}", "--workers", "0"], "--workers must be a positive integer, got 0"),
     (["sweep", "{spec}", "--workers", "two"], "'two' is not a valid integer"),
     (["sweep", "{spec}", "--ray-address", "auto"], "--ray-address needs --backend ray"),
     (["sweep", "{spec}", "--data-dir", "/no/such/dir"], "data directory not found"),

@@ -231,7 +231,7 @@ def test_process_pool_matches_sequential(tmp_path):
 
 
 def test_runner_argument_errors():
-    with pytest.raises(LorankError, match="workers must be an integer >= 1"):
+    with pytest.raises(LorankError, match="workers must be a positive integer"):
         LocalRunner(workers=0)
     with pytest.raises(LorankError, match="unknown backend"):
         make_runner("dask")

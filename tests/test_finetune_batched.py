@@ -35,7 +35,7 @@ from lorank.finetune.batched import (
     train_batched,
 )
 from lorank.finetune.buckets import cut_rows, padded_tokens, plan_buckets, row_lengths
-from lorank.finetune.config import TrainSettings
+from lorank.finetune.config import LoraTraining
 from lorank.finetune.inputs import predict, prepare_split
 from lorank.finetune.run import finetune, prepare_data
 from lorank.finetune.stacked import (
@@ -132,7 +132,7 @@ def configurations(arch: str, layers: str = "all", steps: int = 7) -> list[Confi
     out = []
     for seed, r, lr in itertools.product((1, 2), (1, 3), LRS[kw["optimizer"]]):
         lora = AdapterConfig(ranks=(r,), layers=layers, init="fan_in", scaling="lora", alpha=2.0)
-        train = TrainSettings(lr=lr, steps=steps, eval_every=3, seed=seed + 4, **kw)
+        train = LoraTraining(lr=lr, steps=steps, eval_every=3, seed=seed + 4, **kw)
         out.append(Configuration(seed, lora, train, init_seed=seed + 10))
     return out
 
@@ -214,7 +214,7 @@ def test_other_heads_equal_to_peft(tiny_paths, head, task):
     problems = problems_for(tiny_paths["roberta"], torch.float64, layers="last", head=head,
                             task=task)
     configs = [Configuration(seed, AdapterConfig(ranks=(r,), layers="last"),
-                             TrainSettings(lr=0.05, steps=4, eval_every=2, seed=seed))
+                             LoraTraining(lr=0.05, steps=4, eval_every=2, seed=seed))
                for seed in (1, 2) for r in (1, 2)]
     fit_all = train_batched(problems, configs)
     for cfg, got in zip(configs, fit_all.fits, strict=True):
@@ -224,8 +224,8 @@ def test_other_heads_equal_to_peft(tiny_paths, head, task):
 def test_divergence_is_isolated(tiny_paths):
     problems = problems_for(tiny_paths["bert"], torch.float32)
     lora = AdapterConfig(ranks=(2,))
-    configs = [Configuration(1, lora, TrainSettings(lr=lr, steps=20, eval_every=1,
-                                                    optimizer="sgd"))
+    configs = [Configuration(1, lora, LoraTraining(lr=lr, steps=20, eval_every=1,
+                                                   optimizer="sgd"))
                for lr in (0.5, 1e30, 1.0)]
     fit_all = train_batched(problems, configs)
     bad = fit_all.fits[1]
@@ -378,7 +378,7 @@ def test_buckets_leave_logits_unchanged(tiny_paths, head, task, cache):
 def test_finetune_batched_equals_finetune(tiny_paths):
     problems = problems_for(tiny_paths["bert"], torch.float64, layers="last")
     data = {seed: Data(seed) for seed in (1, 2)}
-    train = TrainSettings(steps=6, eval_every=2, optimizer="gd")
+    train = LoraTraining(steps=6, eval_every=2, optimizer="gd")
     cells = [Cell(seed, AdapterConfig(ranks=(r,), layers="last", init="fan_in", scaling="none"),
                   train, lrs=(2.0, 0.5), init_seed=seed) for seed in (1, 2) for r in (1, 2)]
     selections = finetune_batched(problems, cells)
@@ -408,7 +408,7 @@ def test_trained_adapters_export_in_peft_format(tiny_paths, tmp_path):
     clf = problems[1].clf
     configs = [Configuration(1, AdapterConfig(ranks=(r,), layers="last", scaling="rslora",
                                               alpha=3.0),
-                             TrainSettings(lr=0.05, steps=5, eval_every=5)) for r in (1, 3)]
+                             LoraTraining(lr=0.05, steps=5, eval_every=5)) for r in (1, 3)]
     fit_all = train_batched(problems, configs)
     x = clf.encode(Data(1).test)
     x_split = prepare_split(clf, Data(1).test, None)
@@ -436,12 +436,12 @@ def bert_problems(tiny_paths) -> dict:
 
 @pytest.mark.parametrize("change, message", [
     (dict(lora=AdapterConfig(ranks=(1,), layers="all")), "must share lora.layers"),
-    (dict(train=TrainSettings(steps=3, optimizer="sgd")), "must share train.optimizer"),
-    (dict(train=TrainSettings(steps=3, loss="mse")), "must share train.loss"),
+    (dict(train=LoraTraining(steps=3, optimizer="sgd")), "must share train.optimizer"),
+    (dict(train=LoraTraining(steps=3, loss="mse")), "must share train.loss"),
     (dict(problem=7), "unknown problem 7"),
 ])
 def test_configurations_that_cannot_share_a_program(bert_problems, change, message):
-    base = Configuration(1, AdapterConfig(ranks=(1,), layers="last"), TrainSettings(steps=3))
+    base = Configuration(1, AdapterConfig(ranks=(1,), layers="last"), LoraTraining(steps=3))
     other = Configuration(**{**vars(base), **change})
     with pytest.raises(LorankError, match=message):
         train_batched(bert_problems, [base, other])
@@ -454,25 +454,25 @@ def test_bad_batched_inputs(bert_problems, tiny_paths):
     with pytest.raises(LorankError, match="without dropout"):
         train_batched(bert_problems, [Configuration(1, AdapterConfig(ranks=(1,), layers="last",
                                                                     dropout=0.1),
-                                                    TrainSettings(steps=2))])
+                                                    LoraTraining(steps=2))])
     with pytest.raises(LorankError, match="keeps the head frozen"):
-        train_batched(bert_problems, [Configuration(1, lora, TrainSettings(steps=2,
-                                                                           train_head=True))])
+        train_batched(bert_problems, [Configuration(1, lora, LoraTraining(steps=2,
+                                                                          train_head=True))])
     other = problems_for(tiny_paths["bert"], torch.float32, layers="last")
     with pytest.raises(LorankError, match="share one encoder"):
         train_batched({1: bert_problems[1], 2: other[2]},
-                      [Configuration(k, lora, TrainSettings(steps=2)) for k in (1, 2)])
+                      [Configuration(k, lora, LoraTraining(steps=2)) for k in (1, 2)])
     with pytest.raises(LorankError, match="rank r=40 exceeds"):
         train_batched(bert_problems, [Configuration(1, AdapterConfig(ranks=(40,), layers="last"),
-                                                    TrainSettings(steps=2))])
+                                                    LoraTraining(steps=2))])
     above = Problem(bert_problems[1].clf, prepare_data(bert_problems[1].clf, Data(1), 1))
     with pytest.raises(LorankError, match=r"caches layers \[0, 1\) but LoRA adapts layer 0"):
         train_batched({1: above}, [Configuration(1, AdapterConfig(ranks=(1,), layers="all"),
-                                                 TrainSettings(steps=2))])
+                                                 LoraTraining(steps=2))])
     adapter = attach_lora(bert_problems[1].clf, lora)
     try:
         with pytest.raises(LorankError, match="already holds a LoRA adapter"):
-            train_batched(bert_problems, [Configuration(1, lora, TrainSettings(steps=2))])
+            train_batched(bert_problems, [Configuration(1, lora, LoraTraining(steps=2))])
     finally:
         adapter.detach()
     for kwargs in ({"max_buckets": 0}, {"max_rows": -1}, {"max_rows": 2.5}):
@@ -480,7 +480,7 @@ def test_bad_batched_inputs(bert_problems, tiny_paths):
             BatchedSettings(**kwargs)
     # nothing half-done: the classifier trains normally afterwards, requires_grad restored
     flags = {n: p.requires_grad for n, p in bert_problems[1].clf.named_parameters()}
-    train_batched(bert_problems, [Configuration(1, lora, TrainSettings(steps=1))])
+    train_batched(bert_problems, [Configuration(1, lora, LoraTraining(steps=1))])
     assert flags == {n: p.requires_grad for n, p in bert_problems[1].clf.named_parameters()}
 
 
@@ -500,8 +500,8 @@ def test_minilm_equal_to_peft(data_dir, dtype, tol):
         problems[seed] = Problem(clf, prepare_data(clf, data, 5, 64))
     configs = [Configuration(seed, AdapterConfig(ranks=(r,), layers="last", init="fan_in",
                                                 scaling="none"),
-                             TrainSettings(lr=lr, steps=4, eval_every=2, optimizer="gd",
-                                           seed=seed))
+                             LoraTraining(lr=lr, steps=4, eval_every=2, optimizer="gd",
+                                          seed=seed))
                for seed in (13, 42) for r in (1, 8) for lr in (0.03, 0.1)]
     fit_all = train_batched(problems, configs)
     for cfg, got in zip(configs, fit_all.fits, strict=True):

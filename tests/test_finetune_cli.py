@@ -90,11 +90,11 @@ def test_both_render(tiny, data_dir, capsys):
     from lorank.cli.train import TrainJob
     from lorank.cli.train_lora import run_both
     from lorank.linearized.experiment import SweepConfig
-    from lorank.linearized.train import TrainSettings
+    from lorank.linearized.train import LinearizedTraining
 
     sweep = SweepConfig(task="sst2", model=tiny, adapter=AdapterConfig(ranks=(1,)),
                         seeds=(13,), lrs=(0.05,),
-                        train=TrainSettings(steps=2, eval_every=1), test_max=16, max_length=64,
+                        train=LinearizedTraining(steps=2, eval_every=1), test_max=16, max_length=64,
                         memory_budget_mb=256.0, data_dir=str(data_dir), use_cache=False)
     run_both(TrainJob(sweep, progress=False)).render("side by side")
     text = capsys.readouterr().out

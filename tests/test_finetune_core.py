@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from lorank.data import Split, get_task
 from lorank.errors import LorankError
 from lorank.finetune.adapter import attach_lora, load_adapter, peft_targets
-from lorank.finetune.config import TrainSettings
+from lorank.finetune.config import LoraTraining
 from lorank.finetune.inputs import predict, prepare_split
 from lorank.finetune.metrics import delta_stats
 from lorank.finetune.run import finetune, prepare_data
@@ -166,7 +166,7 @@ def test_mpnet_query_alias(tmp_path):
     ({"ranks": (1.5,)}, "ranks must be positive integers"),
     ({"ranks": ()}, "ranks must be positive integers"),
     ({"ranks": (2, 2)}, "ranks must be distinct"),
-    ({"alpha": 0.0}, "alpha must be a positive number"),
+    ({"alpha": 0.0}, "alpha must be > 0"),
     ({"init": "orthogonal"}, "init must be one of fan_in, gaussian, kaiming"),
     ({"dropout": 1.0}, "dropout must be in [0, 1)"),
     ({"scaling": "dora"}, "unknown scaling 'dora'; choose from: lora, rslora, none"),
@@ -193,7 +193,7 @@ def test_bad_lora_settings(kwargs, message):
 ])
 def test_bad_train_settings(kwargs, message):
     with pytest.raises(LorankError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        TrainSettings(**kwargs)
+        LoraTraining(**kwargs)
 
 
 def test_rank_above_min_m_n_and_unknown_target(tiny_path):
@@ -214,7 +214,7 @@ def test_train_head_without_head_parameters(tiny_path, data):
     adapter = attach_lora(clf, AdapterConfig(ranks=(1,), layers="last"))
     prep = prepare_data(clf, data, adapter.start)
     with pytest.raises(LorankError, match="verbalizer head has no trainable parameters"):
-        fit(adapter, prep.train, prep.dev, TrainSettings(steps=2, train_head=True))
+        fit(adapter, prep.train, prep.dev, LoraTraining(steps=2, train_head=True))
 
 
 # ---------------------------------------------------------------- scaling property
@@ -260,8 +260,8 @@ def test_cached_prefix_training_equals_full_forward(tiny_path, data, batch_size,
         start = adapter.start if cache else None
         train = prepare_split(clf, data.train, start)
         dev = prepare_split(clf, data.dev, start)
-        res = fit(adapter, train, dev, TrainSettings(lr=5e-2, steps=12, eval_every=3,
-                                                     batch_size=batch_size))
+        res = fit(adapter, train, dev, LoraTraining(lr=5e-2, steps=12, eval_every=3,
+                                                    batch_size=batch_size))
         runs.append((res, adapter.state(), predict(clf, prepare_split(clf, data.test, start))))
     (a, sa, pa), (b, sb, pb) = runs
     assert runs[0][0].steps == 12
@@ -281,7 +281,7 @@ def test_training_is_deterministic(tiny_path, data):
         adapter = attach_lora(clf, AdapterConfig(ranks=(1,), dropout=0.2), seed=5)
         prep = prepare_data(clf, data, adapter.start)
         curves.append(fit(adapter, prep.train, prep.dev,
-                          TrainSettings(lr=1e-2, steps=6, batch_size=4, seed=9)).losses)
+                          LoraTraining(lr=1e-2, steps=6, batch_size=4, seed=9)).losses)
     assert curves[0] == curves[1]
 
 
@@ -300,8 +300,8 @@ def test_real_and_linearized_agree_to_first_order(tiny_path, data):
     clf = classifier(tiny_path, dtype=torch.float64)
     adapter = attach_lora(clf, AdapterConfig(ranks=(2,), alpha=3.0, layers="all"), seed=0)
     prep = prepare_data(clf, data, adapter.start)
-    fit(adapter, prep.train, prep.dev, TrainSettings(lr=1e-2, steps=5, optimizer="sgd",
-                                                     keep="last"))
+    fit(adapter, prep.train, prep.dev, LoraTraining(lr=1e-2, steps=5, optimizer="sgd",
+                                                    keep="last"))
     B = {n: p.detach().clone() for n, p in adapter.parameters().items() if ".lora_B." in n}
     assert all(b.abs().max() > 0 for b in B.values())
     gaps = []
@@ -324,7 +324,7 @@ def test_real_and_linearized_agree_to_first_order(tiny_path, data):
 
 def test_nan_loss_is_recorded_as_diverged(tiny_path, data):
     clf = classifier(tiny_path)
-    sel = finetune(clf, data, AdapterConfig(ranks=(1,)), TrainSettings(
+    sel = finetune(clf, data, AdapterConfig(ranks=(1,)), LoraTraining(
         lr=1e30, steps=20, optimizer="sgd", eval_every=1), gap=False)
     rec = sel.record
     assert rec.status == "diverged" and rec.diverged_step is not None
@@ -338,7 +338,7 @@ def test_nan_loss_is_recorded_as_diverged(tiny_path, data):
 def test_finetune_grid_selects_on_dev_and_measures(tiny_path, data):
     clf = classifier(tiny_path)
     lora = AdapterConfig(ranks=(2,), layers="last")
-    sel = finetune(clf, data, lora, TrainSettings(steps=15, eval_every=5),
+    sel = finetune(clf, data, lora, LoraTraining(steps=15, eval_every=5),
                    lrs=[3e-2, 1e-3], batch_sizes=[None, 8])
     assert [r.lr for r in sel.runs] == [1e-3, 1e-3, 3e-2, 3e-2]
     assert [r.train["batch_size"] for r in sel.runs] == [None, 8, None, 8]
@@ -367,7 +367,7 @@ def test_other_heads_train(tiny_path, head, task):
     with torch.no_grad():
         base = clf(x)
     sel = finetune(clf, d, AdapterConfig(ranks=(1,), layers="last"),
-                   TrainSettings(lr=1e-2, steps=4, eval_every=2))
+                   LoraTraining(lr=1e-2, steps=4, eval_every=2))
     assert sel.record.steps == 4
     with torch.no_grad():
         torch.testing.assert_close(clf(x), base)  # adapter removed after the run
@@ -399,7 +399,7 @@ def test_adapter_export_round_trip(tiny_path, data, tmp_path):
     adapter = attach_lora(clf, AdapterConfig(ranks=(2,), layers="last", scaling="rslora",
                                              alpha=4.0))
     prep = prepare_data(clf, data, adapter.start)
-    fit(adapter, prep.train, prep.dev, TrainSettings(lr=5e-2, steps=5))
+    fit(adapter, prep.train, prep.dev, LoraTraining(lr=5e-2, steps=5))
     x = clf.encode(data.test)
     with torch.no_grad():
         trained = clf(x)

@@ -9,7 +9,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1] / "src" / "lorank"
 #: lowest first; a module may import its own layer or any layer before it
 LAYERS = ["errors", "linalg", "progress", "atomic", "provenance", "theory", "capacity", "data",
-          "models", "ntk", "linearized", "finetune", "experiments", "report", "recommend", "cli"]
+          "models", "training", "ntk", "linearized", "finetune", "experiments", "report",
+          "recommend", "cli"]
 
 
 def _modules() -> dict[str, Path]:

@@ -22,8 +22,9 @@ from lorank.linearized.planted import (
     planted_update,
 )
 from lorank.linearized.selection import select_checkpoint
-from lorank.linearized.train import TrainSettings, early_step
+from lorank.linearized.train import LinearizedTraining
 from lorank.ntk.features import Block
+from lorank.training import early_step
 
 BLOCKS = [Block("q", 0, "query", 12, 10), Block("v", 0, "value", 8, 9)]
 
@@ -145,18 +146,33 @@ def test_movement_flags_step_zero_and_negligible_drops():
 
 def test_early_checkpoints_are_geometric_and_logged():
     assert [early_step(j) for j in range(10)] == [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]
-    from lorank.finetune.config import TrainSettings as LoraTrain
-    from lorank.linearized.train import is_early_step
+    from lorank.finetune.config import LoraTraining as LoraTrain
+    from lorank.training import is_early_step
 
     assert [t for t in range(40) if is_early_step(t)] == [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]
     real = LoraTrain(steps=100, eval_every=25)
     assert [t for t in range(1, 101) if real.is_eval_step(t, 100)] == sorted(
-        TrainSettings(steps=100, eval_every=25).eval_steps() - {0})
-    steps = TrainSettings(steps=100, eval_every=25).eval_steps()
+        LinearizedTraining(steps=100, eval_every=25).eval_steps() - {0})
+    steps = LinearizedTraining(steps=100, eval_every=25).eval_steps()
     assert sorted(steps) == [0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 25, 50, 75, 100]
-    plain = TrainSettings(steps=100, eval_every=25, eval_early=False).eval_steps()
+    plain = LinearizedTraining(steps=100, eval_every=25, eval_early=False).eval_steps()
     assert sorted(plain) == [0, 25, 50, 75, 100]
-    assert sorted(TrainSettings(steps=3, eval_every=50).eval_steps()) == [0, 1, 2, 3]
+    assert sorted(LinearizedTraining(steps=3, eval_every=50).eval_steps()) == [0, 1, 2, 3]
+
+
+@given(T=st.integers(1, 400), every=st.integers(1, 120), early=st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_eval_steps_closed_form_and_shared_by_both_engines(T, every, early):
+    """One schedule for both engines: {0, every, 2·every, …} ∪ {T} ∪ (early checkpoints below
+    min(every, T)), whichever engine's settings compute it."""
+    from lorank.finetune.config import LoraTraining as LoraTrain
+
+    expect = set(range(0, T + 1, every)) | {T}
+    if early:
+        expect |= {t for t in (early_step(j) for j in range(40)) if t < min(every, T)}
+    lin = LinearizedTraining(steps=T, eval_every=every, eval_early=early)
+    real = LoraTrain(steps=T, eval_every=every, eval_early=early)
+    assert lin.eval_steps() == real.eval_steps(T) == frozenset(expect)
 
 
 def test_dev_loss_breaks_ties_on_the_dev_metric():
@@ -175,7 +191,7 @@ def test_trainer_keeps_the_checkpoint_selection_would_pick():
     train = synthetic_features(N=12, K=2, seed=1, blocks=BLOCKS, f0_scale=1.0)
     dev = synthetic_features(N=6, K=2, seed=2, blocks=BLOCKS, f0_scale=1.0)
     res = train_linearized([train], [RunSpec(1, 0, 0.05, 0)],
-                           TrainSettings(steps=30, eval_every=10, loss="ce"), [dev])
+                           LinearizedTraining(steps=30, eval_every=10, loss="ce"), [dev])
     tr = res.trajectories[0]
     choice = select_checkpoint({0: (tr.dev_steps, tr.dev_metric, tr.dev_loss)})
     assert choice.step == tr.best_step == res.best[0].step

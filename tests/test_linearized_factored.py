@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lorank.errors import LorankError
-from lorank.linearized import RunSpec, TrainSettings, train_linearized
+from lorank.linearized import LinearizedTraining, RunSpec, train_linearized
 from lorank.linearized.factored import step_costs
 from lorank.ntk import Block, Features
 from lorank.ntk.jacobian import TokenFactors
@@ -66,8 +66,8 @@ def test_one_step_matches_dense_for_any_shape(N, K, m, n, r, tokens, seed, loss)
     feats = factored(N=N, K=K, seed=seed, tokens=tokens, blocks=blocks)
     runs = [RunSpec(r, seed % 97, 0.05), RunSpec(1, 1, 0.05)]
     kw = dict(steps=2, log_every=1, eval_every=1, loss=loss)
-    a = train_linearized([feats], runs, TrainSettings(engine="factored", **kw))
-    b = train_linearized([feats], runs, TrainSettings(engine="dense", **kw))
+    a = train_linearized([feats], runs, LinearizedTraining(engine="factored", **kw))
+    b = train_linearized([feats], runs, LinearizedTraining(engine="dense", **kw))
     for x, y in zip(a.final, b.final, strict=True):
         torch.testing.assert_close(x.delta(), y.delta(), rtol=1e-9, atol=1e-11)
 
@@ -89,22 +89,22 @@ def test_auto_engine_follows_the_cost_model():
     many = factored(tokens=400, blocks=[Block("w", 0, "query", 3, 3)])
     dense_cost, fact_cost = step_costs([few], {0: [1, 2]})
     assert fact_cost < dense_cost
-    assert train_linearized([few], [RunSpec(1, 0, 0.1)], TrainSettings(steps=2)).engine \
+    assert train_linearized([few], [RunSpec(1, 0, 0.1)], LinearizedTraining(steps=2)).engine \
         == "factored"
-    assert train_linearized([many], [RunSpec(1, 0, 0.1)], TrainSettings(steps=2)).engine \
+    assert train_linearized([many], [RunSpec(1, 0, 0.1)], LinearizedTraining(steps=2)).engine \
         == "dense"
     plain = factored(with_factors=False)
     assert step_costs([plain], {0: [1]})[1] == float("inf")
-    assert train_linearized([plain], [RunSpec(1, 0, 0.1)], TrainSettings(steps=2)).engine \
+    assert train_linearized([plain], [RunSpec(1, 0, 0.1)], LinearizedTraining(steps=2)).engine \
         == "dense"
 
 
 def test_bad_engine_requests():
     with pytest.raises(LorankError, match="engine must be one of"):
-        TrainSettings(engine="gpu")
+        LinearizedTraining(engine="gpu")
     with pytest.raises(LorankError, match="per-token factors"):
         train_linearized([factored(with_factors=False)], [RunSpec(1, 0, 0.1)],
-                         TrainSettings(steps=2, engine="factored"))
+                         LinearizedTraining(steps=2, engine="factored"))
 
 
 @settings(max_examples=20, deadline=None)

@@ -82,12 +82,12 @@ def sweep_env(tmp_path_factory):
 
 def _run(folder, load, cache, monkeypatch):
     from lorank.linearized.experiment import SweepConfig, run_linearized_sweep
-    from lorank.linearized.train import TrainSettings
+    from lorank.linearized.train import LinearizedTraining
 
     monkeypatch.setenv("LORANK_CACHE_DIR", str(cache))
     cfg = SweepConfig(task="sst2", model=folder, adapter=AdapterConfig(ranks=(1, 2)),
                       seeds=(13, 21), lrs=(0.5, 5.0),
-                      train=TrainSettings(steps=20, eval_every=5), k=4, max_length=16,
+                      train=LinearizedTraining(steps=20, eval_every=5), k=4, max_length=16,
                       dtype="float64")
     return run_linearized_sweep(cfg, load_data=load)
 

@@ -10,16 +10,15 @@ import torch
 
 from lorank.errors import LorankError
 from lorank.linearized import (
+    LinearizedTraining,
     RunSpec,
-    TrainSettings,
     factor_spectrum,
     init_factors,
-    scale,
     spectrum,
     train_linearized,
 )
 from lorank.linearized.losses import loss_and_grad
-from lorank.models.lora_shape import AdapterConfig
+from lorank.models.lora_shape import AdapterConfig, scale
 from lorank.ntk import Block, Features
 from train_cases import RUNS, SETTINGS, case
 
@@ -67,11 +66,11 @@ def test_gradients_match_autograd():
     obj.backward()
     from lorank.linearized.train import _Bucket
 
-    bucket = _Bucket([0], [RunSpec(2, 1, 0.1)], BLOCKS, TrainSettings(), AdapterConfig(),
+    bucket = _Bucket([0], [RunSpec(2, 1, 0.1)], BLOCKS, LinearizedTraining(), AdapterConfig(),
                      torch.float64, "cpu")
     bucket.A, bucket.B = [a[None].clone() for a in A], [b[None].clone() for b in B]
     bucket.s = torch.full((1, 1, 1), s, dtype=torch.float64)
-    o = feats.f0[:, :, None] + (feats.flat() @ bucket.delta().T).reshape(10, 2, 1)
+    o = (feats.f0 + feats.J @ delta.detach())[:, :, None]
     _, E = loss_and_grad(o, feats.labels, "ce")
     grads = bucket.grads(E.reshape(20, 1).T @ feats.flat(), feats.offsets(), BLOCKS, wd)
     for g, leaf in zip(grads, leaves, strict=True):
@@ -80,7 +79,7 @@ def test_gradients_match_autograd():
 
 def test_flin_equals_f0_at_init_and_grad_A_is_zero():
     feats = synthetic()
-    res = train_linearized([feats], [RunSpec(2, 1, 0.1)], TrainSettings(steps=1, log_every=1))
+    res = train_linearized([feats], [RunSpec(2, 1, 0.1)], LinearizedTraining(steps=1, log_every=1))
     tr = res.trajectories[0]
     expected, _ = loss_and_grad(feats.f0[:, :, None], feats.labels, "ce")
     assert tr.loss[0] == pytest.approx(float(expected[0]), rel=1e-12)
@@ -90,7 +89,7 @@ def test_flin_equals_f0_at_init_and_grad_A_is_zero():
 
 def test_ce_rank_one_drives_training_loss_to_zero():
     feats = synthetic(N=16, K=2, seed=4, blocks=[Block("w", 0, "query", 12, 12)])
-    res = train_linearized([feats], [RunSpec(1, 0, 0.5)], TrainSettings(steps=1500,
+    res = train_linearized([feats], [RunSpec(1, 0, 0.5)], LinearizedTraining(steps=1500,
                                                                        log_every=100))
     tr = res.trajectories[0]
     assert tr.loss[-1] < 0.02 * tr.loss[0] and tr.loss[-1] < 0.02
@@ -101,7 +100,7 @@ def test_ce_rank_one_drives_training_loss_to_zero():
 def test_divergence_is_recorded_not_raised():
     feats = synthetic()
     runs = [RunSpec(1, 0, 1e6), RunSpec(1, 0, 0.05)]
-    res = train_linearized([feats], runs, TrainSettings(steps=50, eval_every=5, loss="mse"),
+    res = train_linearized([feats], runs, LinearizedTraining(steps=50, eval_every=5, loss="mse"),
                            dev=[synthetic(seed=9)])
     bad, good = res.trajectories
     assert bad.diverged_step is not None and 0 < bad.diverged_step <= 50
@@ -109,8 +108,8 @@ def test_divergence_is_recorded_not_raised():
     assert math.isnan(bad.loss[-1]) and math.isnan(bad.final_train_metric)
     assert torch.isfinite(res.best[0].delta()).all()
     assert res.best[0].step < bad.diverged_step
-    alone = train_linearized([feats], runs[1:], TrainSettings(steps=50, eval_every=5,
-                                                              loss="mse"), [synthetic(seed=9)])
+    alone = train_linearized([feats], runs[1:], LinearizedTraining(steps=50, eval_every=5,
+                                                                   loss="mse"), [synthetic(seed=9)])
     torch.testing.assert_close(res.final[1].delta(), alone.final[0].delta())
 
 
@@ -118,8 +117,8 @@ def test_weight_decay_shrinks_the_update():
     feats = synthetic()
     norms = []
     for wd in (0.0, 0.5):
-        res = train_linearized([feats], [RunSpec(3, 0, 0.1)], TrainSettings(steps=200,
-                                                                            weight_decay=wd))
+        res = train_linearized([feats], [RunSpec(3, 0, 0.1)], LinearizedTraining(steps=200,
+                                                                                 weight_decay=wd))
         norms.append(float(res.final[0].delta().norm()))
         tr = res.trajectories[0]
         assert tr.objective[-1] >= tr.loss[-1] - 1e-15
@@ -157,12 +156,15 @@ def test_spectrum_from_factors_matches_svd():
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"loss": "hinge"}, "loss"), ({"optimizer": "lbfgs"}, "optimizer"),
-    ({"steps": 0}, "steps"), ({"weight_decay": -1.0}, "weight decay"),
-    ({"batch_size": 0}, "batch size"),
+    ({"steps": 0}, "steps"), ({"weight_decay": -1.0}, "weight_decay must be >= 0"),
+    ({"weight_decay": float("nan")}, "weight_decay must be a finite number"),
+    ({"batch_size": 0}, "batch_size"), ({"metric": "mcc"}, "metric must be one of"),
+    ({"log_every": 0}, "log_every"), ({"eval_every": 0}, "eval_every"),
+    ({"engine": "gpu"}, "engine must be one of"), ({"optimizer": "adamw"}, "optimizer"),
 ])
 def test_settings_validation(kwargs, match):
     with pytest.raises(LorankError, match=match):
-        TrainSettings(**kwargs)
+        LinearizedTraining(**kwargs)
 
 
 @pytest.mark.parametrize("adapter, match", [
@@ -194,7 +196,7 @@ def test_interleaved_run_order_and_divergence_match_one_by_one():
     runs = [RunSpec(r, s, lr, g) for g in (2, 0, 1) for r in (3, 1) for s in (5, 6)
             for lr in (0.05, 1e5)]
     random.Random(1).shuffle(runs)
-    settings = TrainSettings(steps=20, eval_every=5, loss="mse")
+    settings = LinearizedTraining(steps=20, eval_every=5, loss="mse")
     adapter = AdapterConfig(scaling="lora", alpha=3.0)
     batched = train_linearized(train, runs, settings, dev, adapter=adapter)
     assert any(t.diverged_step is not None for t in batched.trajectories)

@@ -13,7 +13,7 @@ from lorank.cli.main import main
 @pytest.mark.parametrize("argv, match", [
     (["train", "--task", "sst2", "--ranks", "1,x"], "ranks"),
     (["train", "--task", "sst2", "--lrs", "0.1,-1"], "learning rates"),
-    (["train", "--task", "sst2", "--mode", "magic"], "unknown mode"),
+    (["train", "--task", "sst2", "--mode", "magic"], "--mode must be one of"),
     (["train", "--task", "sst2", "--layers", "top"], "layers"),
     (["train", "--task", "sst2", "--steps", "0"], "steps"),
     (["train", "--task", "sst2", "--loss", "hinge"], "hinge"),

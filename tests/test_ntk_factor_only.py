@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lorank.linearized import RunSpec, TrainSettings, train_linearized
+from lorank.linearized import LinearizedTraining, RunSpec, train_linearized
 from lorank.linearized.kernel import select_kernel
 from lorank.linearized.step_size import full_kernel_step
 from lorank.ntk import compute_features, load_features, save_features
@@ -80,9 +80,9 @@ def test_kernel_step_and_kernel_baseline_match_the_dense_path(clf, monkeypatch):
 def test_training_on_factor_only_features_equals_the_dense_engine(clf, monkeypatch):
     dense, only = _pair(clf, monkeypatch)
     runs = [RunSpec(r, 0, lr, 0) for r in (1, 2) for lr in (0.1, 1.0)]
-    settings = TrainSettings(steps=10, eval_every=5)
-    ref = train_linearized([dense], runs, TrainSettings(steps=10, eval_every=5,
-                                                        engine="dense"), [dense])
+    settings = LinearizedTraining(steps=10, eval_every=5)
+    ref = train_linearized([dense], runs, LinearizedTraining(steps=10, eval_every=5,
+                                                             engine="dense"), [dense])
     got = train_linearized([only], runs, settings, [only])
     assert got.engine == "factored" and only.stored_J is None
     for c in range(len(runs)):
@@ -132,6 +132,6 @@ def test_dense_engine_is_refused_when_j_is_not_held(clf, monkeypatch):
     dense, only = _pair(clf, monkeypatch)
     runs = [RunSpec(1, 0, 0.1, 0)]
     with pytest.raises(LorankError, match="engine 'dense' needs the Jacobians"):
-        train_linearized([dense], runs, TrainSettings(steps=2, engine="dense"), [only])
-    got = train_linearized([dense], runs, TrainSettings(steps=2, eval_every=1), [only])
+        train_linearized([dense], runs, LinearizedTraining(steps=2, engine="dense"), [only])
+    got = train_linearized([dense], runs, LinearizedTraining(steps=2, eval_every=1), [only])
     assert got.engine == "factored" and only.stored_J is None  # dev factor-only: factored

@@ -24,7 +24,7 @@ from lorank.linearized.pl_real import (
     squared_loss_inf,
     summarize_trajectory,
 )
-from lorank.linearized.train import RunSpec, TrainSettings, train_linearized
+from lorank.linearized.train import LinearizedTraining, RunSpec, train_linearized
 from lorank.models.lora_shape import AdapterConfig
 from lorank.ntk.features import Features
 from synthetic_features import BLOCKS, synthetic_features
@@ -80,7 +80,7 @@ def test_summary_equals_pl_ratios_of_engine_curves(loss):
     f = synthetic(seed=3)
     eta = kernel_step(f)
     res = train_linearized([f], [RunSpec(r, 5, eta, 0) for r in (1, 3)],
-                           TrainSettings(steps=40, loss=loss, log_every=1, eval_every=40))
+                           LinearizedTraining(steps=40, loss=loss, log_every=1, eval_every=40))
     L_inf = loss_inf(f, loss)[0]
     for tr, fac in zip(res.trajectories, res.final, strict=True):
         s = summarize_trajectory(tr, L_inf, threshold=1e-3)
@@ -102,7 +102,7 @@ def test_summary_equals_pl_ratios_of_engine_curves(loss):
 def test_steps_to_threshold_and_mu_above():
     f = synthetic(seed=1)
     res = train_linearized([f], [RunSpec(1, 0, 10 * kernel_step(f), 0)],
-                           TrainSettings(steps=300, loss="ce", log_every=1, eval_every=300))
+                           LinearizedTraining(steps=300, loss="ce", log_every=1, eval_every=300))
     tr = res.trajectories[0]
     s = summarize_trajectory(tr, 0.0, threshold=1e-2)
     gaps = np.array(tr.objective)
@@ -131,7 +131,7 @@ def test_pl_on_features_rank_one_ce_reaches_threshold():
 def test_best_run_prefers_finite_smallest_loss():
     f = synthetic()
     res = train_linearized([f], [RunSpec(1, 0, lr, 0) for lr in (1e-3, kernel_step(f), 1e6)],
-                           TrainSettings(steps=20, loss="mse", log_every=1, eval_every=20))
+                           LinearizedTraining(steps=20, loss="mse", log_every=1, eval_every=20))
     runs = [summarize_trajectory(t, 0.0, 1e-2) for t in res.trajectories]
     assert runs[2].diverged_step is not None and math.isnan(runs[2].final_loss)
     assert best_run(runs) == min(runs[:2], key=lambda r: r.final_loss)

@@ -86,7 +86,7 @@ def test_dataset_gives_n(data_dir):
     ({"task_or_dataset": "nope"}, "unknown task"),
     ({"targets": ["foo"]}, "unknown target module 'foo'"),
     ({"shots": 0}, "shots must be a positive integer"),
-    ({"loss": "hinge"}, "loss must be 'ce' or 'mse'"),
+    ({"loss": "hinge"}, "loss must be one of ce, mse"),
     ({"c_star": -1.0}, "c_star must be > 0"),
     ({"layers": "first"}, "layers must be 'all', 'last'"),
     ({"model": 3}, "model must be a model name/path or a Hugging Face config"),

@@ -76,7 +76,7 @@ def test_reproduce_end_to_end_and_resume(tiny_spec, data_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    (["--workers", "0"], "--workers must be >= 1"),
+    (["--workers", "0"], "--workers must be a positive integer"),
     (["--full", "--spec", "x.yaml"], "not both"),
     (["--spec", "missing.yaml"], "sweep spec not found"),
     (["--data-dir", "/no/such/dir"], "does not exist"),

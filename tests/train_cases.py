@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lorank.linearized import RunSpec, TrainSettings
+from lorank.linearized import LinearizedTraining, RunSpec
 from lorank.models.lora_shape import AdapterConfig
 
 #: 2 feature groups × ranks 1, 3 × init seeds 5, 6 × learning rates 0.02, 0.1.
@@ -21,10 +21,10 @@ SETTINGS = [
 ]
 
 
-def case(cfg: dict[str, Any], **extra: Any) -> tuple[TrainSettings, AdapterConfig]:
-    """(TrainSettings, AdapterConfig) of a SETTINGS entry; ``extra`` goes to the settings."""
+def case(cfg: dict[str, Any], **extra: Any) -> tuple[LinearizedTraining, AdapterConfig]:
+    """(LinearizedTraining, AdapterConfig) of a SETTINGS entry; ``extra`` goes to the settings."""
     kw = dict(cfg)
     adapter = {k: kw.pop(k) for k in ("scaling", "alpha") if k in kw}
     if adapter:
         adapter.setdefault("alpha", 1.0)
-    return TrainSettings(**kw, **extra), AdapterConfig(**adapter)
+    return LinearizedTraining(**kw, **extra), AdapterConfig(**adapter)

@@ -149,10 +149,7 @@ def check_out_file(target: str | os.PathLike, what: str = "output file") -> Path
     path = _abs(target)
     if path.is_dir():
         raise LorankError(f"{what} {target} is a folder; give a file name")
-    if path.exists() and not os.access(path.parent, os.W_OK | os.X_OK):
-        raise LorankError(f"{what} {target} cannot be written: folder {path.parent} is not "
-                          "writable")
-    _check_parent_writable(path, what)
+    _check_parent_writable(path, what)  # an existing file's folder included
     return path
 
 
@@ -227,10 +224,7 @@ def atomic_dir(target: str | os.PathLike, kind: str = "output",
             os.rename(path, holder / "old")
         os.replace(tmp, path)
         if holder is not None:
-            _remove_owned(holder / "old")
-            with_leftovers = (holder / "old").exists()
-            if not with_leftovers:
-                holder.rmdir()
+            _remove_owned(holder / "old")  # the emptied holder goes in the finally below
     except BaseException:
         if holder is not None and (holder / "old").exists() and not path.exists():
             os.rename(holder / "old", path)  # put the old output back

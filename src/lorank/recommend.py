@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_positive_int
 from lorank.theory import C_STAR_PAPER, Prescription, prescribe
 from lorank.theory.prescription import (
     CE_CAPACITY_GAUSSIAN,
@@ -93,8 +93,7 @@ def _k_n(task_or_dataset: Any, shots: int, data_dir: Any) -> tuple[int, int, str
     if isinstance(task_or_dataset, FewShotData):
         d = task_or_dataset
         return d.K, d.N, f"{d.task.name}, N = {d.N} training examples ({d.source})"
-    if not isinstance(shots, int) or isinstance(shots, bool) or shots < 1:
-        raise LorankError(f"shots must be a positive integer, got {shots!r}")
+    shots = check_positive_int("shots", shots)
     if isinstance(task_or_dataset, str | TaskSpec):
         spec = get_task(task_or_dataset)
         if data_dir is not None:
@@ -243,14 +242,12 @@ def recommend(
     if not p.settled:  # K > 2: the top of the rules' range, within every matrix's rank
         r = min(p.rank_range[1], min(min(m.shape) for m in matrices))
     shapes = sorted({m.shape for m in matrices})
+    names, adapted_layers = resolve_targets(spec, targets), sorted({m.layer for m in matrices})
     shapes_text = (f"{len(matrices)} ({', '.join(f'{m}x{n}' for m, n in shapes)}; "
-                   f"{', '.join(resolve_targets(spec, targets))} in "
-                   f"{_layers_text(sorted({m.layer for m in matrices}))})")
-    names = resolve_targets(spec, targets)
+                   f"{', '.join(names)} in {_layers_text(adapted_layers)})")
     lora = LoraConfig(
         r=r, lora_alpha=r, lora_dropout=0.0, bias="none", init_lora_weights="gaussian",
-        **peft_targets(spec, names, sorted({m.layer for m in matrices}),
-                       int(config.num_hidden_layers)))
+        **peft_targets(spec, names, adapted_layers, int(config.num_hidden_layers)))
     model_name = model if isinstance(model, str) else (
         getattr(config, "_name_or_path", "") or config.model_type)
     data_args, head = _data_args(task_or_dataset, shots)

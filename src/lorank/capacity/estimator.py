@@ -36,19 +36,13 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 from scipy.special import expit
 
 from lorank.capacity.losses import check_loss
-from lorank.capacity.problems import (
-    check_features,
-    check_problem,
-    feature_batch,
-    gaussian_batch,
-)
+from lorank.capacity.problems import check_features, feature_batch, gaussian_batch
 from lorank.capacity.solvers import (
     DEFAULT_CHUNK,
     DEFAULT_STEPS,
@@ -58,11 +52,10 @@ from lorank.capacity.solvers import (
     resolve_backend,
     solve,
 )
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_choice, check_number, check_positive_int
 from lorank.provenance import provenance
-from lorank.theory.thresholds import check_positive_int, manifold_dim
+from lorank.theory.thresholds import check_problem, manifold_dim
 
-Count = Literal["manifold", "sard"]
 COUNTS: tuple[str, ...] = ("manifold", "sard")
 #: default grid of d/(KN) ratios swept by the estimator.
 DEFAULT_RATIOS: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.7, 2.0)
@@ -72,12 +65,10 @@ DEFAULT_TOL: dict[str, float] = {"mse": 1e-8, "ce": 1e-3}
 
 def count_dim(r: int, m: int, n: int, count: str = "manifold") -> int:
     """The parameter count the ratio is read in: r(m+n) − r² (manifold) or r(r+1)/2 (Sard)."""
-    if count == "manifold":
+    if check_choice("count", count, COUNTS) == "manifold":
         return manifold_dim(r, m, n)
-    if count == "sard":
-        r, m, n = check_problem(r, m, n)
-        return r * (r + 1) // 2
-    raise LorankError(f"count must be one of {', '.join(COUNTS)}, got {count!r}")
+    r, m, n = check_problem(r, m, n)
+    return r * (r + 1) // 2
 
 
 @dataclass(frozen=True)
@@ -150,8 +141,7 @@ def sweep_KN(d: int, ratios: Sequence[float]) -> list[int]:
     if len(ratios) < 2:
         raise LorankError("the ratio grid needs at least 2 points")
     for x in ratios:
-        if not (isinstance(x, (int, float)) and math.isfinite(x) and x > 0):
-            raise LorankError(f"ratios must be finite numbers > 0, got {x!r}")
+        check_number("ratios", x, low=0)
     KNs = sorted({max(1, round(d / x)) for x in ratios}, reverse=True)
     if len(KNs) < 2:
         raise LorankError(f"the ratio grid gives fewer than 2 distinct KN values for d={d}")

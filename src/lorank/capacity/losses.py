@@ -18,7 +18,7 @@ from typing import Literal
 
 import torch
 
-from lorank.errors import LorankError
+from lorank.errors import check_choice
 
 Loss = Literal["mse", "ce"]
 LOSSES: tuple[str, ...] = ("mse", "ce")
@@ -26,9 +26,7 @@ LOSSES: tuple[str, ...] = ("mse", "ce")
 
 def check_loss(loss: str) -> str:
     """Validate a loss name."""
-    if loss not in LOSSES:
-        raise LorankError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
-    return loss
+    return check_choice("loss", loss, LOSSES)
 
 
 def loss_terms(
@@ -43,15 +41,13 @@ def loss_terms(
     Returns:
         (L of shape (I,), ℓ' of shape (I, KN), ℓ'' of shape (I, KN)).
     """
-    if loss == "mse":
+    if check_loss(loss) == "mse":
         res = z - y
         return 0.5 * (res * res).sum(-1), res, torch.ones_like(z)
-    if loss == "ce":
-        t = y * z
-        L = torch.nn.functional.softplus(-t).sum(-1)
-        s_neg = torch.sigmoid(-t)
-        return L, -y * s_neg, s_neg * torch.sigmoid(t)
-    raise LorankError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+    t = y * z
+    L = torch.nn.functional.softplus(-t).sum(-1)
+    s_neg = torch.sigmoid(-t)
+    return L, -y * s_neg, s_neg * torch.sigmoid(t)
 
 
 def initial_loss(loss: str, y: torch.Tensor) -> torch.Tensor:

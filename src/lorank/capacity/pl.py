@@ -25,8 +25,7 @@ import numpy as np
 
 from lorank.capacity.problems import gaussian_batch
 from lorank.capacity.solvers import solve_gd
-from lorank.errors import LorankError
-from lorank.theory.thresholds import check_positive_int
+from lorank.errors import LorankError, check_positive_int
 
 
 @dataclass(frozen=True)

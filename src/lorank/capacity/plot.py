@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from lorank.atomic import atomic_file, check_out_file
 from lorank.capacity.estimator import CStarResult
 from lorank.errors import LorankError
 from lorank.theory.thresholds import manifold_dim
@@ -15,8 +15,6 @@ from lorank.theory.thresholds import manifold_dim
 def check_plot_path(path: str | os.PathLike[str]) -> Path:
     """Validate an output image path: its folder exists and is writable, the path is not a
     folder, and the suffix is png, pdf or svg."""
-    from lorank.atomic import check_out_file
-
     p = Path(path)
     if p.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise LorankError(f"plot file must end in .png, .pdf or .svg, got {p.name!r}")
@@ -65,19 +63,8 @@ def plot_success_curves(
     ax.legend(fontsize=7, loc="center right")
     fig.tight_layout()
     try:
-        fd, tmp = tempfile.mkstemp(suffix=p.suffix, dir=p.parent)
-    except OSError as exc:
-        plt.close(fig)
-        raise LorankError(f"cannot write plot file {p}: {exc.strerror}") from None
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; give the usual file mode
-        os.replace(tmp, p)
+        with atomic_file(p) as tmp:  # the temporary's suffix is .tmp: name the format
+            fig.savefig(tmp, dpi=120, format=p.suffix[1:].lower())
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return p

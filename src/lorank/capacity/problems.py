@@ -18,15 +18,15 @@ passed as a pool of P matrices; each instance then samples KN distinct rows of t
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from lorank.errors import LorankError
-from lorank.theory.thresholds import check_positive_int
+from lorank.errors import LorankError, check_choice, check_positive_int
+from lorank.theory.thresholds import check_problem
 
 Targets = Literal["gaussian", "sign"]
 TARGETS: tuple[str, ...] = ("gaussian", "sign")
@@ -67,30 +67,30 @@ def instance_rng(seed: int, KN: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(KN), int(index)]))
 
 
-def _check_targets(targets: str) -> str:
-    if targets not in TARGETS:
-        raise LorankError(f"targets must be one of {', '.join(TARGETS)}, got {targets!r}")
-    return targets
-
-
-def _draw_y(rng: np.random.Generator, KN: int, targets: str) -> np.ndarray:
-    if targets == "gaussian":
-        return rng.standard_normal(KN)
-    return np.where(rng.random(KN) < 0.5, -1.0, 1.0)
-
-
-def _draw_init(rng: np.random.Generator, m: int, n: int, r: int, init_scale: float):
-    """Small random init: entries of B and A iid N(0, init_scale² / max(m, n))."""
+def _draw(draw_G: Callable[[np.random.Generator, int], np.ndarray], P: int | None, r: int,
+          m: int, n: int, KN: int, instances: int, seed: int, targets: str, init_scale: float,
+          start: int) -> SensingBatch:
+    """Validate, then draw instances ``start .. start+instances-1``. Instance i uses only
+    :func:`instance_rng` (seed, KN, i): G = ``draw_G(rng, KN)`` (KN, m, n) first, then y (iid
+    N(0, 1), or ±1 with probability 1/2 each for ``targets="sign"``), then the small random init:
+    entries of B (m, r) and A (r, n) iid N(0, init_scale² / max(m, n)). ``P``: rows of the
+    feature pool G is drawn from (KN ≤ P required), None for Gaussian G."""
+    r, m, n = check_problem(r, m, n)
+    KN = check_positive_int("KN", KN)
+    instances = check_positive_int("instances", instances)
+    targets = check_choice("targets", targets, TARGETS)
+    if P is not None and KN > P:
+        raise LorankError(f"features pool has P={P} rows but KN={KN} distinct rows are needed")
     s = init_scale / np.sqrt(max(m, n))
-    return s * rng.standard_normal((m, r)), s * rng.standard_normal((r, n))
-
-
-def check_problem(r: int, m: int, n: int) -> tuple[int, int, int]:
-    """Validate 1 ≤ r ≤ min(m, n) with positive integers."""
-    r, m, n = (check_positive_int(k, v) for k, v in (("r", r), ("m", m), ("n", n)))
-    if r > min(m, n):
-        raise LorankError(f"rank r={r} exceeds min(m, n)={min(m, n)} for a {m}x{n} matrix")
-    return r, m, n
+    Gs, ys, Bs, As = [], [], [], []
+    for i in range(start, start + instances):
+        rng = instance_rng(seed, KN, i)
+        Gs.append(draw_G(rng, KN))
+        ys.append(rng.standard_normal(KN) if targets == "gaussian"
+                  else np.where(rng.random(KN) < 0.5, -1.0, 1.0))
+        Bs.append(s * rng.standard_normal((m, r)))
+        As.append(s * rng.standard_normal((r, n)))
+    return SensingBatch(np.stack(Gs), np.stack(ys), np.stack(Bs), np.stack(As), targets)
 
 
 def gaussian_batch(
@@ -109,19 +109,8 @@ def gaussian_batch(
     Shapes: G (I, KN, m, n), y (I, KN), B0 (I, m, r), A0 (I, r, n) with I = ``instances``.
     Instance i uses only :func:`instance_rng` (seed, KN, i): G first, then y, then the init.
     """
-    r, m, n = check_problem(r, m, n)
-    KN = check_positive_int("KN", KN)
-    instances = check_positive_int("instances", instances)
-    targets = _check_targets(targets)
-    Gs, ys, Bs, As = [], [], [], []
-    for i in range(start, start + instances):
-        rng = instance_rng(seed, KN, i)
-        Gs.append(rng.standard_normal((KN, m, n)))
-        ys.append(_draw_y(rng, KN, targets))
-        B0, A0 = _draw_init(rng, m, n, r, init_scale)
-        Bs.append(B0)
-        As.append(A0)
-    return SensingBatch(np.stack(Gs), np.stack(ys), np.stack(Bs), np.stack(As), targets)
+    return _draw(lambda rng, KN: rng.standard_normal((KN, m, n)), None, r, m, n, KN, instances,
+                 seed, targets, init_scale, start)
 
 
 def check_features(features: np.ndarray, m: int, n: int) -> np.ndarray:
@@ -184,18 +173,5 @@ def feature_batch(
     if features.ndim != 3:
         raise LorankError(f"features must have shape (P, m, n), got {tuple(features.shape)}")
     P, m, n = features.shape
-    r, m, n = check_problem(r, m, n)
-    KN = check_positive_int("KN", KN)
-    instances = check_positive_int("instances", instances)
-    targets = _check_targets(targets)
-    if KN > P:
-        raise LorankError(f"features pool has P={P} rows but KN={KN} distinct rows are needed")
-    Gs, ys, Bs, As = [], [], [], []
-    for i in range(start, start + instances):
-        rng = instance_rng(seed, KN, i)
-        Gs.append(features[rng.choice(P, size=KN, replace=False)])
-        ys.append(_draw_y(rng, KN, targets))
-        B0, A0 = _draw_init(rng, m, n, r, init_scale)
-        Bs.append(B0)
-        As.append(A0)
-    return SensingBatch(np.stack(Gs), np.stack(ys), np.stack(Bs), np.stack(As), targets)
+    return _draw(lambda rng, KN: features[rng.choice(P, size=KN, replace=False)], P, r, m, n, KN,
+                 instances, seed, targets, init_scale, start)

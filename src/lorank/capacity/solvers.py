@@ -64,18 +64,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 
 from lorank.capacity.losses import check_loss, initial_loss, loss_terms
 from lorank.capacity.problems import SensingBatch
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_choice, check_number, check_positive_int
 from lorank.linalg import solve_batched
-from lorank.theory.thresholds import check_positive_int
 
-Solver = Literal["gd", "lm"]
 SOLVERS: tuple[str, ...] = ("gd", "lm")
 #: default step budgets T per solver (LM needs far fewer, more expensive, iterations).
 DEFAULT_STEPS: dict[str, int] = {"gd": 1000, "lm": 200}
@@ -123,21 +120,16 @@ class SolveResult:
 
 def check_solver(solver: str) -> str:
     """Validate a solver name."""
-    if solver not in SOLVERS:
-        raise LorankError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
-    return solver
+    return check_choice("solver", solver, SOLVERS)
 
 
 def check_tol(tol: object) -> float:
     """Validate a relative-loss tolerance 0 < tol < 1 (tol = 0 is allowed: never stop early)."""
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not np.isfinite(tol):
-        raise LorankError(f"tol must be a number in (0, 1), got {tol!r}")
-    if not 0 <= tol < 1:
+    if not 0 <= check_number("tol", tol) < 1:
         raise LorankError(f"tol must be in (0, 1), got {tol!r}")
     return float(tol)
 
 
-Backend = Literal["auto", "torch", "numba"]
 BACKENDS: tuple[str, ...] = ("auto", "torch", "numba")
 
 
@@ -146,8 +138,7 @@ def resolve_backend(backend: str, solver: str = "gd", step_rule: str = "hessian"
     imports), torch otherwise; an explicit ``"numba"`` it cannot serve is a LorankError."""
     from lorank.capacity import compiled
 
-    if backend not in BACKENDS:
-        raise LorankError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    check_choice("backend", backend, BACKENDS)
     fits = solver == "gd" and step_rule == "hessian"
     if backend == "numba" and not fits:
         raise LorankError("backend 'numba' implements GD with step_rule 'hessian' only; use "
@@ -157,12 +148,6 @@ def resolve_backend(backend: str, solver: str = "gd", step_rule: str = "hessian"
     if backend == "auto":
         return "numba" if fits and compiled.available() else "torch"
     return backend
-
-
-def _dtype(dtype: str) -> torch.dtype:
-    if dtype not in ("float32", "float64"):
-        raise LorankError(f"dtype must be float32 or float64, got {dtype!r}")
-    return getattr(torch, dtype)
 
 
 class _Book:
@@ -181,6 +166,17 @@ class _Book:
         self.trace_loss = np.full((steps, I), np.nan) if trace else None
         self.trace_grad = np.full((steps, I), np.nan) if trace else None
 
+    def _stop(self, t, idx, new, rel, B, A) -> tuple[torch.Tensor, np.ndarray]:
+        """Record L/L0, the step and the factors of the rows in ``new`` (a non-empty mask)
+        stopping at step t; return their rows in the batch and their instance indices."""
+        sel = new.nonzero().squeeze(-1)
+        g = idx[sel].numpy()
+        self.rel[g] = rel[sel].double().numpy()
+        self.stop[g] = t
+        self.B[g] = B[sel].double().numpy()
+        self.A[g] = A[sel].double().numpy()
+        return sel, g
+
     def record(self, t, idx, frozen, L, L0, B, A) -> torch.Tensor:
         """Freeze instances that succeed, diverge or hit the budget at step t; return frozen."""
         rel = L / L0
@@ -188,14 +184,9 @@ class _Book:
         hit = rel < self.tol
         new = ~frozen & (hit | bad | (t >= self.steps))
         if new.any():
-            sel = new.nonzero().squeeze(-1)
-            g = idx[sel].numpy()
-            self.rel[g] = rel[sel].double().numpy()
+            sel, g = self._stop(t, idx, new, rel, B, A)
             self.success[g] = hit[sel].numpy()
             self.diverged[g] = bad[sel].numpy()
-            self.stop[g] = t
-            self.B[g] = B[sel].double().numpy()
-            self.A[g] = A[sel].double().numpy()
         return frozen | new
 
     def fail(self, t, idx, frozen, bad, L, L0, B, A, reason: str) -> torch.Tensor:
@@ -203,13 +194,8 @@ class _Book:
         ``reason``; return the new frozen mask."""
         new = bad & ~frozen
         if new.any():
-            sel = new.nonzero().squeeze(-1)
-            g = idx[sel].numpy()
-            self.rel[g] = (L[sel] / L0[sel]).double().numpy()
+            _, g = self._stop(t, idx, new, L / L0, B, A)
             self.failed[g] = True
-            self.stop[g] = t
-            self.B[g] = B[sel].double().numpy()
-            self.A[g] = A[sel].double().numpy()
             self.reasons.update({int(i): reason.format(t=t) for i in g})
         return frozen | new
 
@@ -239,7 +225,7 @@ def _prepare(batch: SensingBatch, loss: str, steps: int, tol: float, dtype: str)
     tol = check_tol(tol)
     if loss == "ce" and not np.all(np.abs(batch.y) == 1):
         raise LorankError("loss 'ce' needs ±1 targets (targets='sign')")
-    dt = _dtype(dtype)
+    dt = getattr(torch, check_choice("dtype", dtype, ("float32", "float64")))
     I, KN, m, n = batch.shape
     G = torch.as_tensor(batch.G, dtype=dt).reshape(I, KN, m * n)
     y = torch.as_tensor(batch.y, dtype=dt)
@@ -266,7 +252,6 @@ def _top_eig(S: torch.Tensor) -> torch.Tensor:
     return torch.where(ok, top, torch.nan)
 
 
-StepRule = Literal["hessian", "bound"]
 STEP_RULES: tuple[str, ...] = ("hessian", "bound")
 
 
@@ -312,12 +297,19 @@ def solve_gd(
     """
     if not isinstance(step_scale, (int, float)) or not 0 < step_scale < 2:
         raise LorankError(f"step_scale must be in (0, 2), got {step_scale!r}")
-    if step_rule not in STEP_RULES:
-        raise LorankError(f"step_rule must be one of {', '.join(STEP_RULES)}, got {step_rule!r}")
-    if resolve_backend(backend, "gd", step_rule) == "numba":
-        return _solve_gd_numba(batch, loss, steps, tol, step_scale, dtype, trace, progress,
-                               threads)
+    check_choice("step_rule", step_rule, STEP_RULES)
+    use_numba = resolve_backend(backend, "gd", step_rule) == "numba"
     steps, tol, G, y, B, A = _prepare(batch, loss, steps, tol, dtype)
+    if use_numba:  # the same GD with the Hessian step, by lorank.capacity.compiled.gd_hessian
+        from lorank.capacity import compiled
+
+        threads = torch.get_num_threads() if threads is None else check_positive_int(
+            "threads", threads)
+        out = compiled.gd_hessian(G.numpy(), y.double().numpy(), B.numpy(), A.numpy(),
+                                  loss == "ce", steps, tol, step_scale, trace, threads)
+        if progress is not None:
+            progress(steps)
+        return SolveResult(*out)
     I, _, m, n = batch.shape
     r = B.shape[-1]
     book = _Book(I, steps, tol, trace, m, n, r)
@@ -364,21 +356,6 @@ def solve_gd(
         if progress is not None:
             progress(1)
     return book.result()
-
-
-def _solve_gd_numba(batch, loss, steps, tol, step_scale, dtype, trace, progress, threads
-                    ) -> SolveResult:
-    """:func:`solve_gd` (Hessian step) by :func:`lorank.capacity.compiled.gd_hessian`."""
-    from lorank.capacity import compiled
-
-    steps, tol, G, y, B, A = _prepare(batch, loss, steps, tol, dtype)
-    threads = torch.get_num_threads() if threads is None else check_positive_int(
-        "threads", threads)
-    out = compiled.gd_hessian(G.numpy(), y.double().numpy(), B.numpy(), A.numpy(),
-                              loss == "ce", steps, tol, step_scale, trace, threads)
-    if progress is not None:
-        progress(steps)
-    return SolveResult(*out)
 
 
 def _jacobian(G: torch.Tensor, B: torch.Tensor, A: torch.Tensor, m: int, n: int) -> torch.Tensor:

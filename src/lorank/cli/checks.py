@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_positive_int
 
 if TYPE_CHECKING:
     from lorank.linearized.experiment import SweepConfig
@@ -46,10 +46,7 @@ def max_rank(model: str, targets: Sequence[str] | None, layers: str | Sequence[i
 
 def check_positive_ranks(ranks: Sequence[int], what: str = "--ranks") -> list[int]:
     """Ranks are integers ≥ 1 (the check that needs no model)."""
-    bad = [r for r in ranks if r < 1]
-    if bad:
-        raise LorankError(f"{what} must be positive integers, got {bad[0]}")
-    return list(ranks)
+    return [check_positive_int(what, r) for r in ranks]
 
 
 def check_ranks(ranks: Sequence[int], model: str, targets: Sequence[str] | None,

@@ -12,7 +12,7 @@ import json
 import click
 
 from lorank.cli.parsers import parse_floats
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_choice, check_positive_int, check_positive_ints
 
 
 def parse_budgets(text: str) -> list[int]:
@@ -86,19 +86,14 @@ def command(r, m, n, solver, steps, tol, loss, count, instances, ratios, seed, s
     check_problem(r, m, n)
     check_solver(solver)
     check_loss(loss)
-    if count not in COUNTS:
-        raise LorankError(f"--count must be one of {', '.join(COUNTS)}, got {count!r}")
-    if step_rule not in STEP_RULES:
-        raise LorankError(f"--step-rule must be one of {', '.join(STEP_RULES)}, got {step_rule!r}")
+    check_choice("--count", count, COUNTS)
+    check_choice("--step-rule", step_rule, STEP_RULES)
     resolve_backend(backend, solver, step_rule)
-    if steps is not None and steps <= 0:
-        raise LorankError(f"--steps must be a positive integer, got {steps}")
+    if steps is not None:
+        check_positive_int("--steps", steps)
     if tol is not None and not (0 < tol < 1):
         raise LorankError(f"--tol must be in (0, 1), got {tol}")
-    if instances <= 0:
-        raise LorankError(f"--instances must be a positive integer, got {instances}")
-    if boot <= 0:
-        raise LorankError(f"--boot must be a positive integer, got {boot}")
+    check_positive_ints(**{"--instances": instances, "--boot": boot})
     set_threads(threads)
     if budgets is not None and plot is None:
         raise LorankError("--budgets needs --plot")

@@ -15,12 +15,9 @@ import click
 
 from lorank.cli.options_data import own_data_options
 from lorank.cli.parsers import parse_layers, parse_list
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_number
 
 SPLITS = ("train", "dev", "test")
-
-
-
 
 
 @click.command("ntk")
@@ -73,8 +70,8 @@ def command(model: str, task: str | None, head: str, targets: str, layers: str, 
     from lorank.ntk.pipeline import split_features
 
     source = source_from_options(task=task if own["data"] else None, **own)
-    if memory_mb <= 0 or max_mb <= 0:
-        raise LorankError("--memory-mb and --max-mb must be > 0")
+    check_number("--memory-mb", memory_mb, low=0)
+    check_number("--max-mb", max_mb, low=0)
     target_list, layer_sel = parse_list(targets, "targets"), parse_layers(layers)
     t0 = time.perf_counter()
     data = load_datasets(task, source, seeds=[seed], shots=k if given("k") else None,

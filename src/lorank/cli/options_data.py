@@ -133,13 +133,16 @@ def pop_own_data_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {name: kwargs.pop(name) for name in OWN_DATA_OPTION_NAMES if name in kwargs}
 
 
+def _origin(name: str) -> click.core.ParameterSource | None:
+    """Where the current command's parameter ``name`` got its value (None: no such one)."""
+    ctx = click.get_current_context(silent=True)
+    return None if ctx is None or name not in ctx.params else ctx.get_parameter_source(name)
+
+
 def given(name: str) -> bool:
     """Whether the option with parameter name ``name`` was given on the command line (or by
     its environment variable), not left at its default."""
-    ctx = click.get_current_context(silent=True)
-    if ctx is None or name not in ctx.params:
-        return False
-    return ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
+    return _origin(name) not in (click.core.ParameterSource.DEFAULT, None)
 
 
 def source_from_options(
@@ -176,14 +179,6 @@ def source_from_options(
                       text_a=text_a or "text", text_b=text_b, label=label or "label",
                       labels=labels, label_words=label_words, metric=metric,
                       data_format=data_format, empty_text=empty_text, name=data_name, task=task)
-
-
-def _data_dir_from_env() -> bool:
-    """Whether click took ``--data-dir`` from LORANK_DATA_DIR (for the error message)."""
-    ctx = click.get_current_context(silent=True)
-    if ctx is None or "data_dir" not in ctx.params:
-        return False
-    return ctx.get_parameter_source("data_dir") == click.core.ParameterSource.ENVIRONMENT
 
 
 def echo_lines(lines: Sequence[str]) -> None:
@@ -255,18 +250,14 @@ def dataset_from_options(
         raise LorankError(f"conflicting shot counts k={k} and shots={shots}")
     shots = shots if shots is not None else k
     seed = DEFAULT_SEED if seed is None else seed
-    unknown = sorted(set(own) - set(OWN_DATA_OPTION_NAMES))
-    if unknown:
-        raise TypeError(f"unexpected data option(s): {', '.join(unknown)}")
     own_source = source_from_options(task=task, **own)
-    if own_source is None:
-        if task is None:
-            raise LorankError("choose the data: --task NAME (e.g. sst2) or --data FILE (your "
-                              "own CSV/TSV/JSONL)")
-        directory = resolve_data_dir(None if _data_dir_from_env() else data_dir)
+    if own_source is None and task is not None:
+        # a data dir click took from LORANK_DATA_DIR is named as such in the error message
+        from_env = _origin("data_dir") == click.core.ParameterSource.ENVIRONMENT
+        directory = resolve_data_dir(None if from_env else data_dir)
         return load_task(task, k=DEFAULT_SHOTS if shots is None else shots, seed=seed,
                          data_dir=directory, source=cast(Source, source), test_max=test_max)
-    if source != "auto":
+    if own_source is not None and source != "auto":
         raise LorankError("--source applies to --task data, not to --data files")
     return load_datasets(None, own_source, seeds=[seed], shots=shots, test_max=test_max,
                          quiet=False)[seed]

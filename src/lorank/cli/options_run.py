@@ -1,12 +1,16 @@
 """Click options shared by the commands that train on a task at several ranks and seeds
-(``lorank train``, ``lorank pl``, ``lorank predict-rank``): one definition, one help text."""
+(``lorank train``, ``lorank pl``, ``lorank predict-rank``): one definition, one help text; and
+the table output the commands share (:func:`wide_console`, :func:`pm`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import click
+
+from lorank.errors import check_positive_int
 
 
 def experiment_options(ranks: str = "1,2,4,8,12,16", own_data: bool = False
@@ -51,25 +55,36 @@ def experiment_options(ranks: str = "1,2,4,8,12,16", own_data: bool = False
     return decorate
 
 
+def wide_console(width: int) -> Any:
+    """A rich Console at least ``width`` columns wide, so that a command's table keeps its
+    columns in a narrow or captured terminal."""
+    from rich.console import Console
+
+    console = Console()
+    console.width = max(console.width, width)
+    return console
+
+
+def pm(pair: Any, fmt: str = ".4f") -> str:
+    """A ``(mean, std)`` pair as ``"0.8125 ± 0.0100"`` (``fmt`` for both); ``"-"`` when the mean
+    is missing or not finite."""
+    mean, std = pair
+    return "-" if mean is None or not math.isfinite(mean) else f"{mean:{fmt}} ± {std:{fmt}}"
+
+
 def set_threads(threads: int | None) -> None:
     """``--threads``: torch CPU threads (LorankError if < 1; None keeps torch's default)."""
-    from lorank.errors import LorankError
+    if threads is not None:
+        import torch
 
-    if threads is None:
-        return
-    if threads < 1:
-        raise LorankError(f"--threads must be >= 1, got {threads}")
-    import torch
-
-    torch.set_num_threads(threads)
+        torch.set_num_threads(check_positive_int("--threads", threads))
 
 
 def grid_kwargs(task: str, ranks: str, seeds: str, targets: str, layers: str, lrs: str,
                 lr_mults: str) -> dict[str, Any]:
     """Parsed task/grid/learning-rate options as config keyword arguments (``lrs="auto"`` → None).
     An unknown task is a one-line error here, before any model is loaded."""
-    from lorank.cli.checks import check_seeds
-    from lorank.cli.parsers import parse_floats, parse_ints, parse_layers, parse_list
+    from lorank.cli.parsers import parse_floats, parse_ints, parse_layers, parse_list, parse_seeds
     from lorank.data.tasks import get_task
     from lorank.models.lora_shape import AdapterConfig
 
@@ -78,7 +93,7 @@ def grid_kwargs(task: str, ranks: str, seeds: str, targets: str, layers: str, lr
                             targets=tuple(parse_list(targets, "targets")),
                             layers=parse_layers(layers))
     return dict(task=task, adapter=adapter,
-                seeds=tuple(check_seeds(parse_ints(seeds, "seeds"))),
+                seeds=tuple(parse_seeds(seeds)),
                 lrs=None if str(lrs).strip() == "auto" else tuple(
                     parse_floats(lrs, "learning rates")),
                 lr_mults=tuple(parse_floats(lr_mults, "lr multipliers")))

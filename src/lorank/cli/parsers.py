@@ -47,14 +47,8 @@ def parse_floats(text: str, what: str) -> list[float]:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``"13,21,42"`` -> [13, 21, 42]; LorankError if malformed or empty."""
-    try:
-        seeds = [int(s) for s in str(text).split(",") if s.strip()]
-    except ValueError:
-        raise LorankError(f"seeds must be comma-separated integers, got {text!r}") from None
-    if not seeds:
-        raise LorankError("give at least one seed, e.g. --seeds 13,21,42,87,100")
-    bad = [s for s in seeds if not 0 <= s < 2**32]
-    if bad:  # NumPy and torch seed only from 0 to 2**32 − 1
-        raise LorankError(f"--seeds must be integers from 0 to 2**32-1, got {bad[0]}")
-    return seeds
+    """``"13,21,42"`` -> [13, 21, 42]; LorankError if malformed, empty or out of the seed range
+    (:func:`~lorank.cli.checks.check_seeds`)."""
+    from lorank.cli.checks import check_seeds
+
+    return check_seeds(parse_ints(text, "seeds"))

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from lorank.cli.options_run import experiment_options, grid_kwargs, set_threads
+from lorank.cli.options_run import experiment_options, grid_kwargs, set_threads, wide_console
 
 
 def _num(x: float, fmt: str = ".3g") -> str:
@@ -22,7 +22,6 @@ def _num(x: float, fmt: str = ".3g") -> str:
 
 def render(result: Any, title: str) -> None:
     """Print the per-rank PL table with rich."""
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
@@ -36,9 +35,7 @@ def render(result: Any, title: str) -> None:
                       _num(row["steps_to_threshold"], "g"), _num(row["mu_min"]),
                       _num(row["mu_min_above"]), _num(row["kappa_min"]),
                       ",".join(_num(x) for x in row["lrs"]), str(row["seeds_all_diverged"]))
-    console = Console()
-    console.width = max(console.width, 140)
-    console.print(table)
+    wide_console(140).print(table)
 
 
 @click.command("pl")

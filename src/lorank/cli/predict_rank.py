@@ -14,13 +14,8 @@ from typing import Any
 
 import click
 
-from lorank.cli.options_run import experiment_options, grid_kwargs, set_threads
-from lorank.errors import LorankError
-
-
-def _pm(pair: Any, fmt: str = ".3g") -> str:
-    mean, std = pair
-    return "-" if mean is None or not math.isfinite(mean) else f"{mean:{fmt}} ± {std:{fmt}}"
+from lorank.cli.options_run import experiment_options, grid_kwargs, pm, set_threads, wide_console
+from lorank.errors import check_positive_int
 
 
 def caveats(result: Any) -> list[str]:
@@ -47,7 +42,6 @@ def caveats(result: Any) -> list[str]:
 
 def render(result: Any, title: str) -> None:
     """Print the per-rank bias/variance table and the prediction with rich."""
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
@@ -58,14 +52,13 @@ def render(result: Any, title: str) -> None:
     for col in cols:
         table.add_column(col, justify="right")
     for row in result.table():
-        cells = [str(row["rank"]), str(row["r_class"]), _pm(row["rho"]), _pm(row["bias"]),
-                 _pm(row["variance"]), _pm(row["bound"]), _pm(row["frob_norm"]),
-                 _pm(row["train_accuracy"], ".2f")]
+        cells = [str(row["rank"]), str(row["r_class"]), pm(row["rho"], ".3g"),
+                 pm(row["bias"], ".3g"), pm(row["variance"], ".3g"), pm(row["bound"], ".3g"),
+                 pm(row["frob_norm"], ".3g"), pm(row["train_accuracy"], ".2f")]
         if validated:
-            cells.append(_pm(row["test_accuracy"], ".4f"))
+            cells.append(pm(row["test_accuracy"]))
         table.add_row(*cells)
-    console = Console()
-    console.width = max(console.width, 140)
+    console = wide_console(140)
     console.print(table)
     seeds = ", ".join(f"{s}: r={r}" for s, r in result.per_seed_predictions().items())
     console.print(f"predicted rank: {result.predicted_rank}   (per seed: {seeds})")
@@ -103,8 +96,7 @@ def command(task: str, ranks: str, seeds: str, targets: str, layers: str, lrs: s
     from lorank.linearized.predict import PredictConfig, run_predict
 
     set_threads(threads)
-    if opts["test_max"] < 1:
-        raise LorankError(f"--test-max must be >= 1, got {opts['test_max']}")
+    check_positive_int("--test-max", opts["test_max"])
     cfg = PredictConfig(**grid_kwargs(task, ranks, seeds, targets, layers, lrs, lr_mults),
                         delta=delta_conf, **opts)
     result = run_predict(cfg)

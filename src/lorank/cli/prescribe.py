@@ -16,8 +16,10 @@ import click
 
 from lorank.cli.checks import INT_LIKE
 from lorank.cli.options_data import own_data_options, source_from_options
+from lorank.cli.parsers import parse_layers
 from lorank.data.source import DataSource
-from lorank.errors import LorankError
+from lorank.data.tasks import get_task
+from lorank.errors import LorankError, check_positive_int
 from lorank.theory import C_STAR_PAPER, prescribe
 from lorank.theory.prescription import Prescription
 
@@ -33,13 +35,13 @@ def parse_shape(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def shapes_from_model(model: str, targets: str | None, layers: str) -> tuple[list, list[str]]:
+def shapes_from_model(model: str, targets: list[str] | None, layers: str
+                      ) -> tuple[list, list[str]]:
     """Adapted (m, n) shapes and their module paths for a model config (no weights loaded)."""
     from lorank.models.arch import adapted_matrices
     from lorank.models.bundled import load_config
 
-    names = [t for t in targets.split(",") if t.strip()] if targets else None
-    mats = adapted_matrices(load_config(model), names, layers)
+    mats = adapted_matrices(load_config(model), targets, layers)
     return [m.shape for m in mats], [m.path for m in mats]
 
 
@@ -69,8 +71,9 @@ def render_table(p: Prescription, setup: str, measure: str = "") -> None:
     """Print the prescription as a rich table, then what it claims: the recommended rank with
     the CE rule's condition (K ≤ 2) or the rules' range and why (K > 2), and the command that
     measures the rank on the user's data."""
-    from rich.console import Console
     from rich.table import Table
+
+    from lorank.cli.options_run import wide_console
 
     table = Table(title=f"LoRA rank prescriptions — {setup}", title_justify="left")
     for col in ("rule", "smallest r", "condition", "LoRA params at r", "source"):
@@ -82,8 +85,7 @@ def render_table(p: Prescription, setup: str, measure: str = "") -> None:
         if row.r is not None and row.r > p.r_max:  # a rank no adapted matrix can hold
             r, params = f"{row.r} (unreachable: > {p.r_max})", "-"
         table.add_row(row.rule, r, row.condition, params, row.source)
-    console = Console()
-    console.width = max(console.width, 120)
+    console = wide_console(120)
     console.print(table)
     if not p.sard_reachable:
         console.print(f"note: the Sard rank {p.sard_exact} exceeds min(m, n) = {p.r_max} of the "
@@ -126,7 +128,7 @@ def claim_lines(p: Prescription, measure: str = "") -> list[str]:
     return lines
 
 
-def _measure(model: str | None, targets: str | None, layers: str, head: str | None,
+def _measure(model: str | None, targets: list[str] | None, layers: str, head: str | None,
              top: int) -> str:
     """The `lorank train` command that measures the rank on the data given to this command
     (the data options as the user gave them, read from the click context)."""
@@ -144,14 +146,7 @@ def _measure(model: str | None, targets: str | None, layers: str, head: str | No
         args.append(f"{param.opts[0]} {shlex.quote(str(value))}")
     if not args:
         args = ["--task <your task>"]
-    return measure_command(model or "<your model>", " ".join(args), top,
-                           [x for x in targets.split(",") if x.strip()] if targets else None,
-                           layers, head)
-
-
-def _head_for(task_spec, head: str | None) -> str:
-    """The head the sweeps use: the pair head on sentence-pair tasks, else the verbaliser."""
-    return head or ("pair" if task_spec.is_pair else "verbalizer")
+    return measure_command(model or "<your model>", " ".join(args), top, targets, layers, head)
 
 
 @click.command("prescribe")
@@ -193,12 +188,13 @@ def command(K, N, shapes, model, targets, layers, task, shots, data_dir, c_star,
         raise LorankError("give either --shape or --model, not both")
     if not shapes and not model:
         raise LorankError("give the adapted shapes: --shape MxN (repeatable) or --model ID")
-    if shots is not None and shots < 1:
-        raise LorankError(f"--shots must be >= 1, got {shots}")
+    if shots is not None:
+        check_positive_int("--shots", shots)
     parsed = [parse_shape(s) for s in shapes]
     paths: list[str] = []
+    target_list = [t for t in targets.split(",") if t.strip()] if targets else None
     if model:
-        parsed, paths = shapes_from_model(model, targets, layers)
+        parsed, paths = shapes_from_model(model, target_list, layers)
     elif targets or layers != "all":
         raise LorankError("--targets and --layers need --model")
     if check_separable and not (model and (task or source)):
@@ -219,17 +215,18 @@ def command(K, N, shapes, model, targets, layers, task, shots, data_dir, c_star,
     setup = f"K={p.K}, N={p.N}, {len(p.shapes)} adapted matrices" + (f" ({setup})" if setup
                                                                        else "")
     pair = bool(own.get("text_b")) or (source is None and task is not None
-                                        and _is_pair(task))
-    measure = _measure(model, targets, layers, "pair" if pair else None, p.rank_range[1])
-    separability, data = None, None
+                                        and get_task(task).is_pair)
+    measure = _measure(model, target_list, layers, "pair" if pair else None, p.rank_range[1])
+    separability = None
     if check_separable:
         from lorank.cli.options_data import load_datasets
         from lorank.linearized.separable import check_separable as check
 
         data = load_datasets(task, source, seeds=[42], shots=shots, data_dir=data_dir)[42]
-        separability = check(data, model, _head_for(data.task, head), targets=(
-            [x for x in targets.split(",") if x.strip()] if targets else None),
-            layers=_layers(layers), data_dir=data_dir)
+        # the head the sweeps use: the pair head on sentence-pair tasks, else the verbaliser
+        head = head or ("pair" if data.task.is_pair else "verbalizer")
+        separability = check(data, model, head, targets=target_list,
+                             layers=parse_layers(layers), data_dir=data_dir)
     if as_json:
         out = p.to_dict()
         out["setup"] = setup
@@ -245,18 +242,6 @@ def command(K, N, shapes, model, targets, layers, task, shots, data_dir, c_star,
     else:
         render_table(p, setup, measure)
         if separability is not None:
-            click.echo(f"check-separable ({_head_for(data.task, head)} head, "
+            click.echo(f"check-separable ({head} head, "
                        f"{separability.source}): {separability.line()}")
 
-
-def _is_pair(task: str) -> bool:
-    from lorank.data import get_task
-
-    return get_task(task).is_pair
-
-
-def _layers(layers: str) -> str | list[int]:
-    """'all', 'last' or the comma-separated indices as ints (validated by the model config)."""
-    if layers in ("all", "last"):
-        return layers
-    return [int(x) for x in layers.split(",")]

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import click
 
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_positive_int
 
 SPECS = Path(__file__).resolve().parents[1] / "experiments" / "specs"
 
@@ -57,8 +57,9 @@ def prescriptions(spec) -> list[dict]:
 
 
 def _print_prescriptions(rows: list[dict]) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from lorank.cli.options_run import wide_console
 
     table = Table(title="Rank prescriptions (C* = 1.35; K logits, N = k·K examples)",
                   title_justify="left")
@@ -69,9 +70,7 @@ def _print_prescriptions(rows: list[dict]) -> None:
         table.add_row(r["task"], r["model"], str(r["K"]), str(r["N"]), str(len(r["shapes"])),
                       str(r["sard_exact"]), str(r["sard_rounded"]),
                       str(r["manifold_per_matrix"]), str(r["manifold_total"]), str(r["ce"]))
-    console = Console()
-    console.width = max(console.width, 110)
-    console.print(table)
+    wide_console(110).print(table)
 
 
 def _write_json(path: Path, data) -> None:
@@ -116,15 +115,13 @@ def command(out_dir, data_dir, full, spec_path, backend, workers, ray_address, d
     """
     started, t0 = datetime.now(UTC), time.perf_counter()
     from lorank.atomic import check_out_dir, ensure_owned_dir
+    from lorank.cli.sweep import run_until_stopped
     from lorank.experiments import load_spec
-    from lorank.experiments.runners import SweepInterrupted, validate_configs
-    from lorank.experiments.signals import stop_on_signals
-    from lorank.experiments.sweep import run_sweep
+    from lorank.experiments.runners import validate_configs
     from lorank.report.build import build_report
     from lorank.report.failures import unfinished_runs
 
-    if workers < 1:
-        raise LorankError(f"--workers must be >= 1, got {workers}")
+    check_positive_int("--workers", workers)
     if spec_path and full:
         raise LorankError("give either --spec or --full, not both")
     spec = load_spec(spec_path or SPECS / ("paper.yaml" if full else "quick.yaml"))
@@ -141,19 +138,10 @@ def command(out_dir, data_dir, full, spec_path, backend, workers, ray_address, d
     _print_prescriptions(rows)
     _write_json(out / "prescriptions.json", rows)
     click.echo(f"sweep {spec.name!r}: {len(spec.runs)} runs -> {store} (re-run to resume)")
-    from lorank.progress import library_progress
-
-    with stop_on_signals() as stop, library_progress(not no_progress):
-        try:
-            summary = run_sweep(spec, backend=backend, workers=workers, store=store,
-                                data_dir=data_dir, address=ray_address,
-                                retry_failed=retry_failed, progress=not no_progress,
-                                device=device)
-        except KeyboardInterrupt as exc:  # SweepInterrupted, or before any run started
-            line = exc.summary.line() if isinstance(exc, SweepInterrupted) else "no run started"
-            click.echo(f"interrupted ({stop.name}): {line}; finished runs are stored; run the "
-                       "same command to resume", err=True)
-            sys.exit(stop.exit_code)
+    summary = run_until_stopped(
+        spec, no_progress=no_progress, resume="finished runs are stored; run the same command "
+        "to resume", backend=backend, workers=workers, store=store, data_dir=data_dir,
+        address=ray_address, retry_failed=retry_failed, device=device)
     click.echo(summary.line())
     run_ids = [c.run_id for c in spec.runs]
     try:

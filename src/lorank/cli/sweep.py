@@ -9,15 +9,35 @@ process inherited SIGINT as ignored, as background jobs of a non-interactive she
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import click
 
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_choice, check_positive_int
+
+
+def run_until_stopped(spec: Any, *, no_progress: bool, resume: str, **kw: Any) -> Any:
+    """:func:`~lorank.experiments.sweep.run_sweep` of ``spec`` (``kw``: its options) with
+    progress bars unless ``no_progress``, stopped cleanly by Ctrl-C/SIGINT or SIGTERM: then one
+    line on stderr (what was done, then ``resume``) and exit with the signal's status."""
+    from lorank.experiments.runners import SweepInterrupted
+    from lorank.experiments.signals import stop_on_signals
+    from lorank.experiments.sweep import run_sweep
+    from lorank.progress import library_progress
+
+    with stop_on_signals() as stop, library_progress(not no_progress):
+        try:
+            return run_sweep(spec, progress=not no_progress, **kw)
+        except KeyboardInterrupt as exc:  # SweepInterrupted, or before any run was claimed
+            done = (f": {exc.summary.line()}" if isinstance(exc, SweepInterrupted)
+                    else " before any run started")
+            click.echo(f"interrupted ({stop.name}){done}; {resume}", err=True)
+            sys.exit(stop.exit_code)
 
 
 def _check_workers(ctx: click.Context, param: click.Parameter, value: int) -> int:
-    if value < 1:
-        raise LorankError(f"--workers must be >= 1, got {value}")
-    return value
+    return check_positive_int("--workers", value)
 
 
 @click.command("sweep")
@@ -43,13 +63,10 @@ def command(spec: str, backend: str, workers: int, retry_failed: bool, store: st
             data_dir: str | None, ray_address: str | None, device: str, dry_run: bool,
             no_progress: bool) -> int:
     """Run a sweep SPEC (YAML/TOML) into its results store, resuming where it stopped."""
-    from lorank.experiments.runners import SweepInterrupted, group_runs, validate_configs
-    from lorank.experiments.signals import stop_on_signals
+    from lorank.experiments.runners import group_runs, validate_configs
     from lorank.experiments.spec import load_spec
-    from lorank.experiments.sweep import run_sweep
 
-    if backend not in ("local", "ray"):
-        raise LorankError(f"--backend must be local or ray, got {backend!r}")
+    check_choice("--backend", backend, ("local", "ray"))
     if ray_address and backend != "ray":
         raise LorankError("--ray-address needs --backend ray")
     sweep = load_spec(spec)
@@ -70,22 +87,10 @@ def command(spec: str, backend: str, workers: int, retry_failed: bool, store: st
             raise LorankError(f"{len(blocked)} method(s) of {sweep.name!r} cannot run "
                               f"({blocked[0]}); fix the spec before running it")
         return 0
-    from lorank.progress import library_progress
-
-    with stop_on_signals() as stop, library_progress(not no_progress):
-        try:
-            summary = run_sweep(sweep, backend=backend, workers=workers, store=store,
-                                data_dir=data_dir, address=ray_address,
-                                retry_failed=retry_failed, progress=not no_progress,
-                                device=device)
-        except SweepInterrupted as exc:
-            click.echo(f"interrupted ({stop.name}): {exc.summary.line()}; rerun the same "
-                       "command to resume", err=True)
-            return stop.exit_code
-        except KeyboardInterrupt:  # before any run was claimed: nothing to release
-            click.echo(f"interrupted ({stop.name}) before any run started; rerun the same "
-                       "command to resume", err=True)
-            return stop.exit_code
+    summary = run_until_stopped(sweep, no_progress=no_progress,
+                                resume="rerun the same command to resume", backend=backend,
+                                workers=workers, store=store, data_dir=data_dir,
+                                address=ray_address, retry_failed=retry_failed, device=device)
     for run_id, error in summary.failures[:10]:
         click.echo(f"failed {run_id[:12]}: {error}", err=True)
     click.echo(summary.line())

@@ -13,14 +13,13 @@ result must provide ``table()`` (rows with ``rank``, ``metric``, and (mean, std)
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from lorank.cli.checks import check_positive_ranks, check_seeds, check_train_options
+from lorank.cli.checks import check_positive_ranks, check_train_options
 from lorank.cli.options_data import (
     echo_notes,
     given,
@@ -28,9 +27,9 @@ from lorank.cli.options_data import (
     pop_own_data_options,
     source_from_options,
 )
-from lorank.cli.options_run import experiment_options
-from lorank.cli.parsers import parse_floats, parse_ints, parse_layers, parse_list
-from lorank.errors import LorankError
+from lorank.cli.options_run import experiment_options, pm, wide_console
+from lorank.cli.parsers import parse_floats, parse_ints, parse_layers, parse_list, parse_seeds
+from lorank.errors import check_choice, check_number, check_positive_ints
 
 if TYPE_CHECKING:
     from lorank.data.load import FewShotData
@@ -77,9 +76,7 @@ class TrainJob:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.lora_engine not in LORA_ENGINES:
-            raise LorankError(f"lora engine must be one of {', '.join(LORA_ENGINES)}, "
-                              f"got {self.lora_engine!r}")
+        check_choice("lora engine", self.lora_engine, LORA_ENGINES)
 
     def data(self, seed: int) -> FewShotData:
         """The few-shot data of ``seed`` (the loaded one, else the registered task's split)."""
@@ -115,14 +112,8 @@ RUNNERS: dict[str, Callable[[TrainJob], Any]] = {
     "linearized": run_linearized, "lora": _lazy("run_lora"), "both": _lazy("run_both")}
 
 
-def _fmt(pair: Any) -> str:
-    mean, std = pair
-    return "-" if mean is None or not math.isfinite(mean) else f"{mean:.4f} ± {std:.4f}"
-
-
 def render_table(rows: list[dict[str, Any]], title: str) -> None:
     """Print the per-rank table with rich."""
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
@@ -138,12 +129,10 @@ def render_table(rows: list[dict[str, Any]], title: str) -> None:
         lrs = ",".join("-" if x is None else (f"{x:g}" if c is None else f"{c:g}")
                        for x, c in zip(row["selected_lr"], mults, strict=True))
         steps = ",".join("-" if x is None else str(x) for x in row["selected_step"])
-        table.add_row(str(row["rank"]), _fmt(row["w0"]), _fmt(row["kernel"]),
-                      _fmt(row["selected"]), _fmt(row["final"]), lrs, steps,
+        table.add_row(str(row["rank"]), pm(row["w0"]), pm(row["kernel"]),
+                      pm(row["selected"]), pm(row["final"]), lrs, steps,
                       f"{row.get('moved', 0)}/{row['n_seeds']}")
-    console = Console()
-    console.width = max(console.width, 120)
-    console.print(table)
+    wide_console(120).print(table)
 
 
 @click.command("train")
@@ -189,13 +178,10 @@ def command(mode: str, ranks: str, seeds: str, lrs: str | None, targets: str, la
     """
     own = pop_own_data_options(opts)
     source = source_from_options(task=opts["task"] if own["data"] else None, **own)
-    if mode not in RUNNERS:
-        raise LorankError(f"unknown mode {mode!r}; available: {', '.join(RUNNERS)}")
-    if opts["steps"] < 1 or opts["eval_every"] < 1:
-        raise LorankError("--steps and --eval-every must be >= 1")
-    if memory_mb <= 0:
-        raise LorankError("--memory-mb must be > 0")
-    seed_list = check_seeds(parse_ints(seeds, "seeds"))
+    check_choice("--mode", mode, RUNNERS)
+    check_positive_ints(**{"--steps": opts["steps"], "--eval-every": opts["eval_every"]})
+    check_number("--memory-mb", memory_mb, low=0)
+    seed_list = parse_seeds(seeds)
     rank_list = check_positive_ranks(parse_ints(ranks, "ranks"))
     # before any model loads: seeds, every seed's data (bad files fail here), then the task,
     # the ranks against the model's config (config.json only) and the feature cache folder
@@ -233,7 +219,7 @@ def sweep_config(opts: Mapping[str, Any], *, ranks: list[int], seeds: list[int],
                  targets: str, layers: str, memory_mb: float, no_cache: bool) -> SweepConfig:
     """The command's options as the validated sweep record (the one place they are mapped)."""
     from lorank.linearized.experiment import DEFAULT_LRS, SweepConfig
-    from lorank.linearized.train import TrainSettings
+    from lorank.linearized.train import LinearizedTraining
     from lorank.models.lora_shape import AdapterConfig
 
     train = ("steps", "eval_every", "loss", "weight_decay", "optimizer", "batch_size", "engine")
@@ -245,7 +231,7 @@ def sweep_config(opts: Mapping[str, Any], *, ranks: list[int], seeds: list[int],
                             layers=parse_layers(layers))
     return SweepConfig(
         **{name: opts.get(name) for name in fields},
-        train=TrainSettings(**{name: opts.get(name) for name in train}),
+        train=LinearizedTraining(**{name: opts.get(name) for name in train}),
         adapter=adapter, seeds=tuple(seeds),
         lrs=tuple(parse_floats(lrs, "learning rates")) if lrs else DEFAULT_LRS,
         memory_budget_mb=memory_mb, use_cache=not no_cache)

@@ -20,17 +20,17 @@ Runners for :data:`lorank.cli.train.RUNNERS` (mode -> function(:class:`~lorank.c
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from lorank.cli.options_run import pm, wide_console
 from lorank.finetune.run import Selection
 from lorank.linearized.experiment import json_default, mean_std
 
 if TYPE_CHECKING:
     from lorank.cli.train import TrainJob
-    from lorank.finetune.config import TrainSettings
+    from lorank.finetune.config import LoraTraining
     from lorank.linearized.experiment import SweepConfig
     from lorank.models.lora_shape import AdapterConfig
 
@@ -100,16 +100,16 @@ class LoraSweepResult:
 
 
 def _settings(cfg: SweepConfig, rank: int, seed: int, metric: str
-              ) -> tuple[AdapterConfig, TrainSettings]:
+              ) -> tuple[AdapterConfig, LoraTraining]:
     """The real engine's adapter and training settings of one (rank, seed) of the sweep."""
-    from lorank.finetune.config import TrainSettings
+    from lorank.finetune.config import LoraTraining
 
     t = cfg.train
     lora = cfg.adapter.at(rank)
     batch = None if t.optimizer == "gd" else t.batch_size
-    train = TrainSettings(lr=1.0, steps=t.steps, batch_size=batch, optimizer=t.optimizer,
-                          weight_decay=t.weight_decay, loss=t.loss, eval_every=t.eval_every,
-                          metric=metric, seed=seed)
+    train = LoraTraining(lr=1.0, steps=t.steps, batch_size=batch, optimizer=t.optimizer,
+                         weight_decay=t.weight_decay, loss=t.loss, eval_every=t.eval_every,
+                         metric=metric, seed=seed)
     return lora, train
 
 
@@ -179,11 +179,6 @@ def run_lora(job: TrainJob) -> LoraSweepResult:
     return LoraSweepResult(config, metric, cells)
 
 
-def _fmt(pair: tuple[float, float]) -> str:
-    mean, std = pair
-    return "-" if mean is None or not math.isfinite(mean) else f"{mean:.4f} ± {std:.4f}"
-
-
 @dataclass
 class BothResult:
     """A linearized sweep and a real-LoRA sweep on the same options."""
@@ -203,7 +198,6 @@ class BothResult:
 
     def render(self, title: str) -> None:
         """Print the side-by-side table (rich)."""
-        from rich.console import Console
         from rich.table import Table
 
         table = Table(title=title, title_justify="left")
@@ -217,13 +211,11 @@ class BothResult:
         for row in rows:
             lrs = "/".join(",".join("-" if x is None else f"{x:g}" for x in row[k])
                            for k in ("selected_lr", "lora_selected_lr"))
-            table.add_row(str(row["rank"]), _fmt(row["w0"]), _fmt(row["selected"]),
-                          _fmt(row["lora_selected"]), _fmt(row["final"]),
-                          _fmt(row["lora_final"]), _fmt(row["kernel"]),
-                          _fmt(row["lora_gap_relative"]), _fmt(row["lora_agreement"]), lrs)
-        console = Console()
-        console.width = max(console.width, 160)
-        console.print(table)
+            table.add_row(str(row["rank"]), pm(row["w0"]), pm(row["selected"]),
+                          pm(row["lora_selected"]), pm(row["final"]), pm(row["lora_final"]),
+                          pm(row["kernel"]), pm(row["lora_gap_relative"]),
+                          pm(row["lora_agreement"]), lrs)
+        wide_console(160).print(table)
 
     def to_dict(self) -> dict[str, Any]:
         from lorank.provenance import provenance

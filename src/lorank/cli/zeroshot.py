@@ -22,13 +22,13 @@ from lorank.cli.options_data import (
     own_data_options,
     source_from_options,
 )
+from lorank.cli.options_run import wide_console
 from lorank.cli.parsers import parse_seeds
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_choice
 
 
 def render(result: dict) -> None:
     """Print one result as a short rich table."""
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{result['head']} head on {result['task']} — {result['model']}, "
@@ -44,8 +44,7 @@ def render(result: dict) -> None:
         c = "-" if "C" not in row else f"{row['C']:g}"
         table.add_row(str(row["seed"]), *([f"{row['f1']:.4f}"] if f1 else []),
                       f"{row['accuracy']:.4f}", c)
-    console = Console()
-    console.width = max(console.width, 100)
+    console = wide_console(100)
     console.print(table)
     console.print(f"mean ± std: {result['mean']:.4f} ± {result['std']:.4f}   "
                   f"majority-class rate: {result['majority_rate']:.4f}   "
@@ -84,8 +83,7 @@ def command(model: str, task: str | None, head: str, data_dir: str | None, seeds
     from lorank.models.factory import HEADS
 
     source = source_from_options(task=task if own["data"] else None, **own)
-    if head not in HEADS:
-        raise LorankError(f"unknown head {head!r}; choose from: {', '.join(HEADS)}")
+    check_choice("--head", head, HEADS)
     if tau is not None and head != "verbalizer":
         raise LorankError("--tau applies to the verbalizer head only")
     if pair_features is not None and head != "pair":

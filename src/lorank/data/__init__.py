@@ -19,7 +19,6 @@ from lorank.data.dataset import FewShotData, Split, majority_rate
 from lorank.data.hub import from_hub_splits, load_hub
 from lorank.data.lmbff import load_lmbff, load_pool
 from lorank.data.load import ENV_DATA_DIR, SOURCES, load_task, resolve_data_dir
-from lorank.data.readers import read_split
 from lorank.data.sampling import SEEDS, cap_test, lmbff_order, lmbff_sample
 from lorank.data.source import DataSource, load_source
 from lorank.data.tasks import (
@@ -67,7 +66,6 @@ __all__ = [
     "majority_rate",
     "parse_label_words",
     "parse_labels",
-    "read_split",
     "register_task",
     "resolve_data_dir",
     "task_names",

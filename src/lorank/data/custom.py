@@ -27,49 +27,30 @@ from typing import Any
 import numpy as np
 
 from lorank.data.dataset import FewShotData, Split
-from lorank.data.readers import read_label_values, read_labelled
+from lorank.data.readers import infer_labels, read_labelled
 from lorank.data.sampling import cap_test, remove_overlap, sample_indices
 from lorank.data.tasks import (
+    METRICS,
     TaskSpec,
     custom_task,
     get_task,
-    label_order,
-    parse_label_words,
+    label_words_for,
     parse_labels,
 )
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_choice
 
 LabelWords = str | Mapping[Any, Any] | Sequence[tuple[str, str]]
-
-
-def infer_labels(path: str | Path, *, label: str, fmt: str | None = None,
-                 columns: Sequence[str] | None = None) -> tuple[str, ...]:
-    """The label set of a file in :func:`~lorank.data.tasks.label_order` (LorankError if it
-    has fewer than two labels)."""
-    found = label_order(read_label_values(path, label_column=label, fmt=fmt, columns=columns))
-    if len(found) < 2:
-        raise LorankError(f"{path}: only one label ({', '.join(found) or 'none'}) in column "
-                          f"{label!r}; a classification task needs at least two")
-    return found
 
 
 def _with_words(spec: TaskSpec, label_words: LabelWords | None, metric: str | None) -> TaskSpec:
     """``spec`` with the user's label words (every label exactly once) and primary metric."""
     changes: dict[str, Any] = {}
     if label_words is not None:
-        words = dict(parse_label_words(label_words))
-        missing = [lab for lab in spec.labels if lab not in words]
-        extra = [lab for lab in words if lab not in spec.labels]
-        if missing or extra:
-            what = (f"no word for label(s) {', '.join(missing)}" if missing
-                    else f"label(s) {', '.join(extra)} are not in the data")
-            raise LorankError(f"--label-words: {what}; the labels are {', '.join(spec.labels)}")
-        changes["label_words"] = tuple(words[lab] for lab in spec.labels)
-        changes["label_descriptions"] = tuple(f"It is {words[lab]}." for lab in spec.labels)
+        words = label_words_for(spec.labels, label_words, "the data")
+        changes["label_words"] = words
+        changes["label_descriptions"] = tuple(f"It is {word}." for word in words)
     if metric is not None:
-        if metric not in ("accuracy", "f1"):
-            raise LorankError(f"--metric must be accuracy or f1, got {metric!r}")
-        if metric == "f1" and spec.K != 2:
+        if check_choice("--metric", metric, METRICS) == "f1" and spec.K != 2:
             raise LorankError(f"--metric f1 is binary F1 and needs K = 2 labels; this task has "
                               f"K = {spec.K} ({', '.join(spec.labels)})")
         changes["metrics"] = ("accuracy", "f1") if metric == "f1" else ("accuracy",)
@@ -97,11 +78,6 @@ def _spec(
     found = infer() if inferred else parse_labels(labels)
     fields = (text_a,) if text_b is None else (text_a, text_b)
     return custom_task(found, name=name, text_fields=fields), inferred
-
-
-def _balanced_k(split: Split, K: int) -> int | None:
-    counts = split.counts(K)
-    return int(counts[0]) if len(set(counts.tolist())) == 1 else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,7 +200,7 @@ def load_custom(
         missing = [lab for lab, c in zip(spec.labels, counts, strict=True) if c == 0]
         if missing:
             raise LorankError(f"{train}: no training examples of label(s) {', '.join(missing)}")
-        inferred_k = _balanced_k(train_split, spec.K)
+        inferred_k = int(counts[0]) if len(set(counts.tolist())) == 1 else None  # balanced
         if k is not None and inferred_k != k:
             raise LorankError(f"{train}: not {k} examples per class (counts "
                               f"{dict(zip(spec.labels, counts.tolist(), strict=True))})")

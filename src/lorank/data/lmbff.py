@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from lorank.data.dataset import FewShotData, Split
-from lorank.data.readers import read_split
+from lorank.data.readers import read_labelled
 from lorank.data.sampling import cap_test, remove_overlap, sample_splits
 from lorank.data.tasks import LmbffFiles, TaskSpec, get_task
 from lorank.errors import LorankError
@@ -64,18 +64,19 @@ def _check_balanced(split: Split, task: TaskSpec, k: int) -> None:
                           f"{split.name} split has {k} per class x {task.K} = {k * task.K}")
 
 
-def _check_test(split: Split, files: LmbffFiles) -> None:
-    if files.test_rows is not None and len(split) != files.test_rows:
-        raise LorankError(f"{split.source}: {len(split)} rows, expected {files.test_rows} "
-                          "(the original GLUE dev set); the file is truncated or not LM-BFF's")
+def _read(path: Path, name: str, task: TaskSpec) -> Split:
+    """Split ``name`` of an LM-BFF folder (a TSV file read by the task's header names)."""
+    files = _files(task)
+    return read_labelled(path, name=name, text_columns=files.text_columns, fmt="tsv",
+                         label_column=files.label_column, labels=task.labels, user_file=False)[0]
 
 
 def read_test(path: Path, task: TaskSpec) -> Split:
     """The test split of an LM-BFF folder (row count checked)."""
-    files = _files(task)
-    split = read_split(path, name="test", text_columns=files.text_columns,
-                       label_column=files.label_column, labels=task.labels, fmt="tsv")
-    _check_test(split, files)
+    split, rows = _read(path, "test", task), _files(task).test_rows
+    if rows is not None and len(split) != rows:
+        raise LorankError(f"{split.source}: {len(split)} rows, expected {rows} "
+                          "(the original GLUE dev set); the file is truncated or not LM-BFF's")
     return split
 
 
@@ -98,10 +99,8 @@ def load_lmbff(
     if not folder.is_dir():
         raise LorankError(f"{folder}: no such LM-BFF split folder (task {spec.name}, k={k}, "
                           f"seed={seed}); check --data-dir / LORANK_DATA_DIR")
-    def read(file: str, name: str) -> Split:
-        return read_split(folder / file, name=name, text_columns=files.text_columns,
-                          label_column=files.label_column, labels=spec.labels, fmt="tsv")
-    train, dev = read("train.tsv", "train"), read(files.dev_file, "dev")
+    train = _read(folder / "train.tsv", "train", spec)
+    dev = _read(folder / files.dev_file, "dev", spec)
     _check_balanced(train, spec, k)
     _check_balanced(dev, spec, k)
     test = read_test(folder / files.test_file, spec)
@@ -126,20 +125,25 @@ def find_test_file(data_dir: str | Path, task: str | TaskSpec) -> Path | None:
     return None
 
 
-def read_pool(task: str | TaskSpec, data_dir: str | Path) -> Split:
+def read_pool(task: str | TaskSpec, data_dir: str | Path, *, need_test: bool = False
+              ) -> tuple[Split, dict[str, int], Split | None, Path | None]:
     """The de-duplicated pool of a task: ``pool/<TASK>.jsonl`` without repeated texts and
-    without texts of the task's test split (file order kept)."""
+    without texts of the task's test split (file order kept); the removal counts; the test
+    split and its file (None if there is none; LorankError then when ``need_test``)."""
     spec = get_task(task)
     path = pool_file(data_dir, spec)
     if not path.is_file():
         raise LorankError(f"{path}: no pool file for task {spec.name}; check --data-dir / "
                           "LORANK_DATA_DIR")
     test_path = find_test_file(data_dir, spec)
-    pool = read_split(path, name="pool", labels=spec.labels, label_column="label",
-                      text_columns=("text_a", "text_b") if spec.is_pair else ("text_a",))
-    if test_path is None:
-        return remove_overlap(pool, None, dedup=True)[0]
-    return remove_overlap(pool, read_test(test_path, spec), dedup=True)[0]
+    if test_path is None and need_test:
+        raise LorankError(f"{kshot_root(data_dir) / _files(spec).folder}: no test file; pool "
+                          "resampling takes its test split from an LM-BFF folder")
+    test = read_test(test_path, spec) if test_path is not None else None
+    pool = read_labelled(path, name="pool", labels=spec.labels, label_column="label",
+                         text_columns=("text_a", "text_b") if spec.is_pair else ("text_a",),
+                         user_file=False)[0]
+    return *remove_overlap(pool, test, dedup=True), test, test_path
 
 
 def pool_sample(task: str | TaskSpec, n: int, seed: int, data_dir: str | Path) -> Split:
@@ -148,7 +152,7 @@ def pool_sample(task: str | TaskSpec, n: int, seed: int, data_dir: str | Path) -
     examples (the planted teacher); the pool's own labels come along unused."""
     from lorank.data.sampling import lmbff_order
 
-    pool = read_pool(task, data_dir)
+    pool = read_pool(task, data_dir)[0]
     if n > len(pool):
         raise LorankError(f"the {get_task(task).name} pool has {len(pool)} rows; {n} requested")
     return pool.subset(lmbff_order(len(pool), seed)[:n], name="sample")
@@ -169,20 +173,9 @@ def load_pool(
     the GLUE dev set of the task's LM-BFF folder. Deterministic per (k, seed).
     """
     spec = get_task(task)
-    path = pool_file(data_dir, spec)
-    if not path.is_file():
-        raise LorankError(f"{path}: no pool file for task {spec.name}; check --data-dir / "
-                          "LORANK_DATA_DIR")
-    test_path = find_test_file(data_dir, spec)
-    if test_path is None:
-        raise LorankError(f"{kshot_root(data_dir) / _files(spec).folder}: no test file; pool "
-                          "resampling takes its test split from an LM-BFF folder")
-    test = read_test(test_path, spec)
-    pool = read_split(path, name="pool", labels=spec.labels, label_column="label",
-                      text_columns=("text_a", "text_b") if spec.is_pair else ("text_a",))
-    pool, stats = remove_overlap(pool, test, dedup=True)
+    pool, stats, test, test_path = read_pool(spec, data_dir, need_test=True)
     train, dev = sample_splits(pool, spec.K, k, seed, label_names=spec.labels)
     meta = {**stats, "pool_rows_used": len(pool), "test_file": str(test_path),
             "test_rows_full": len(test), "test_max": test_max}
     return FewShotData(task=spec, train=train, dev=dev, test=cap_test(test, test_max), k=k,
-                       seed=seed, source=f"pool:{path}", meta=meta)
+                       seed=seed, source=f"pool:{pool_file(data_dir, spec)}", meta=meta)

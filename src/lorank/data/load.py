@@ -14,7 +14,7 @@ from lorank.data.dataset import FewShotData
 from lorank.data.hub import load_hub
 from lorank.data.lmbff import has_split, load_lmbff, load_pool, pool_file, split_dir
 from lorank.data.tasks import TaskSpec, get_task
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_choice
 
 ENV_DATA_DIR = "LORANK_DATA_DIR"
 Source = Literal["auto", "lmbff", "pool", "hub"]
@@ -68,8 +68,7 @@ def load_task(
         test_max: cap the test split at this many rows (MeZO / Malladi et al.: 1000, seed 42).
     """
     spec = get_task(task)
-    if source not in SOURCES:
-        raise LorankError(f"unknown data source {source!r}; use one of {', '.join(SOURCES)}")
+    check_choice("source", source, SOURCES)
     directory = resolve_data_dir(data_dir)
     if source == "lmbff":
         return load_lmbff(spec, k, seed, _require_dir(directory, source), test_max=test_max)

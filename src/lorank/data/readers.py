@@ -23,9 +23,11 @@ from typing import Any, Literal
 import numpy as np
 
 from lorank.data.dataset import Split
-from lorank.errors import LorankError
+from lorank.data.tasks import label_order, label_string
+from lorank.errors import LorankError, check_choice
 
 Format = Literal["tsv", "csv", "jsonl"]
+FORMATS: tuple[Format, ...] = ("csv", "tsv", "jsonl")
 Record = tuple[int, dict[str, Any]]  # (line number, column -> value)
 
 _SUFFIX_FORMAT: dict[str, Format] = {
@@ -37,9 +39,7 @@ _SUFFIX_FORMAT: dict[str, Format] = {
 def detect_format(path: Path, fmt: str | None = None) -> Format:
     """The file format from ``fmt`` or the suffix (.tsv/.tab, .csv, .jsonl/.ndjson/.json)."""
     if fmt is not None:
-        if fmt not in ("tsv", "csv", "jsonl"):
-            raise LorankError(f"unknown data format {fmt!r}; use tsv, csv or jsonl")
-        return fmt  # type: ignore[return-value]
+        return check_choice("data format", fmt, FORMATS)  # type: ignore[return-value]
     found = _SUFFIX_FORMAT.get(path.suffix.lower())
     if found is None:
         raise LorankError(f"{path}: cannot tell the format from the suffix {path.suffix!r}; "
@@ -182,31 +182,27 @@ def _check_columns(path: Path, header: Sequence[str], wanted: Sequence[str],
                               f"{', '.join(header)}{hint_text}")
 
 
-def read_label_values(path: str | Path, *, label_column: str, fmt: str | None = None,
-                      columns: Sequence[str] | None = None) -> list[str]:
-    """The label string of every row of a file (to infer the label set); LorankError on a
-    missing label."""
+def infer_labels(path: str | Path, *, label: str, fmt: str | None = None,
+                 columns: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The label set of a file in :func:`~lorank.data.tasks.label_order`; LorankError on a
+    missing label, or if the file has fewer than two labels."""
     path = Path(path)
     header, records = read_records(path, fmt, columns)
-    _check_columns(path, header, [label_column], hint=columns is None)
-    out = []
-    for line, record in records:
-        label = _label_string(record.get(label_column))
-        if label is None or label == "":
-            raise LorankError(f"{path}:{line}: missing label in column {label_column!r}")
-        out.append(label)
-    return out
+    _check_columns(path, header, [label], hint=columns is None)
+    found = label_order([_label(path, line, record, label) for line, record in records])
+    if len(found) < 2:
+        raise LorankError(f"{path}: only one label ({', '.join(found) or 'none'}) in column "
+                          f"{label!r}; a classification task needs at least two")
+    return found
 
 
-def _label_string(value: Any) -> str | None:
-    """A label value as a string: JSON 1 -> "1", 1.0 -> "1", text stripped; None if missing."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
+def _label(path: Path, line: int, record: dict[str, Any], column: str) -> str:
+    """The label string in ``column`` (:func:`~lorank.data.tasks.label_string`); LorankError
+    if it is missing or empty."""
+    label = label_string(record.get(column))
+    if not label:
+        raise LorankError(f"{path}:{line}: missing label in column {column!r}")
+    return label
 
 
 def _text(path: Path, line: int, record: dict[str, Any], column: str) -> str | None:
@@ -252,8 +248,7 @@ def read_labelled(
         user_file: a user's file (an unknown column hints at ``--columns``), not a benchmark
             file of a registered task.
     """
-    if empty_text not in EMPTY_TEXT:
-        raise LorankError(f"empty text handling must be drop or error, got {empty_text!r}")
+    check_choice("empty text handling", empty_text, EMPTY_TEXT)
     path = Path(path)
     header, records = read_records(path, fmt, columns)
     _check_columns(path, header, [*text_columns, label_column],
@@ -264,9 +259,7 @@ def read_labelled(
     dropped: list[int] = []
     where = "declared labels" if declared else "labels of the training file"
     for line, record in records:
-        label = _label_string(record.get(label_column))
-        if label is None or label == "":
-            raise LorankError(f"{path}:{line}: missing label in column {label_column!r}")
+        label = _label(path, line, record, label_column)
         if label not in index:
             raise LorankError(f"{path}:{line}: label {label!r} is not one of the {where} "
                               f"({', '.join(labels)})")
@@ -284,18 +277,3 @@ def read_labelled(
                   text_b=tuple(texts[1]) if len(texts) == 2 else None,
                   labels=np.asarray(y, dtype=np.int64), source=str(path))
     return split, dropped
-
-
-def read_split(
-    path: str | Path,
-    *,
-    name: str,
-    text_columns: Sequence[str],
-    label_column: str,
-    labels: Sequence[str],
-    fmt: str | None = None,
-) -> Split:
-    """Read a labelled file with a header into a Split; an empty text is an error (the strict
-    reader of the LM-BFF files; :func:`read_labelled` has the options)."""
-    return read_labelled(path, name=name, text_columns=text_columns, label_column=label_column,
-                         labels=labels, fmt=fmt, user_file=False)[0]

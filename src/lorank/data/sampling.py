@@ -18,7 +18,7 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 
 from lorank.data.dataset import Split
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_positive_int
 
 #: LM-BFF's five split seeds.
 SEEDS: tuple[int, ...] = (13, 21, 42, 87, 100)
@@ -59,8 +59,7 @@ def lmbff_sample(
 
     Raises LorankError if k < 1 or a class has fewer than k + dev_k rows.
     """
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise LorankError(f"k (examples per class) must be a positive integer, got {k!r}")
+    check_positive_int("k (examples per class)", k)
     dev_k = k if dev_k is None else dev_k
     if isinstance(dev_k, bool) or not isinstance(dev_k, int | np.integer) or dev_k < 0:
         raise LorankError(f"dev_k must be a non-negative integer, got {dev_k!r}")
@@ -88,8 +87,7 @@ def cap_test(split: Split, test_max: int | None, seed: int = TEST_CAP_SEED) -> S
     """
     if test_max is None:
         return split
-    if isinstance(test_max, bool) or not isinstance(test_max, int) or test_max < 1:
-        raise LorankError(f"test_max must be a positive integer, got {test_max!r}")
+    check_positive_int("test_max", test_max)
     if len(split) <= test_max:
         return split
     return split.subset(lmbff_order(len(split), seed)[:test_max])

@@ -29,11 +29,17 @@ from typing import Any
 
 from lorank.data.custom import custom_files, load_custom
 from lorank.data.dataset import FewShotData, Split
-from lorank.data.readers import EMPTY_TEXT
-from lorank.data.tasks import METRICS, TaskSpec, get_task, parse_label_words, parse_labels
-from lorank.errors import LorankError
+from lorank.data.readers import EMPTY_TEXT, FORMATS
+from lorank.data.tasks import (
+    METRICS,
+    TaskSpec,
+    get_task,
+    label_words_for,
+    parse_label_words,
+    parse_labels,
+)
+from lorank.errors import LorankError, check_choice
 
-FORMATS = ("csv", "tsv", "jsonl")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -130,21 +136,12 @@ class DataSource:
         if self.label_words is not None:
             put(self, "label_words", parse_label_words(self.label_words))
             if self.labels is not None:
-                words = dict(self.label_words)
-                missing = [lab for lab in self.labels if lab not in words]
-                extra = [lab for lab in words if lab not in self.labels]
-                if missing or extra:
-                    what = (f"no word for label(s) {', '.join(missing)}" if missing
-                            else f"label(s) {', '.join(extra)} are not in --labels")
-                    raise LorankError(f"--label-words: {what}")
-        if self.metric is not None and self.metric not in METRICS:
-            raise LorankError(f"--metric must be one of {', '.join(METRICS)}, got "
-                              f"{self.metric!r}")
-        if self.data_format is not None and self.data_format not in FORMATS:
-            raise LorankError(f"--data-format must be one of {', '.join(FORMATS)}, got "
-                              f"{self.data_format!r}")
-        if self.empty_text not in EMPTY_TEXT:
-            raise LorankError(f"--empty-text must be drop or error, got {self.empty_text!r}")
+                label_words_for(self.labels, self.label_words, "--labels")
+        if self.metric is not None:
+            check_choice("--metric", self.metric, METRICS)
+        if self.data_format is not None:
+            check_choice("--data-format", self.data_format, FORMATS)
+        check_choice("--empty-text", self.empty_text, EMPTY_TEXT)
         if self.columns is not None and (self.data_format == "jsonl" or any(
                 Path(p).suffix.lower() in (".jsonl", ".ndjson", ".json") and self.data_format
                 is None for p in self.files().values())):

@@ -323,14 +323,12 @@ def custom_task(
     name: str = "custom",
     pair: bool = False,
     text_fields: Sequence[str] | None = None,
-    template: str | None = None,
     label_words: Sequence[str] | None = None,
-    label_descriptions: Sequence[str] | None = None,
     metrics: Sequence[str] | None = None,
 ) -> TaskSpec:
     """A TaskSpec for a user's own label set, built at run time (not registered).
 
-    Defaults: the label words are the labels themselves, the template is
+    The label words default to the labels themselves; the template is
     ``"{text_a} {mask} ."`` (single text) or ``"{text_a} ? {mask} , {text_b}"`` (pairs), the
     label descriptions are ``"It is <word>."`` for each label word (the verbaliser head embeds
     them), metrics accuracy only (``metrics=("accuracy", "f1")`` makes binary F1 of label index
@@ -340,17 +338,14 @@ def custom_task(
     if text_fields is None:
         text_fields = ("text_a", "text_b") if pair else ("text_a",)
     pair = len(tuple(text_fields)) == 2
-    if template is None:
-        template = "{text_a} ? {mask} , {text_b}" if pair else "{text_a} {mask} ."
     words = tuple(str(w).strip() for w in label_words) if label_words is not None else labels
     return TaskSpec(
         name=name,
         labels=labels,
         text_fields=tuple(text_fields),
-        template=template,
+        template="{text_a} ? {mask} , {text_b}" if pair else "{text_a} {mask} .",
         label_words=words,
-        label_descriptions=(tuple(label_descriptions) if label_descriptions is not None
-                            else tuple(f"It is {w}." for w in words)),
+        label_descriptions=tuple(f"It is {w}." for w in words),
         metrics=tuple(metrics) if metrics is not None else ("accuracy",),
     )
 
@@ -398,9 +393,7 @@ def parse_label_words(text: str | Mapping[Any, Any] | Sequence[Any]
             raise LorankError(f"label words must be (label, word) pairs ({example})")
     out = []
     for label, word in pairs:
-        label_s = str(label).strip() if not isinstance(label, bool) else str(label).lower()
-        if isinstance(label, float) and label.is_integer():
-            label_s = str(int(label))
+        label_s = label_string(label)
         if not label_s or not isinstance(word, str | int | float) or not str(word).strip():
             raise LorankError(f"label words need a label and a word in every pair ({example}), "
                               f"got {label!r}={word!r}")
@@ -411,6 +404,32 @@ def parse_label_words(text: str | Mapping[Any, Any] | Sequence[Any]
     if len(set(seen)) != len(seen):
         raise LorankError(f"label words name a label twice: {', '.join(seen)}")
     return tuple(out)
+
+
+def label_string(value: Any) -> str | None:
+    """A label value as a string: JSON 1 -> "1", 1.0 -> "1", True -> "true", text stripped;
+    None if missing."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def label_words_for(labels: Sequence[str], label_words: Any, where: str) -> tuple[str, ...]:
+    """The word of every label, in label order, from a :func:`parse_label_words` input;
+    LorankError naming a label without a word, or a word for a label not in ``labels`` (which
+    come from ``where``: ``"the data"``, ``"--labels"``)."""
+    words = dict(parse_label_words(label_words))
+    missing = [lab for lab in labels if lab not in words]
+    extra = [lab for lab in words if lab not in labels]
+    if missing or extra:
+        what = (f"no word for label(s) {', '.join(missing)}" if missing
+                else f"label(s) {', '.join(extra)} are not in {where}")
+        raise LorankError(f"--label-words: {what}; the labels are {', '.join(labels)}")
+    return tuple(words[lab] for lab in labels)
 
 
 def parse_labels(text: str | Sequence[str]) -> tuple[str, ...]:

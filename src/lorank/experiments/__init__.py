@@ -29,7 +29,7 @@ from lorank.experiments.runners import (
     RunOutcome,
     SweepInterrupted,
     SweepSummary,
-    execute_run,
+    execute_batch,
     make_runner,
 )
 from lorank.experiments.spec import SweepSpec, load_spec, parse_spec
@@ -56,7 +56,7 @@ __all__ = [
     "SweepSummary",
     "available_methods",
     "canonical_json",
-    "execute_run",
+    "execute_batch",
     "export_records",
     "get_method",
     "load_spec",

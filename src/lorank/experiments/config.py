@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from lorank.data.source import DataSource
+from lorank.errors import LorankError
 from lorank.models.lora_shape import AdapterConfig
 
 #: Fields of :class:`RunConfig` that are resource hints, not part of the run's identity.
@@ -166,6 +167,16 @@ class RunConfig:
     def option(self, name: str, default: Any = None) -> Any:
         """The method-specific option ``name`` (JSON value, lists as lists), or ``default``."""
         return self.options.to_json().get(name, default)
+
+    def known_options(self, known: Sequence[str]) -> dict[str, Any]:
+        """The options as JSON values (lists as lists); LorankError naming the first unknown
+        one: ``unknown <method> option 'x'; known: a, b``."""
+        options = self.options.to_json()
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise LorankError(f"unknown {self.method} option {unknown[0]!r}; known: "
+                              + ", ".join(known))
+        return options
 
     def adapter(self) -> AdapterConfig:
         """The run's LoRA adapter at its rank, for either engine: the run's targets and layers,

@@ -1,19 +1,12 @@
 """Process identity for the results store (claims by live processes), on top of
-:mod:`lorank.provenance` (versions, git state, host, time — re-exported here)."""
+:mod:`lorank.provenance` (versions, git state, host, time)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from lorank.provenance import (  # noqa: F401  (re-exported for the store and runners)
-    PACKAGES,
-    git_state,
-    hostname,
-    now,
-    package_versions,
-    provenance,
-)
+from lorank.provenance import hostname
 
 
 def _start_time(pid: int) -> str | None:

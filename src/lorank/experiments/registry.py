@@ -155,9 +155,6 @@ class FeatureCache:
             self._items.popitem(last=False)
         return value
 
-    def clear(self) -> None:
-        self._items.clear()
-
 
 def batch_ranks(runs: Sequence[RunConfig]) -> tuple[int, ...]:
     """The distinct ranks of a grouped method's batch, ascending (trained together)."""

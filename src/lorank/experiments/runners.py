@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 import traceback as tb
 from abc import ABC, abstractmethod
@@ -31,9 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_positive_int
 from lorank.experiments.config import RunConfig
-from lorank.experiments.provenance import git_state, hostname, package_versions
 from lorank.experiments.registry import (
     FeatureCache,
     Method,
@@ -43,6 +43,7 @@ from lorank.experiments.registry import (
     normalize_result,
 )
 from lorank.experiments.store import ResultStore
+from lorank.provenance import git_state, hostname, package_versions
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
@@ -126,45 +127,27 @@ def _prepare(method: Method, config: RunConfig, ctx: RunContext) -> None:
         sys.modules["torch"].set_num_threads(int(os.environ["LORANK_WORKER_THREADS"]))
 
 
-def execute_run(config: RunConfig, ctx: RunContext) -> RunOutcome:
-    """Run one config with its (per-run) method; exceptions become a failed
-    :class:`RunOutcome`. KeyboardInterrupt and SystemExit propagate."""
+def execute_batch(configs: Sequence[RunConfig], ctx: RunContext) -> list[RunOutcome]:
+    """Run a batch (:func:`batches`) in one call of its method: the runs of a grouped method
+    with one :attr:`RunConfig.batch_key`, or a per-run method's single run (a batch of one);
+    one outcome per run, in order. An exception of the call, or of resolving the method, fails
+    every run of the batch; an exception returned for a run, a missing or malformed result,
+    fails that run. Timings are the call's, shared by a grouped batch (``batch_runs`` says by
+    how many). KeyboardInterrupt and SystemExit propagate."""
     start = time.perf_counter()
     timings = {"prepare_s": 0.0, "run_s": 0.0}
-    builds = ctx.cache.builds
-    try:
-        method = get_method(config.method)
-        _prepare(method, config, ctx)
-        timings["prepare_s"] = time.perf_counter() - start
-        began = time.perf_counter()
-        result = normalize_result(method.run(config, ctx))
-        timings["run_s"] = time.perf_counter() - began
-        error = trace = None
-    except Exception as exc:
-        result, error, trace = None, _one_line(exc), tb.format_exc()
-    finally:
-        ctx.features = None
-    timings["wall_s"] = time.perf_counter() - start
-    return RunOutcome(config.run_id, result, error, trace, timings, package_versions(),
-                      hostname(), ctx.cache.builds > builds)
-
-
-def execute_batch(configs: Sequence[RunConfig], ctx: RunContext) -> list[RunOutcome]:
-    """Run a batch (one grouped method, one :attr:`RunConfig.batch_key`) in one call of the
-    method; one outcome per run, in order. An exception of the call fails every run of the
-    batch; an exception returned for a run, a missing or malformed result, fails that run.
-    Timings are the call's, shared by the batch (``batch_runs`` says by how many)."""
-    start = time.perf_counter()
-    timings = {"prepare_s": 0.0, "run_s": 0.0, "batch_runs": float(len(configs))}
     builds = ctx.cache.builds
     raw: Mapping[str, Any] = {}
     error = trace = None
     try:
         method = get_method(configs[0].method)
+        if method.grouped:
+            timings["batch_runs"] = float(len(configs))
         _prepare(method, configs[0], ctx)
         timings["prepare_s"] = time.perf_counter() - start
         began = time.perf_counter()
-        raw = method.run(list(configs), ctx)
+        raw = (method.run(list(configs), ctx) if method.grouped else
+               {config.run_id: normalize_result(method.run(config, ctx)) for config in configs})
         timings["run_s"] = time.perf_counter() - began
         if not isinstance(raw, Mapping):
             raise TypeError(f"a grouped method must return run id -> result, got "
@@ -207,8 +190,8 @@ def batches(configs: Sequence[RunConfig]) -> list[list[RunConfig]]:
 
 def _grouped(name: str) -> bool:
     """Whether method ``name`` is grouped; False when it cannot be resolved here (e.g. a worker
-    that cannot import it): the run then goes through :func:`execute_run`, which stores the
-    error as that run's failure instead of aborting the chunk."""
+    that cannot import it): each run is then a batch of its own, and :func:`execute_batch`
+    stores the error as that run's failure instead of aborting the chunk."""
     try:
         return get_method(name).grouped
     except Exception:
@@ -216,15 +199,16 @@ def _grouped(name: str) -> bool:
 
 
 def execute_chunk(configs: Sequence[RunConfig], ctx: RunContext,
-                  emit: Callable[[RunOutcome], None]) -> None:
+                  emit: Callable[[RunOutcome], None] | None = None) -> list[RunOutcome]:
     """Execute already-claimed runs (one features group, or a chunk of one) batch by batch,
-    handing each outcome to ``emit`` as soon as it exists."""
+    handing each outcome to ``emit`` as soon as it exists; returns them all, in order."""
+    out: list[RunOutcome] = []
     for batch in batches(configs):
-        if _grouped(batch[0].method):
-            for outcome in execute_batch(batch, ctx):
+        for outcome in execute_batch(batch, ctx):
+            if emit is not None:
                 emit(outcome)
-        else:
-            emit(execute_run(batch[0], ctx))
+            out.append(outcome)
+    return out
 
 
 def group_runs(configs: Sequence[RunConfig]) -> list[list[RunConfig]]:
@@ -255,10 +239,10 @@ class _Tracker:
     """Writes outcomes to the store and keeps the summary and the progress bar current."""
 
     def __init__(self, store: ResultStore, summary: SweepSummary, pending: int, label: str,
-                 progress: bool) -> None:
+                 progress: bool, retry_failed: bool) -> None:
         from lorank.progress import bar
 
-        self.store, self.summary = store, summary
+        self.store, self.summary, self.retry_failed = store, summary, retry_failed
         self.git = git_state()
         self.in_flight: set[str] = set()
         self.info = ""
@@ -275,12 +259,16 @@ class _Tracker:
         self._postfix()
         self.bar.refresh()
 
-    def claim(self, config: RunConfig, retry_failed: bool) -> bool:
+    def claim(self, configs: Sequence[RunConfig]) -> list[RunConfig]:
+        """The runs among ``configs`` this process claimed, in order (the others count busy)."""
+        return [config for config in configs if self._claim(config)]
+
+    def _claim(self, config: RunConfig) -> bool:
         # in_flight first: a stop that lands after the store commits the claim, before this
         # method returns, must still find the run to release (release only touches rows this
         # process holds ``running``, so listing one that was not claimed is harmless).
         self.in_flight.add(config.run_id)
-        if self.store.claim(config.run_id, retry_failed):
+        if self.store.claim(config.run_id, self.retry_failed):
             return True
         self.in_flight.discard(config.run_id)
         self.summary.busy += 1
@@ -305,6 +293,12 @@ class _Tracker:
         self.info = ""
         self._postfix()
         self.bar.update(1)
+
+    def lost(self, chunk: Sequence[RunConfig], error: str, trace: str,
+             versions: dict[str, Any]) -> None:
+        """Record every run of a chunk whose worker process or task was lost as failed."""
+        for config in chunk:
+            self.record(RunOutcome(config.run_id, None, error, trace, {}, versions, hostname()))
 
     def interrupt(self) -> None:
         self.summary.interrupted += self.store.release(sorted(self.in_flight))
@@ -343,31 +337,32 @@ class Runner(ABC):
                 summary.busy += 1
             else:
                 summary.skipped += 1
-        tracker = _Tracker(store, summary, len(pending), label, self.progress)
+        tracker = _Tracker(store, summary, len(pending), label, self.progress, retry_failed)
         try:
-            self._execute(group_runs(pending), tracker, retry_failed)
+            self._execute(group_runs(pending), tracker)
         except KeyboardInterrupt:
             tracker.interrupt()
-            summary.elapsed_s = time.perf_counter() - start
             raise SweepInterrupted(summary) from None
         finally:
             tracker.close()
-        summary.elapsed_s = time.perf_counter() - start
+            summary.elapsed_s = time.perf_counter() - start
         final = store.statuses([c.run_id for c in configs])
         summary.not_done = sum(1 for c in configs if final.get(c.run_id, ("",))[0] != "done")
         return summary
 
     def context(self, progress: Callable[..., None] | None = None) -> RunContext:
         """A fresh :class:`RunContext` with this runner's folders and device."""
-        ctx = RunContext(cache_dir=self.cache_dir, data_dir=self.data_dir, device=self.device,
-                         cache=FeatureCache(self.feature_cache_size))
+        ctx = RunContext(**self._ctx_args(), cache=FeatureCache(self.feature_cache_size))
         if progress is not None:
             ctx.progress = progress
         return ctx
 
+    def _ctx_args(self) -> dict[str, Any]:
+        """The picklable :class:`RunContext` arguments a worker process or task starts from."""
+        return {"cache_dir": self.cache_dir, "data_dir": self.data_dir, "device": self.device}
+
     @abstractmethod
-    def _execute(self, groups: list[list[RunConfig]], tracker: _Tracker,
-                 retry_failed: bool) -> None:
+    def _execute(self, groups: list[list[RunConfig]], tracker: _Tracker) -> None:
         """Run every group, claiming each run first and recording each outcome."""
 
 
@@ -399,7 +394,6 @@ def _worker_init(queue: Any, modules: list[str], ctx_args: dict[str, Any]) -> No
     by SIGKILL): no orphans."""
     import importlib
     import multiprocessing as mp
-    import threading
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -420,15 +414,8 @@ def _worker_init(queue: Any, modules: list[str], ctx_args: dict[str, Any]) -> No
 
 def _worker_chunk(configs: list[RunConfig]) -> list[RunOutcome]:
     """Run a chunk (one features group) in a pool worker, streaming each outcome."""
-    out: list[RunOutcome] = []
-
-    def emit(outcome: RunOutcome) -> None:
-        _WORKER["queue"].put(outcome)
-        out.append(outcome)
-
     _WORKER["ctx"].group = tuple(configs)
-    execute_chunk(configs, _WORKER["ctx"], emit)
-    return out
+    return execute_chunk(configs, _WORKER["ctx"], _WORKER["queue"].put)
 
 
 def split_groups(groups: list[list[RunConfig]], workers: int) -> list[list[RunConfig]]:
@@ -455,20 +442,16 @@ class LocalRunner(Runner):
 
     def __init__(self, workers: int = 1, threads: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise LorankError(f"workers must be an integer >= 1, got {workers!r}")
-        self.workers = workers
+        self.workers = check_positive_int("workers", workers)
         self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
 
-    def _execute(self, groups: list[list[RunConfig]], tracker: _Tracker,
-                 retry_failed: bool) -> None:
+    def _execute(self, groups: list[list[RunConfig]], tracker: _Tracker) -> None:
         if self.workers == 1:
-            self._sequential(groups, tracker, retry_failed)
+            self._sequential(groups, tracker)
         else:
-            self._pool(groups, tracker, retry_failed)
+            self._pool(groups, tracker)
 
-    def _sequential(self, groups: list[list[RunConfig]], tracker: _Tracker,
-                    retry_failed: bool) -> None:
+    def _sequential(self, groups: list[list[RunConfig]], tracker: _Tracker) -> None:
         def progress(**info: Any) -> None:
             tracker.info = " ".join(f"{k}={v}" for k, v in info.items())
             tracker.refresh()
@@ -477,12 +460,11 @@ class LocalRunner(Runner):
         for group in groups:
             ctx.group = tuple(group)
             for batch in batches(group):  # claimed unit by unit: at most one batch in flight
-                claimed = [c for c in batch if tracker.claim(c, retry_failed)]
+                claimed = tracker.claim(batch)
                 if claimed:
                     execute_chunk(claimed, ctx, tracker.record)
 
-    def _pool(self, groups: list[list[RunConfig]], tracker: _Tracker,
-              retry_failed: bool) -> None:
+    def _pool(self, groups: list[list[RunConfig]], tracker: _Tracker) -> None:
         import multiprocessing as mp
         import queue as queue_mod
         from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -491,8 +473,6 @@ class LocalRunner(Runner):
         mpctx = mp.get_context("spawn")
         outcomes = mpctx.Queue()
         modules = sorted({get_method(c.method).module for g in groups for c in g})
-        ctx_args = {"cache_dir": self.cache_dir, "data_dir": self.data_dir,
-                    "device": self.device}
         todo = split_groups(groups, self.workers)
         running: dict[Future, list[RunConfig]] = {}
 
@@ -504,13 +484,16 @@ class LocalRunner(Runner):
             except queue_mod.Empty:
                 pass
 
+        def new_pool() -> ProcessPoolExecutor:
+            return ProcessPoolExecutor(self.workers, mp_context=mpctx, initializer=_worker_init,
+                                       initargs=(outcomes, modules, self._ctx_args()))
+
         with _thread_env(self.threads):
-            pool = ProcessPoolExecutor(self.workers, mp_context=mpctx, initializer=_worker_init,
-                                       initargs=(outcomes, modules, ctx_args))
+            pool = new_pool()
             try:
                 while todo or running:
                     while todo and len(running) < self.workers:
-                        chunk = [c for c in todo.pop(0) if tracker.claim(c, retry_failed)]
+                        chunk = tracker.claim(todo.pop(0))
                         if chunk:
                             running[pool.submit(_worker_chunk, chunk)] = chunk
                     drain(0.05)
@@ -521,11 +504,10 @@ class LocalRunner(Runner):
                             for outcome in future.result():
                                 tracker.record(outcome)
                         except BrokenProcessPool as exc:
-                            self._worker_died(chunk, tracker, exc)
+                            tracker.lost(chunk, f"worker process died: {exc}", "",
+                                         package_versions())
                             pool.shutdown(wait=False, cancel_futures=True)
-                            pool = ProcessPoolExecutor(
-                                self.workers, mp_context=mpctx, initializer=_worker_init,
-                                initargs=(outcomes, modules, ctx_args))
+                            pool = new_pool()
                 drain(0.0)
             except BaseException:
                 procs = list((getattr(pool, "_processes", None) or {}).values())
@@ -535,12 +517,6 @@ class LocalRunner(Runner):
                         proc.terminate()
                 raise
             pool.shutdown(wait=True)
-
-    @staticmethod
-    def _worker_died(chunk: list[RunConfig], tracker: _Tracker, exc: BaseException) -> None:
-        for config in chunk:
-            tracker.record(RunOutcome(config.run_id, None, f"worker process died: {exc}",
-                                      "", {}, package_versions(), hostname()))
 
 
 # -- Ray ----------------------------------------------------------------------------------------
@@ -556,9 +532,7 @@ def _ray_execute(configs: list[RunConfig], ctx_args: dict[str, Any]) -> list[Run
     if ctx is None:
         ctx = _RAY_CTX[slot] = RunContext(**ctx_args, cache=FeatureCache())
     ctx.group = tuple(configs)
-    out: list[RunOutcome] = []
-    execute_chunk(configs, ctx, out.append)
-    return out
+    return execute_chunk(configs, ctx)
 
 
 def import_ray() -> Any:
@@ -569,22 +543,6 @@ def import_ray() -> Any:
         raise LorankError("the ray backend needs Ray: pip install 'ray[default]==2.60.0'") \
             from None
     return ray
-
-
-def _sigterm_handler() -> Any:
-    """The Python SIGTERM handler in place (None outside the main thread)."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.getsignal(signal.SIGTERM)
-
-
-def _restore_sigterm(handler: Any) -> None:
-    """Put back a caller's Python SIGTERM handler (e.g. the CLI's clean stop) that
-    ``ray.init`` replaced with its own ``sys.exit``; SIG_DFL/SIG_IGN are left to Ray."""
-    if callable(handler):
-        signal.signal(signal.SIGTERM, handler)
 
 
 class RayRunner(Runner):
@@ -610,12 +568,17 @@ class RayRunner(Runner):
         self.max_in_flight = max_in_flight
 
     def _start(self, ray: Any) -> bool:
+        """Initialise Ray unless the caller has (True: this runner started it). The caller's
+        Python SIGTERM handler in place (main thread only; e.g. the CLI's clean stop), which
+        ``ray.init`` replaces with its own ``sys.exit``, is put back; SIG_DFL/SIG_IGN are left
+        to Ray."""
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if ray.is_initialized():
             return False
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                   "configure_logging": False}
-        sigterm = _sigterm_handler()
+        main = threading.current_thread() is threading.main_thread()
+        sigterm = signal.getsignal(signal.SIGTERM) if main else None
         try:
             if self.address:
                 ray.init(address=self.address, **kwargs)
@@ -632,23 +595,23 @@ class RayRunner(Runner):
             sigterm(signal.SIGTERM, None)  # the caller's clean stop (raises KeyboardInterrupt)
             raise
         finally:
-            _restore_sigterm(sigterm)
+            if callable(sigterm):
+                signal.signal(signal.SIGTERM, sigterm)
         return True
 
-    def _execute(self, groups: list[list[RunConfig]], tracker: _Tracker,
-                 retry_failed: bool) -> None:
+    def _execute(self, groups: list[list[RunConfig]], tracker: _Tracker) -> None:
         ray = import_ray()
         if not groups:
             return
         started = self._start(ray)
         try:
-            self._submit_all(ray, groups, tracker, retry_failed, cancel_on_stop=not started)
+            self._submit_all(ray, groups, tracker, cancel_on_stop=not started)
         finally:
             if started:
                 ray.shutdown()
 
     def _submit_all(self, ray: Any, groups: list[list[RunConfig]], tracker: _Tracker,
-                    retry_failed: bool, cancel_on_stop: bool = True) -> None:
+                    cancel_on_stop: bool = True) -> None:
         """Submit the groups, ``max_in_flight`` at a time, and record outcomes as tasks finish.
 
         On a stop the claimed runs are released first; outstanding tasks are cancelled only
@@ -660,19 +623,17 @@ class RayRunner(Runner):
         again afterwards, a no-op by then.
         """
         task = ray.remote(_ray_execute)
-        ctx_args = {"cache_dir": self.cache_dir, "data_dir": self.data_dir,
-                    "device": self.device}
         limit = self.max_in_flight or max(1, int(ray.cluster_resources().get("CPU", 1)))
         todo = split_groups(groups, limit)
         refs: dict[Any, list[RunConfig]] = {}
         try:
             while todo or refs:
                 while todo and len(refs) < limit:
-                    chunk = [c for c in todo.pop(0) if tracker.claim(c, retry_failed)]
+                    chunk = tracker.claim(todo.pop(0))
                     if not chunk:
                         continue
                     gpus = max(c.num_gpus for c in chunk)
-                    args = dict(ctx_args, device="cuda" if gpus > 0 else self.device)
+                    args = dict(self._ctx_args(), device="cuda" if gpus > 0 else self.device)
                     ref = task.options(num_cpus=max(c.num_cpus for c in chunk),
                                        num_gpus=gpus).remote(chunk, args)
                     refs[ref] = chunk
@@ -684,9 +645,9 @@ class RayRunner(Runner):
                     try:
                         outcomes = ray.get(ref)
                     except Exception as exc:  # the task's process died (OOM, node loss)
-                        error, trace = f"ray task lost: {_one_line(exc)}", tb.format_exc()
-                        outcomes = [RunOutcome(c.run_id, None, error, trace, {}, {},
-                                               hostname()) for c in chunk]
+                        tracker.lost(chunk, f"ray task lost: {_one_line(exc)}", tb.format_exc(),
+                                     {})
+                        continue
                     for outcome in outcomes:
                         tracker.record(outcome)
         except KeyboardInterrupt:
@@ -705,8 +666,7 @@ def make_runner(backend: str = "local", *, workers: int = 1, address: str | None
             raise LorankError("--ray-address needs --backend ray")
         return LocalRunner(workers=workers, **kwargs)
     if backend == "ray":
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise LorankError(f"workers must be an integer >= 1, got {workers!r}")
+        check_positive_int("workers", workers)
         return RayRunner(address=address, num_cpus=workers if workers > 1 and not address
                          else None, **kwargs)
     raise LorankError(f"unknown backend {backend!r}; choose local or ray")

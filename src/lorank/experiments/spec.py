@@ -38,9 +38,10 @@ from __future__ import annotations
 import difflib
 import functools
 import itertools
+import math
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ from typing import Any
 import yaml
 
 from lorank.data.source import DataSource
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_choice, check_number
 from lorank.experiments.config import RunConfig
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -82,22 +83,15 @@ def _float(path: str, value: Any, positive: bool = False, minimum: float | None 
         value = float(value)  # PyYAML (YAML 1.1) reads 1e-3 as a string
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _type_error(path, "number", value)
-    value = float(value)
-    if value != value or value in (float("inf"), float("-inf")):
-        raise LorankError(f"{path}: must be finite, got {value}")
-    if positive and value <= 0:
-        raise LorankError(f"{path}: must be > 0, got {value:g}")
-    if minimum is not None and value < minimum:
-        raise LorankError(f"{path}: must be >= {minimum:g}, got {value:g}")
-    return value
+    return check_number(f"{path}:", value, low=0.0 if positive else minimum, strict=positive)
 
 
 def _str(path: str, value: Any, choices: tuple[str, ...] | None = None,
          pattern: re.Pattern[str] | None = None) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _type_error(path, "non-empty string", value)
-    if choices is not None and value not in choices:
-        raise LorankError(f"{path}: must be one of {', '.join(choices)}, got {value!r}")
+    if choices is not None:
+        check_choice(f"{path}:", value, choices)
     if pattern is not None and not pattern.match(value):
         raise LorankError(f"{path}: invalid name {value!r} (allowed: {pattern.pattern})")
     return value
@@ -168,10 +162,11 @@ FIELD_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "num_gpus": lambda p, v: _float(p, v, minimum=0.0),
     "data": _data,
 }
-assert set(FIELD_CHECKS) == {f.name for f in fields(RunConfig)} - {"sweep"}
+FIELDS = tuple(FIELD_CHECKS)
+assert set(FIELDS) == {f.name for f in fields(RunConfig)} - {"sweep"}
 
 
-def _unknown(path: str, key: Any, allowed: tuple[str, ...] | list[str]) -> LorankError:
+def _unknown(path: str, key: Any, allowed: Sequence[str]) -> LorankError:
     close = difflib.get_close_matches(str(key), list(allowed), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     where = f"{path}.{key}" if path else str(key)
@@ -184,12 +179,20 @@ def _mapping(path: str, value: Any) -> Mapping[str, Any]:
     return value
 
 
+def _items(path: str, value: Any, allowed: Sequence[str] = FIELDS
+           ) -> Iterator[tuple[str, Any]]:
+    """The (key, value) pairs of the mapping ``value`` in order; LorankError at the first key
+    not in ``allowed`` (default: the RunConfig fields), with a did-you-mean hint."""
+    for key, v in _mapping(path, value).items():
+        if key not in allowed:
+            raise _unknown(path, key, allowed)
+        yield key, v
+
+
 def _fields(path: str, value: Any, forbid: tuple[str, ...] = ()) -> dict[str, Any]:
     """Validate a mapping of RunConfig fields (base, method overrides, include entries)."""
     out = {}
-    for key, v in _mapping(path, value).items():
-        if key not in FIELD_CHECKS:
-            raise _unknown(path, key, list(FIELD_CHECKS))
+    for key, v in _items(path, value):
         if key in forbid:
             raise LorankError(f"{path}.{key}: {key!r} is a grid field; restrict it with "
                               f"{path}.only.{key}")
@@ -210,24 +213,12 @@ def _is_multi(key: str, value: Any) -> bool:
 
 def _choices(path: str, value: Any) -> dict[str, tuple]:
     """A mapping field → value or list of values (``only`` and ``exclude`` entries)."""
-    out = {}
-    for key, v in _mapping(path, value).items():
-        if key not in FIELD_CHECKS:
-            raise _unknown(path, key, list(FIELD_CHECKS))
-        if _is_multi(key, v):
-            out[key] = _list(f"{path}.{key}", v, FIELD_CHECKS[key])
-        else:
-            out[key] = (FIELD_CHECKS[key](f"{path}.{key}", v),)
-    return out
+    return {key: _list(f"{path}.{key}", v, FIELD_CHECKS[key]) if _is_multi(key, v)
+            else (FIELD_CHECKS[key](f"{path}.{key}", v),) for key, v in _items(path, value)}
 
 
 def _grid(value: Any, path: str = "grid") -> dict[str, tuple]:
-    out = {}
-    for key, v in _mapping(path, value).items():
-        if key not in FIELD_CHECKS:
-            raise _unknown(path, key, list(FIELD_CHECKS))
-        out[key] = _list(f"{path}.{key}", v, FIELD_CHECKS[key])
-    return out
+    return {key: _list(f"{path}.{key}", v, FIELD_CHECKS[key]) for key, v in _items(path, value)}
 
 
 def _include(path: str, value: Any) -> list[dict[str, Any]]:
@@ -262,16 +253,19 @@ class ReportSettings:
 REPORT_KEYS = ("margin",)
 
 
+def check_margin(margin: float, what: str = "margin") -> float:
+    """δ as a fraction of the metric: finite and in (0, 1); LorankError otherwise."""
+    if isinstance(margin, bool) or not isinstance(margin, int | float) \
+            or not math.isfinite(margin) or not 0 < margin < 1:
+        raise LorankError(f"{what} must be in (0, 1) (a fraction of the metric: 0.01 = 1 point), "
+                          f"got {margin!r}")
+    return float(margin)
+
+
 def _report(value: Any) -> ReportSettings:
-    body = _mapping("report", value)
-    for key in body:
-        if key not in REPORT_KEYS:
-            raise _unknown("report", key, REPORT_KEYS)
+    body = dict(_items("report", value, REPORT_KEYS))
     margin = _float("report.margin", body.get("margin", DEFAULT_MARGIN), positive=True)
-    if margin >= 1:
-        raise LorankError(f"report.margin: must be in (0, 1) (a fraction of the metric: 0.01 = "
-                          f"1 point), got {margin:g}")
-    return ReportSettings(margin)
+    return ReportSettings(check_margin(margin, "report.margin:"))
 
 
 @dataclass(frozen=True)
@@ -341,11 +335,13 @@ def _expand(name: str, base: dict, grid: dict[str, tuple], methods: dict[str, Me
             exclude: list[dict[str, tuple]], include: list[dict[str, Any]]) -> list[RunConfig]:
     keys = sorted(grid)
     runs: dict[str, RunConfig] = {}
+
+    def merge(point: dict[str, Any]) -> tuple[MethodOverride | None, dict[str, Any]]:
+        override = methods.get(point.get("method", base.get("method")))
+        return override, {**base, **(override.values if override else {}), **point}
+
     for combo in itertools.product(*(grid[k] for k in keys)):
-        point = dict(zip(keys, combo, strict=True))
-        method = point.get("method", base.get("method"))
-        override = methods.get(method)
-        merged = {**base, **(override.values if override else {}), **point}
+        override, merged = merge(dict(zip(keys, combo, strict=True)))
         if override is not None and not _matches(merged, override.only):
             continue
         if any(_matches(merged, ex) for ex in exclude):
@@ -353,20 +349,14 @@ def _expand(name: str, base: dict, grid: dict[str, tuple], methods: dict[str, Me
         config = _resolve(name, merged, "grid")
         runs.setdefault(config.run_id, config)
     for i, entry in enumerate(include):
-        method = entry.get("method", base.get("method"))
-        override = methods.get(method)
-        merged = {**base, **(override.values if override else {}), **entry}
-        config = _resolve(name, merged, f"include[{i}]")
+        config = _resolve(name, merge(entry)[1], f"include[{i}]")
         runs.setdefault(config.run_id, config)
     return list(runs.values())
 
 
 def parse_spec(data: Any, source: Path | None = None) -> SweepSpec:
     """Validate a spec mapping and expand it into :class:`RunConfig` s (LorankError on error)."""
-    data = _mapping("spec", data)
-    for key in data:
-        if key not in TOP_KEYS:
-            raise _unknown("", key, TOP_KEYS)
+    data = dict(_items("", _mapping("spec", data), TOP_KEYS))
     if "name" not in data:
         raise LorankError("name: missing required key (the sweep's name)")
     name = _str("name", data["name"], pattern=_NAME)

@@ -25,16 +25,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lorank.errors import LorankError
 from lorank.experiments.config import RunConfig
-from lorank.experiments.provenance import now, process_token, token_alive
+from lorank.experiments.provenance import process_token, token_alive
 from lorank.experiments.registry import RunResult
+from lorank.provenance import now
 
 STATUSES = ("queued", "running", "done", "failed", "interrupted")
 SCHEMA_VERSION = "1"
@@ -110,9 +111,6 @@ class RunRecord:
         if data["git_dirty"] is not None:
             data["git_dirty"] = bool(data["git_dirty"])
         return cls(**data)
-
-
-_COLUMNS = tuple(f.name for f in fields(RunRecord))
 
 
 class ResultStore:
@@ -263,37 +261,38 @@ class ResultStore:
                versions: Mapping[str, Any], git: tuple[str | None, bool | None],
                host: str) -> None:
         """Store a successful run's metrics, curves and provenance (one transaction)."""
-        commit, dirty = git
-        with self._write() as conn:
-            conn.execute(
-                "UPDATE runs SET status = 'done', metrics = ?, curves = ?, timings = ?, "
-                "versions = ?, git_commit = ?, git_dirty = ?, error = NULL, traceback = NULL, "
-                "host = ?, finished_at = ? WHERE run_id = ?",
-                (_dumps(result.metrics), _dumps(result.curves), _dumps(dict(timings)),
-                 _dumps(dict(versions)), commit, None if dirty is None else int(dirty), host,
-                 now(), run_id))
+        self._end(run_id, "done", result.metrics, result.curves, None, None, timings, versions,
+                  git, host)
 
     def fail(self, run_id: str, error: str, traceback: str, timings: Mapping[str, float],
              versions: Mapping[str, Any], git: tuple[str | None, bool | None],
              host: str) -> None:
         """Store a failed run: one-line ``error`` and the full ``traceback`` (one transaction)."""
+        self._end(run_id, "failed", None, None, " ".join(error.split()), traceback, timings,
+                  versions, git, host)
+
+    def _end(self, run_id: str, status: str, metrics: dict[str, Any] | None,
+             curves: dict[str, Any] | None, error: str | None, traceback: str | None,
+             timings: Mapping[str, float], versions: Mapping[str, Any],
+             git: tuple[str | None, bool | None], host: str) -> None:
+        """Write a finished run's row: status, result or error, provenance, ``finished_at``."""
         commit, dirty = git
         with self._write() as conn:
             conn.execute(
-                "UPDATE runs SET status = 'failed', metrics = NULL, curves = NULL, timings = ?, "
-                "versions = ?, git_commit = ?, git_dirty = ?, error = ?, traceback = ?, "
-                "host = ?, finished_at = ? WHERE run_id = ?",
-                (_dumps(dict(timings)), _dumps(dict(versions)), commit,
-                 None if dirty is None else int(dirty), " ".join(error.split()), traceback,
-                 host, now(), run_id))
+                "UPDATE runs SET status = ?, metrics = ?, curves = ?, timings = ?, versions = ?, "
+                "git_commit = ?, git_dirty = ?, error = ?, traceback = ?, host = ?, "
+                "finished_at = ? WHERE run_id = ?",
+                (status, _dumps(metrics), _dumps(curves), _dumps(dict(timings)),
+                 _dumps(dict(versions)), commit, None if dirty is None else int(dirty), error,
+                 traceback, host, now(), run_id))
 
-    def release(self, run_ids: Sequence[str], status: str = "interrupted") -> int:
-        """Put this process's ``running`` rows among ``run_ids`` back to ``status``."""
+    def release(self, run_ids: Sequence[str]) -> int:
+        """Put this process's ``running`` rows among ``run_ids`` back to ``interrupted``."""
         with self._write() as conn:
             before = conn.total_changes
             conn.executemany(
-                "UPDATE runs SET status = ? WHERE run_id = ? AND status = 'running' "
-                "AND owner = ?", [(status, rid, self.token) for rid in run_ids])
+                "UPDATE runs SET status = 'interrupted' WHERE run_id = ? AND status = 'running' "
+                "AND owner = ?", [(rid, self.token) for rid in run_ids])
             return conn.total_changes - before
 
     # -- reading ------------------------------------------------------------------------------
@@ -314,10 +313,11 @@ class ResultStore:
         return out
 
     def query(self, sweep: str | None = None, method: str | None = None,
-              status: str | None = None, where: Mapping[str, Any] | None = None
-              ) -> list[RunRecord]:
+              status: str | None = None, where: Mapping[str, Any] | None = None,
+              run_ids: Collection[str] | None = None) -> list[RunRecord]:
         """Runs matching every given filter; ``where`` compares config fields for equality
-        (e.g. ``{"task": "sst2", "rank": 1}``). Ordered by creation time, then run id."""
+        (e.g. ``{"task": "sst2", "rank": 1}``); ``run_ids`` keeps only those runs (e.g. the
+        runs of the current spec). Ordered by creation time, then run id."""
         clauses, args = [], []
         for column, value in (("sweep", sweep), ("method", method), ("status", status)):
             if value is not None:
@@ -336,7 +336,9 @@ class ResultStore:
                 args.append(int(value) if isinstance(value, bool) else value)
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(clauses) if clauses else "")
         rows = self._conn.execute(sql + " ORDER BY created_at, run_id", args).fetchall()
-        return [RunRecord.from_row(row) for row in rows]
+        wanted = None if run_ids is None else set(run_ids)
+        return [RunRecord.from_row(row) for row in rows
+                if wanted is None or row["run_id"] in wanted]
 
     def counts(self, sweep: str | None = None) -> dict[str, int]:
         """Number of runs per status (all statuses listed)."""

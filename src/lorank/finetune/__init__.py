@@ -1,6 +1,6 @@
 """Real (non-linearized) LoRA fine-tuning through peft, with LM-BFF selection and NTK-gap checks.
 
-* :mod:`lorank.finetune.config` — :class:`TrainSettings` (lr, schedule, optimiser, steps, batch,
+* :mod:`lorank.finetune.config` — :class:`LoraTraining` (lr, schedule, optimiser, steps, batch,
   selection); the adapter itself (r, α, scaling, targets, layers, dropout, init) is the
   :class:`~lorank.models.lora_shape.AdapterConfig` both engines share.
 * :mod:`lorank.finetune.adapter` — :func:`attach_lora`, :class:`Adapter` (ΔW, merge, export),

@@ -39,12 +39,21 @@ ADAPTER = "default"
 _PEFT_INIT = {"gaussian": "gaussian", "kaiming": True, "fan_in": "gaussian"}
 
 
-def base_model_of(clf: torch.nn.Module, matrix: AdaptedMatrix) -> tuple[torch.nn.Module, str]:
+def factor_names(prefix: str, path: str) -> tuple[str, str]:
+    """peft's parameter names in the classifier of (A, B) of the matrix at ``path``
+    (``prefix``: the base model's parameter-name prefix)."""
+    return f"{prefix}{path}.lora_A.{ADAPTER}.weight", f"{prefix}{path}.lora_B.{ADAPTER}.weight"
+
+
+def base_model_of(clf: torch.nn.Module, matrix: AdaptedMatrix | None = None
+                  ) -> tuple[torch.nn.Module, str]:
     """The classifier's Hugging Face base model and its parameter-name prefix in ``clf``.
 
     Uses ``clf.param_name(matrix)`` = prefix + ``matrix.path`` + ``".weight"`` (the interface of
-    :mod:`lorank.models`).
+    :mod:`lorank.models`); ``matrix`` defaults to the first of ``clf.adapted_matrices(None,
+    "all")``.
     """
+    matrix = matrix or clf.adapted_matrices(None, "all")[0]
     name = clf.param_name(matrix)
     suffix = f"{matrix.path}.weight"
     if not name.endswith(suffix):
@@ -114,11 +123,6 @@ class Adapter:
     prefix: str
 
     @property
-    def config(self) -> Any:
-        """The ``peft.LoraConfig`` in use."""
-        return self.peft_model.peft_config[ADAPTER]
-
-    @property
     def start(self) -> int:
         """The lowest adapted layer: layers [0, start) stay frozen and can be cached."""
         return min(m.layer for m in self.matrices)
@@ -135,8 +139,8 @@ class Adapter:
         out = {}
         for mat in self.matrices:
             mod = self.module(mat)
-            out[f"{self.prefix}{mat.path}.lora_A.{ADAPTER}.weight"] = mod.lora_A[ADAPTER].weight
-            out[f"{self.prefix}{mat.path}.lora_B.{ADAPTER}.weight"] = mod.lora_B[ADAPTER].weight
+            a, b = factor_names(self.prefix, mat.path)
+            out[a], out[b] = mod.lora_A[ADAPTER].weight, mod.lora_B[ADAPTER].weight
         return out
 
     def num_parameters(self) -> int:
@@ -222,11 +226,12 @@ class Adapter:
         """Remove the adapter: the base model gets its original ``nn.Linear`` modules back."""
         self.peft_model.unload()
 
+    def __enter__(self) -> Adapter:
+        return self
 
-def _freeze_outside(clf: torch.nn.Module, prefix: str) -> None:
-    for name, p in clf.named_parameters():
-        if not name.startswith(prefix) and p.requires_grad:
-            p.requires_grad_(False)
+    def __exit__(self, *exc: object) -> None:
+        """``with attach_lora(...) as adapter:`` detaches the adapter when the block ends."""
+        self.detach()
 
 
 def attach_lora(clf: torch.nn.Module, settings: AdapterConfig, seed: int = 0) -> Adapter:
@@ -249,7 +254,7 @@ def attach_lora(clf: torch.nn.Module, settings: AdapterConfig, seed: int = 0) ->
     matrices = clf.adapted_matrices(settings.targets, layers)
     if not matrices:
         raise LorankError("no matrix selected for LoRA (check targets and layers)")
-    if any(isinstance(m, _lora_linear_type()) for m in clf.modules()):
+    if _lora_paths(clf):
         raise LorankError("this classifier already holds a LoRA adapter; detach it first")
     base, prefix = base_model_of(clf, matrices[0])
     config = lora_config(settings, _spec_of(base), matrices, int(base.config.num_hidden_layers))
@@ -258,8 +263,14 @@ def attach_lora(clf: torch.nn.Module, settings: AdapterConfig, seed: int = 0) ->
     adapter = Adapter(clf=clf, peft_model=peft_model, matrices=list(matrices),
                       settings=settings, prefix=prefix)
     adapter.reset(seed)
-    _verify_injection(adapter, base)
-    _freeze_outside(clf, prefix)
+    got, want = set(_lora_paths(base)), {m.path for m in matrices}
+    if got != want:  # peft must have adapted exactly the selected matrices (no more, no fewer)
+        adapter.detach()
+        raise LorankError(f"peft adapted {sorted(got - want) or sorted(want - got)} unexpectedly; "
+                          "report this as a lorank bug")
+    for name, p in clf.named_parameters():
+        if not name.startswith(prefix):
+            p.requires_grad_(False)
     for p in adapter.parameters().values():
         p.requires_grad_(True)
     return adapter
@@ -271,21 +282,11 @@ def _spec_of(base: torch.nn.Module) -> ArchSpec:
     return arch_spec(base.config.model_type)
 
 
-def _lora_linear_type() -> type:
+def _lora_paths(module: torch.nn.Module) -> list[str]:
+    """Paths (inside ``module``) of the peft LoRA layers it holds."""
     from peft.tuners.lora import LoraLayer
 
-    return LoraLayer
-
-
-def _verify_injection(adapter: Adapter, base: torch.nn.Module) -> None:
-    """peft must have adapted exactly the selected matrices (no more, no fewer)."""
-    lora_type = _lora_linear_type()
-    got = {name for name, mod in base.named_modules() if isinstance(mod, lora_type)}
-    want = {m.path for m in adapter.matrices}
-    if got != want:
-        adapter.detach()
-        raise LorankError(f"peft adapted {sorted(got - want) or sorted(want - got)} unexpectedly; "
-                          "report this as a lorank bug")
+    return [name for name, mod in module.named_modules() if isinstance(mod, LoraLayer)]
 
 
 def load_adapter(clf: torch.nn.Module, folder: str | os.PathLike) -> Adapter:
@@ -304,8 +305,7 @@ def load_adapter(clf: torch.nn.Module, folder: str | os.PathLike) -> Adapter:
     base, prefix = base_model_of(clf, spec_all[0])
     peft_model = PeftModel.from_pretrained(base, str(folder), adapter_name=ADAPTER)
     known = {m.path: m for m in spec_all}
-    lora_type = _lora_linear_type()
-    paths = [name for name, mod in base.named_modules() if isinstance(mod, lora_type)]
+    paths = _lora_paths(base)
     unknown = [p for p in paths if p not in known]
     if unknown or not paths:
         peft_model.unload()

@@ -21,7 +21,7 @@ peft run (:func:`lorank.finetune.train.fit`). Here all of them train together:
    two configurations). :class:`~lorank.finetune.stacked.StackedOptimizer` applies torch's SGD,
    Adam or AdamW with c's own learning rate, schedule, weight decay and step count.
 5. **The one-at-a-time protocol per configuration**: dev evaluation at step 0, every
-   ``eval_every`` steps (and the early steps of ``TrainSettings.is_eval_step``) and at its last
+   ``eval_every`` steps (and the early steps of ``LoraTraining.is_eval_step``) and at its last
    step; the best-dev state kept (ties to the lower dev loss, then the earlier step;
    ``keep="last"``: the last finite state); a non-finite training loss stops that configuration
    at that step (``diverged_step``) — its rows are never updated again, so no NaN reaches the
@@ -46,29 +46,23 @@ exactly as :func:`lorank.finetune.run.finetune`.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from lorank.errors import LorankError
-from lorank.finetune.adapter import ADAPTER, attach_lora, base_model_of
+from lorank.errors import LorankError, check_positive_ints
+from lorank.finetune.adapter import ADAPTER, attach_lora, base_model_of, factor_names
 from lorank.finetune.buckets import cut_rows, plan_buckets, row_lengths
-from lorank.finetune.config import TrainSettings
+from lorank.finetune.config import LoraTraining
 from lorank.finetune.inputs import PreparedSplit
-from lorank.finetune.run import (
-    LoraRunRecord,
-    PreparedData,
-    Selection,
-    run_record,
-    select_and_measure,
-)
+from lorank.finetune.run import PreparedData, Selection, grid, select_and_measure
 from lorank.finetune.stacked import (
     LoraStack,
     StackedOptimizer,
@@ -78,11 +72,12 @@ from lorank.finetune.stacked import (
 )
 from lorank.finetune.train import (
     FitResult,
+    Track,
     batch_indices,
     deterministic,
-    dev_key,
     evaluation,
     loss_fn,
+    lr_factor,
 )
 from lorank.models.lora_shape import AdapterConfig
 
@@ -119,7 +114,7 @@ class Configuration:
 
     problem: Hashable
     lora: AdapterConfig
-    train: TrainSettings
+    train: LoraTraining
     init_seed: int | None = None
 
     @property
@@ -147,10 +142,7 @@ class BatchedSettings:
     max_rows: int = 8192
 
     def __post_init__(self) -> None:
-        for name in ("max_buckets", "max_rows"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise LorankError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_ints(max_buckets=self.max_buckets, max_rows=self.max_rows)
 
 
 @dataclass
@@ -161,7 +153,7 @@ class BatchedFit:
     ``eval_s``/``eval_cpu_s``: the dev evaluations (``evals`` of them, each of every due
     configuration);
     ``steps``: optimiser steps run. Each FitResult's ``wall_s`` is the call's training wall
-    time divided by C (amortised). ``config_steps``: Σ_c steps taken.
+    time divided by C (amortised).
     """
 
     configurations: list[Configuration]
@@ -174,7 +166,6 @@ class BatchedFit:
     evals: int = 0
     steps: int = 0
     cohorts: int = 0
-    config_steps: int = 0
 
 
 def _check(problems: Mapping[Hashable, Problem], configs: Sequence[Configuration]) -> None:
@@ -185,15 +176,12 @@ def _check(problems: Mapping[Hashable, Problem], configs: Sequence[Configuration
         raise LorankError(f"configuration refers to unknown problem {missing[0]!r}")
     first = configs[0]
     for c in configs[1:]:
-        for name in SHARED_LORA:
-            if getattr(c.lora, name) != getattr(first.lora, name):
-                raise LorankError(f"batched configurations must share lora.{name} "
-                                  f"({getattr(first.lora, name)!r} vs {getattr(c.lora, name)!r})")
-        for name in SHARED_TRAIN:
-            if getattr(c.train, name) != getattr(first.train, name):
-                raise LorankError(f"batched configurations must share train.{name} "
-                                  f"({getattr(first.train, name)!r} vs "
-                                  f"{getattr(c.train, name)!r})")
+        for part, names in (("lora", SHARED_LORA), ("train", SHARED_TRAIN)):
+            for name in names:
+                a, b = getattr(getattr(first, part), name), getattr(getattr(c, part), name)
+                if a != b:
+                    raise LorankError(f"batched configurations must share {part}.{name} "
+                                      f"({a!r} vs {b!r})")
     if first.lora.dropout != 0:
         raise LorankError("the batched trainer runs LoRA without dropout (dropout draws differ "
                           "from peft's); use the one-at-a-time trainer for dropout > 0")
@@ -228,27 +216,15 @@ def initial_factors(clf: torch.nn.Module, lora: AdapterConfig, seeds: Sequence[i
     Returns ({seed: {path: (A (r, n), B (m, r))}}, peft's scaling s); the classifier is left
     without adapter.
     """
-    adapter = attach_lora(clf, lora, seed=seeds[0])
-    try:
+    with attach_lora(clf, lora, seed=seeds[0]) as adapter:
         scaling = float(adapter.module(adapter.matrices[0]).scaling[ADAPTER])
         out = {}
         for seed in dict.fromkeys(seeds):
             adapter.reset(seed)
-            out[seed] = {m.path: (adapter.module(m).lora_A[ADAPTER].weight.detach().clone(),
-                                  adapter.module(m).lora_B[ADAPTER].weight.detach().clone())
+            state = adapter.state()  # peft-named copies of every A and B
+            out[seed] = {m.path: tuple(state[n] for n in factor_names(adapter.prefix, m.path))
                          for m in adapter.matrices}
         return out, scaling
-    finally:
-        adapter.detach()
-
-
-def _base(clf: torch.nn.Module) -> tuple[torch.nn.Module, str]:
-    """The classifier's base model (where adapted paths start) and its parameter prefix."""
-    return base_model_of(clf, clf.adapted_matrices(None, "all")[0])
-
-
-def _prefix(clf: torch.nn.Module) -> str:
-    return _base(clf)[1]
 
 
 def save_adapter(clf: torch.nn.Module, lora: AdapterConfig, state: Mapping[str, torch.Tensor],
@@ -256,12 +232,9 @@ def save_adapter(clf: torch.nn.Module, lora: AdapterConfig, state: Mapping[str, 
     """Export a trained state (e.g. ``fit.best_state``) in peft's format: attach a peft adapter
     with ``lora``, load the state, :meth:`Adapter.save`, detach. Loads with
     ``PeftModel.from_pretrained(AutoModel.from_pretrained(base), folder)``."""
-    adapter = attach_lora(clf, lora)
-    try:
+    with attach_lora(clf, lora) as adapter:
         adapter.load_state(dict(state))
         return adapter.save(folder)
-    finally:
-        adapter.detach()
 
 
 @dataclass(frozen=True)
@@ -273,10 +246,6 @@ class Bucket:
     ids: np.ndarray
     keep: tuple[int, ...]
 
-    @property
-    def tokens(self) -> int:
-        return len(self.ids) * sum(self.keep)
-
 
 def plan_rows(lengths: np.ndarray, ids: np.ndarray, max_buckets: int) -> list[Bucket]:
     """Length buckets for the rows ``ids`` of a split whose row lengths are ``lengths``."""
@@ -287,7 +256,7 @@ def plan_rows(lengths: np.ndarray, ids: np.ndarray, max_buckets: int) -> list[Bu
 
 def chunked(members: list[int], plan: Sequence[Bucket], max_rows: int) -> list[list[int]]:
     """Configurations in chunks of ≤ max_rows // (padded tokens of the plan) (at least 1)."""
-    size = max(1, max_rows // max(1, sum(b.tokens for b in plan)))
+    size = max(1, max_rows // max(1, sum(len(b.ids) * sum(b.keep) for b in plan)))
     return [members[i:i + size] for i in range(0, len(members), size)]
 
 
@@ -314,21 +283,16 @@ def predict_states(clf: torch.nn.Module, split: PreparedSplit, loras: Sequence[A
     forward; the classifier must hold no adapter."""
     settings = settings or BatchedSettings()
     _check_prefix(clf, split, loras[0], f"split {split.name!r}")
-    prefix = _prefix(clf)
+    base, prefix = base_model_of(clf)
     paths = [m.path for m in clf.adapted_matrices(loras[0].targets, loras[0].layers)]
-    factors = [{p: (st[f"{prefix}{p}.lora_A.{ADAPTER}.weight"],
-                    st[f"{prefix}{p}.lora_B.{ADAPTER}.weight"]) for p in paths} for st in states]
-    stack = stack_factors(factors, [lora.s for lora in loras])
+    stack = stack_factors([{p: tuple(st[n] for n in factor_names(prefix, p)) for p in paths}
+                           for st in states], [lora.s for lora in loras])
     plan = plan_rows(row_lengths(split.x, clf.towers), np.arange(len(split)),
                      settings.max_buckets)
-    out = []
-    with lora_hooks(_base(clf)[0], paths) as slot:
-        for chunk in chunked(list(range(len(states))), plan, settings.max_rows):
-            idx = torch.as_tensor(chunk)
-            out.append(bucketed_logits(
-                clf, split, plan, {p: stack.A[p][idx] for p in paths},
-                {p: stack.B[p][idx] for p in paths}, stack.s[idx], slot))
-    return torch.cat(out)
+    with lora_hooks(base, paths) as slot:
+        return torch.cat([bucketed_logits(clf, split, plan, *stack.select(chunk), slot)
+                          for chunk in chunked(list(range(len(states))), plan,
+                                               settings.max_rows)])
 
 
 @dataclass
@@ -340,15 +304,6 @@ class _Cohort:
     hi: int
     total: int
     batches: Any
-    full_plan: list | None = None
-
-
-@dataclass
-class _Track:
-    """Per-configuration bookkeeping (what fit() keeps in locals)."""
-
-    result: FitResult = field(default_factory=FitResult)
-    best: tuple[float, float] = (-math.inf, -math.inf)  # (dev metric, −dev loss)
 
 
 class _Engine:
@@ -361,54 +316,30 @@ class _Engine:
         self.configs = configs
         self.stack = stack
         self.settings = settings
-        first = configs[0].train
-        self.loss, self.metric, self.keep = first.loss, first.metric, first.keep
-        self.eval_every = first.eval_every
-        self.schedule = first  # TrainSettings.is_eval_step: the shared checkpoint schedule
+        # the fields every configuration shares (SHARED_TRAIN): loss, metric, keep rule and
+        # the checkpoint schedule (LoraTraining.is_eval_step)
+        self.shared = configs[0].train
         self.totals = [c.train.total_steps(len(problems[c.problem].data.train))
                        for c in configs]
-        self.tracks = [_Track() for _ in configs]
+        self.tracks = [Track() for _ in configs]
         self.active = torch.ones(len(configs), dtype=torch.bool)
-        self.prefix = _prefix(problems[configs[0].problem].clf)
+        self.base, self.prefix = base_model_of(problems[configs[0].problem].clf)
         self.lengths: dict[tuple[int, str], np.ndarray] = {}
-        self.plans: dict[tuple[int, str], list] = {}
-
-    # ----- rows and logits ----------------------------------------------------------------
-    def _lengths(self, problem: Problem, split: PreparedSplit) -> np.ndarray:
-        key = (id(split), split.name)
-        if key not in self.lengths:  # the splits outlive the engine
-            self.lengths[key] = row_lengths(split.x, problem.clf.towers)
-        return self.lengths[key]
+        self.plans: dict[tuple[int, str], list[Bucket]] = {}
 
     def _plan(self, problem: Problem, split: PreparedSplit, index: torch.Tensor | slice
               ) -> list[Bucket]:
-        ids = np.arange(len(split)) if isinstance(index, slice) else index.numpy()
-        return plan_rows(self._lengths(problem, split), ids, self.settings.max_buckets)
-
-    def _logits(self, problem: Problem, split: PreparedSplit, plan: list[Bucket],
-                A: dict, B: dict, s: torch.Tensor, slot: dict) -> torch.Tensor:
-        return bucketed_logits(problem.clf, split, plan, A, B, s, slot)
-
-    def _chunks(self, members: list[int], plan: list[Bucket]) -> list[list[int]]:
-        return chunked(members, plan, self.settings.max_rows)
-
-    def _factors(self, rows: list[int], grad: bool) -> tuple[dict, dict, torch.Tensor]:
-        idx = torch.as_tensor(rows, dtype=torch.long)
-        A = {p: self.stack.A[p].index_select(0, idx) for p in self.stack.paths}
-        B = {p: self.stack.B[p].index_select(0, idx) for p in self.stack.paths}
-        if grad:
-            for t in (*A.values(), *B.values()):
-                t.requires_grad_(True)
-        return A, B, self.stack.s.index_select(0, idx)
-
-    # ----- evaluation ---------------------------------------------------------------------
-    def _state(self, c: int) -> dict[str, torch.Tensor]:
-        """Configuration c's factors as a peft adapter state (copies, unpadded)."""
-        out = {}
-        for p, (A, B) in self.stack.unpadded(c).items():
-            out[f"{self.prefix}{p}.lora_A.{ADAPTER}.weight"] = A
-            out[f"{self.prefix}{p}.lora_B.{ADAPTER}.weight"] = B
-        return out
+        """Length buckets of the rows ``index`` of ``split`` (a slice: every row, planned once
+        per split; the row lengths are computed once per split)."""
+        key = (id(split), split.name)  # the splits outlive the engine
+        if key not in self.lengths:
+            self.lengths[key] = row_lengths(split.x, problem.clf.towers)
+        if not isinstance(index, slice):
+            return plan_rows(self.lengths[key], index.numpy(), self.settings.max_buckets)
+        if key not in self.plans:
+            self.plans[key] = plan_rows(self.lengths[key], np.arange(len(split)),
+                                        self.settings.max_buckets)
+        return self.plans[key]
 
     @torch.no_grad()
     def evaluate(self, members: list[int], step: int, slot: dict) -> None:
@@ -419,23 +350,18 @@ class _Engine:
         for key, rows in by_problem.items():
             problem = self.problems[key]
             dev = problem.data.dev
-            plan = self.plans.setdefault((id(dev), "dev"), self._plan(problem, dev, slice(None)))
-            for chunk in self._chunks(rows, plan):
-                logits = self._logits(problem, dev, plan, *self._factors(chunk, False), slot)
+            plan = self._plan(problem, dev, slice(None))
+            for chunk in chunked(rows, plan, self.settings.max_rows):
+                logits = bucketed_logits(problem.clf, dev, plan, *self.stack.select(chunk), slot)
                 for j, c in enumerate(chunk):
-                    ev = evaluation(logits[j], dev.y, self.loss, step, self.metric)
-                    track = self.tracks[c]
-                    track.result.evals.append(ev)
-                    last = self.keep == "last" and math.isfinite(ev.dev_metric)
-                    key = dev_key(ev)
-                    if last or (math.isfinite(ev.dev_metric) and key > track.best):
-                        track.best = key
-                        track.result.best_step, track.result.best_state = step, self._state(c)
+                    ev = evaluation(logits[j], dev.y, self.shared.loss, step, self.shared.metric)
+                    state = partial(self.stack.state, c, self.prefix)
+                    self.tracks[c].checkpoint(ev, self.shared.keep, state)
 
-    # ----- one step -----------------------------------------------------------------------
     def step(self, cohort: _Cohort, step: int, running: torch.Tensor, slot: dict,
              grads: list[torch.Tensor]) -> None:
-        """Forward/backward of the cohort's running configurations on this step's rows."""
+        """Forward/backward of the cohort's running configurations on this step's rows; a
+        configuration whose loss is not finite is marked diverged and inactive."""
         if step > cohort.total:
             return
         index = next(cohort.batches)  # once per step, whoever still runs: fit()'s batch order
@@ -443,38 +369,28 @@ class _Engine:
         if not members:
             return
         problem, split = cohort.problem, cohort.problem.data.train
-        if isinstance(index, slice):
-            if cohort.full_plan is None:
-                cohort.full_plan = self._plan(problem, split, index)
-            plan, y = cohort.full_plan, split.y
-        else:
-            plan, y = self._plan(problem, split, index), split.y[index]
-        for chunk in self._chunks(members, plan):
-            A, B, s = self._factors(chunk, True)
-            logits = self._logits(problem, split, plan, A, B, s, slot)
-            losses = torch.stack([loss_fn(logits[j], y, self.loss) for j in range(len(chunk))])
-            finite = torch.isfinite(losses.detach())
-            for j, c in enumerate(chunk):
-                if bool(finite[j]):
-                    self.tracks[c].result.losses.append(float(losses[j].detach()))
-                else:
-                    self.tracks[c].result.diverged_step = step
-                    self.active[c] = False
+        plan, y = self._plan(problem, split, index), split.y[index]
+        for chunk in chunked(members, plan, self.settings.max_rows):
+            A, B, s = self.stack.select(chunk, grad=True)
+            logits = bucketed_logits(problem.clf, split, plan, A, B, s, slot)
+            losses = torch.stack([loss_fn(logits[j], y, self.shared.loss)
+                                  for j in range(len(chunk))])
+            idx = torch.as_tensor(chunk, dtype=torch.long)
+            for j, c in enumerate(chunk):  # every member is active until now
+                self.active[c] = self.tracks[c].train_loss(step, losses[j])
+            finite = self.active[idx]
             if not bool(finite.any()):
                 continue
             leaves = [t for p in self.stack.paths for t in (A[p], B[p])]
             gs = torch.autograd.grad(losses[finite].sum(), leaves)
-            idx = torch.as_tensor(chunk, dtype=torch.long)
             for buf, g in zip(grads, gs, strict=True):
                 buf.index_copy_(0, idx, g)
 
     def factors(self, step: int) -> torch.Tensor:
         """(C,) schedule factors of the update at ``step`` (LambdaLR after step − 1 calls)."""
-        out = []
-        for c, total in zip(self.configs, self.totals, strict=True):
-            linear = c.train.schedule == "linear"
-            out.append(max(0.0, 1.0 - (step - 1) / total) if linear else 1.0)
-        return torch.tensor(out, dtype=torch.float64)
+        return torch.tensor([lr_factor(c.train, step - 1, total)
+                             for c, total in zip(self.configs, self.totals, strict=True)],
+                            dtype=torch.float64)
 
 
 class _Clock:
@@ -545,8 +461,7 @@ def train_batched(problems: Mapping[Hashable, Problem], configurations: Sequence
         engine = _Engine(problems, internal, stack, settings)
         cohorts = []
         for key in cohort_order:
-            rows = [i for i, c in enumerate(internal) if _cohort_key(
-                c, n_train[c.problem]) == key]
+            rows = [pos for pos, i in enumerate(order) if keys[i] == key]
             first = internal[rows[0]]
             problem = problems[first.problem]
             total = max(engine.totals[i] for i in rows)
@@ -562,7 +477,7 @@ def train_batched(problems: Mapping[Hashable, Problem], configurations: Sequence
         t_train = time.perf_counter()
         clock = _Clock()
         steps = 0
-        with deterministic(), lora_hooks(_base(clf0)[0], stack.paths) as slot:
+        with deterministic(), lora_hooks(engine.base, stack.paths) as slot:
             with clock:
                 engine.evaluate(list(range(len(internal))), 0, slot)
             for step in range(1, int(totals.max()) + 1):
@@ -576,7 +491,7 @@ def train_batched(problems: Mapping[Hashable, Problem], configurations: Sequence
                 opt.step(grads, engine.factors(step), updated)
                 steps = step
                 due = [c for c in range(len(internal)) if bool(updated[c]) and (
-                    engine.schedule.is_eval_step(step, engine.totals[c]))]
+                    engine.shared.is_eval_step(step, engine.totals[c]))]
                 for c in torch.nonzero(updated).flatten().tolist():
                     engine.tracks[c].result.steps = step
                 if due:
@@ -588,45 +503,32 @@ def train_batched(problems: Mapping[Hashable, Problem], configurations: Sequence
             p.requires_grad_(flag)
     fits: list[FitResult] = [FitResult()] * len(configs)
     for pos, i in enumerate(order):
-        res = engine.tracks[pos].result
+        fits[i] = res = engine.tracks[pos].result
         if res.diverged_step is None:
-            res.final_state = engine._state(pos)
+            res.final_state = stack.state(pos, engine.prefix)
         res.wall_s = train_wall / len(configs)
-        fits[i] = res
     return BatchedFit(configurations=configs, fits=fits, wall_s=time.perf_counter() - t0,
                       cpu_s=time.process_time() - c0, init_s=init_s, eval_s=clock.wall,
-                      eval_cpu_s=clock.cpu, evals=clock.count, steps=steps, cohorts=len(cohorts),
-                      config_steps=sum(f.steps for f in fits))
+                      eval_cpu_s=clock.cpu, evals=clock.count, steps=steps, cohorts=len(cohorts))
 
 
 # ----- cells: grids, selection and measurement (the entry point for sweeps and the CLI) ------
 
 
 @dataclass(frozen=True)
-class Cell:
+class Cell(Configuration):
     """One (rank, seed) cell: an adapter trained from one seeded init at every point of an
     (lr × batch size) grid, the grid point and step then selected on dev, as
     :func:`lorank.finetune.run.finetune` does for one cell.
 
     Attributes:
-        problem: key of its :class:`Problem`.
-        lora, train: the settings; ``lrs`` / ``batch_sizes`` replace ``train.lr`` /
-            ``train.batch_size`` per grid point (empty: just those).
-        init_seed: seed of the init (default ``train.seed``).
+        problem, lora, train, init_seed: as in :class:`Configuration`.
+        lrs, batch_sizes: replace ``train.lr`` / ``train.batch_size`` per grid point
+            (:func:`lorank.finetune.run.grid`; empty: just those).
     """
 
-    problem: Hashable
-    lora: AdapterConfig
-    train: TrainSettings
     lrs: tuple[float, ...] = ()
     batch_sizes: tuple[int | None, ...] = ()
-    init_seed: int | None = None
-
-    def grid(self) -> list[TrainSettings]:
-        """The grid points in :func:`~lorank.finetune.run.finetune`'s order (lr ascending)."""
-        return [replace(self.train, lr=lr, batch_size=bs)
-                for lr in sorted(self.lrs or [self.train.lr])
-                for bs in (self.batch_sizes or [self.train.batch_size])]
 
 
 @dataclass
@@ -638,9 +540,6 @@ class CellsTraining:
     fit: BatchedFit
     spans: list[range]
 
-    def results(self, i: int) -> list[FitResult]:
-        return [self.fit.fits[j] for j in self.spans[i]]
-
 
 def train_cells(problems: Mapping[Hashable, Problem], cells: Sequence[Cell],
                 settings: BatchedSettings | None = None) -> CellsTraining:
@@ -649,7 +548,7 @@ def train_cells(problems: Mapping[Hashable, Problem], cells: Sequence[Cell],
     for cell in cells:
         lo = len(configs)
         configs += [Configuration(cell.problem, cell.lora, s, cell.init_seed)
-                    for s in cell.grid()]
+                    for s in grid(cell.train, cell.lrs, cell.batch_sizes)]
         spans.append(range(lo, len(configs)))
     return CellsTraining(list(cells), train_batched(problems, configs, settings), spans)
 
@@ -661,16 +560,12 @@ def measure_cell(problems: Mapping[Hashable, Problem], training: CellsTraining, 
     detached again)."""
     cell = training.cells[i]
     problem = problems[cell.problem]
-    results = training.results(i)
-    adapter = attach_lora(problem.clf, cell.lora, seed=cell.train.seed if cell.init_seed is None
-                          else cell.init_seed)
-    try:
-        records: list[LoraRunRecord] = [
-            run_record(adapter, cell.lora, training.fit.configurations[j].train, res, problem.clf)
-            for j, res in zip(training.spans[i], results, strict=True)]
-        return select_and_measure(adapter, records, results, problem.data, cell.train, gap)
-    finally:
-        adapter.detach()
+    span = training.spans[i]
+    with attach_lora(problem.clf, cell.lora, seed=cell.adapter_seed) as adapter:
+        return select_and_measure(adapter, cell.lora,
+                                  [training.fit.configurations[j].train for j in span],
+                                  [training.fit.fits[j] for j in span], problem.data, cell.train,
+                                  gap)
 
 
 def finetune_batched(problems: Mapping[Hashable, Problem], cells: Sequence[Cell],
@@ -686,7 +581,7 @@ def finetune_batched(problems: Mapping[Hashable, Problem], cells: Sequence[Cell]
         problems = {seed: Problem(clf, prepare_data(clf, load_task("sst2", 16, seed), 5, 64))
                     for seed in (13, 21, 42, 87, 100)}
         cells = [Cell(seed, AdapterConfig(ranks=(r,), layers="last", init="fan_in", scaling="none"),
-                      TrainSettings(steps=300, optimizer="gd", eval_every=25, seed=seed),
+                      LoraTraining(steps=300, optimizer="gd", eval_every=25, seed=seed),
                       lrs=(0.01, 0.03, 0.1))
                  for seed in problems for r in (1, 2, 4, 8, 12, 16)]
         selections = finetune_batched(problems, cells)

@@ -14,7 +14,7 @@ model is along the path LoRA actually took.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch.func import functional_call, jvp
@@ -35,28 +35,28 @@ class _Forward(torch.nn.Module):
         return self.clf.logits_from(x, self.start)
 
 
-def adapter_linearized_logits(adapter: Adapter, data: PreparedSplit, chunk: int = CHUNK
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+def adapter_linearized_logits(adapter: Adapter, data: PreparedSplit
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
     """(f(x; W0), f_lin(x; ΔW)) for every example of ``data``: two (n, K) tensors.
 
     The adapter is disabled while W0 is perturbed along ΔW (peft's ``get_delta_weight``).
     """
     wrapper = _Forward(adapter.clf, data.start)
-    deltas = adapter.delta_weights()
-    primals = {f"clf.{name}": w.detach() for name, w in adapter.base_weights().items()}
-    tangents = {f"clf.{adapter.prefix}{path}.base_layer.weight": d.to(primals[
-        f"clf.{adapter.prefix}{path}.base_layer.weight"].dtype) for path, d in deltas.items()}
-    names = list(primals)
+    base = adapter.base_weights()  # name -> W0, in the order of adapter.matrices
+    names = [f"clf.{name}" for name in base]
+    primals = tuple(w.detach() for w in base.values())
+    tangents = tuple(d.to(w.dtype) for w, d in zip(primals, adapter.delta_weights().values(),
+                                                      strict=True))  # ΔW, same order
     f0_parts, lin_parts = [], []
     with adapter.disabled(), torch.no_grad():
-        for i in range(0, len(data), chunk):
-            x = data.rows(slice(i, i + chunk))
+        for i in range(0, len(data), CHUNK):
+            x = data.rows(slice(i, i + CHUNK))
 
             def f(*weights: torch.Tensor, x: dict = x) -> torch.Tensor:
                 return functional_call(wrapper, dict(zip(names, weights, strict=True)), (x,),
                                        strict=False)
 
-            f0, df = jvp(f, tuple(primals[n] for n in names), tuple(tangents[n] for n in names))
+            f0, df = jvp(f, primals, tangents)
             f0_parts.append(f0)
             lin_parts.append(f0 + df)
     return torch.cat(f0_parts), torch.cat(lin_parts)
@@ -85,9 +85,6 @@ class LinearizationGap:
     accuracy_lin: float
     accuracy_base: float
     n: int
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def linearization_gap(adapter: Adapter, data: PreparedSplit) -> LinearizationGap:

@@ -14,7 +14,6 @@ to L − s blocks (forward and backward).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,13 +55,6 @@ class PreparedSplit:
         return clf.logits_from(x, self.start)
 
 
-def _cat(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    out = {}
-    for key, first in parts[0].items():
-        out[key] = torch.cat([p[key] for p in parts]) if torch.is_tensor(first) else first
-    return out
-
-
 def prepare_split(clf: torch.nn.Module, split: Any, start: int | None, max_length: int = 128,
                   name: str | None = None) -> PreparedSplit:
     """Encode a :class:`lorank.data.Split` and, if ``start`` is given, run layers [0, start).
@@ -73,17 +65,16 @@ def prepare_split(clf: torch.nn.Module, split: Any, start: int | None, max_lengt
         start: ``None`` → full forward at every step; an int s → cache ``clf.lower(x, s)``.
         max_length: tokenizer truncation length.
     """
-    inputs = clf.encode(split, max_length=max_length)
-    y = torch.tensor(np.asarray(split.labels), dtype=torch.long)
-    x = inputs
-    if start is not None:
-        n = int(y.shape[0])
+    out = PreparedSplit(name=name or getattr(split, "name", "split"),
+                        x=clf.encode(split, max_length=max_length),
+                        y=torch.tensor(np.asarray(split.labels), dtype=torch.long), start=start)
+    if start is not None and len(out):
         with torch.no_grad():
-            parts = [clf.lower({k: (v[i:i + CHUNK] if torch.is_tensor(v) else v)
-                                for k, v in inputs.items()}, start)
-                     for i in range(0, n, CHUNK)]
-        x = _cat(parts) if parts else inputs
-    return PreparedSplit(name=name or getattr(split, "name", "split"), x=x, y=y, start=start)
+            parts = [clf.lower(out.rows(slice(i, i + CHUNK)), start)
+                     for i in range(0, len(out), CHUNK)]
+        out.x = {k: torch.cat([p[k] for p in parts]) if torch.is_tensor(v) else v
+                 for k, v in parts[0].items()}  # the chunks' states, concatenated
+    return out
 
 
 def predict(clf: torch.nn.Module, data: PreparedSplit, chunk: int = CHUNK) -> torch.Tensor:

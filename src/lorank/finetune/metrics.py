@@ -41,28 +41,20 @@ class DeltaStats:
         return out
 
 
-def delta_stats(path: str, delta: torch.Tensor, eps: float | None = None, keep: int = 32
-                ) -> DeltaStats:
+def delta_stats(path: str, delta: torch.Tensor, keep: int = 32) -> DeltaStats:
     """Spectrum, numerical rank and norms of one update ``delta`` (m×n).
 
     Args:
         path: the matrix's module path (a label).
         delta: ΔW, shape (m, n).
-        eps: machine epsilon for the rank tolerance; default that of ``delta.dtype``.
         keep: how many leading singular values to store.
     """
-    eps = torch.finfo(delta.dtype).eps if eps is None else eps
     sv = torch.linalg.svdvals(delta.detach().double())
     top = float(sv[0]) if sv.numel() else 0.0
-    tol = top * max(delta.shape) * eps
+    tol = top * max(delta.shape) * torch.finfo(delta.dtype).eps  # ε of the training dtype
     return DeltaStats(
         path=path, shape=(int(delta.shape[0]), int(delta.shape[1])),
         singular_values=tuple(float(v) for v in sv[:keep]),
         numerical_rank=int((sv > tol).sum()) if top > 0 else 0,
         fro=float(sv.pow(2).sum().sqrt()), spectral=top, nuclear=float(sv.sum()),
     )
-
-
-def all_delta_stats(deltas: dict[str, torch.Tensor], keep: int = 32) -> list[DeltaStats]:
-    """:func:`delta_stats` for every adapted matrix, in the given order."""
-    return [delta_stats(path, d, keep=keep) for path, d in deltas.items()]

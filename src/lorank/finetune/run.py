@@ -17,6 +17,7 @@ For one classifier, one :class:`FewShotData` and one :class:`AdapterConfig`:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -27,10 +28,10 @@ import torch
 
 from lorank.errors import LorankError
 from lorank.finetune.adapter import Adapter, attach_lora
-from lorank.finetune.config import TrainSettings
+from lorank.finetune.config import LoraTraining
 from lorank.finetune.gap import LinearizationGap, linearization_gap
 from lorank.finetune.inputs import PreparedSplit, predict, prepare_split
-from lorank.finetune.metrics import DeltaStats, all_delta_stats
+from lorank.finetune.metrics import DeltaStats, delta_stats
 from lorank.finetune.train import FitResult, accuracy, fit, loss_fn, task_metric
 from lorank.models.lora_shape import AdapterConfig
 
@@ -43,7 +44,6 @@ class PreparedData:
     dev: PreparedSplit
     test: PreparedSplit | None
     start: int | None
-    prepare_s: float = 0.0
 
 
 def prepare_data(clf: torch.nn.Module, data: Any, start: int | None, max_length: int = 128
@@ -52,11 +52,10 @@ def prepare_data(clf: torch.nn.Module, data: Any, start: int | None, max_length:
 
     ``start`` is the lowest adapted layer (:attr:`Adapter.start`), or None for no caching.
     """
-    t0 = time.perf_counter()
     train = prepare_split(clf, data.train, start, max_length, "train")
     dev = prepare_split(clf, data.dev, start, max_length, "dev")
     test = None if data.test is None else prepare_split(clf, data.test, start, max_length, "test")
-    return PreparedData(train, dev, test, start, time.perf_counter() - t0)
+    return PreparedData(train, dev, test, start)
 
 
 @dataclass
@@ -109,9 +108,7 @@ class LoraRunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["delta"] = [d.to_dict() for d in self.delta]
-        out["gap"] = None if self.gap is None else self.gap.to_dict()
-        out["final_gap"] = None if self.final_gap is None else self.final_gap.to_dict()
+        out["delta"] = [d.to_dict() for d in self.delta]  # asdict made gap, final_gap dicts
         return out
 
 
@@ -140,12 +137,14 @@ def _dev_loss_at(record: LoraRunRecord, step: int) -> float:
     return math.nan
 
 
-def run_record(adapter: Adapter, lora: AdapterConfig, s: TrainSettings, res: FitResult,
-               clf: torch.nn.Module) -> LoraRunRecord:
+def run_record(adapter: Adapter, lora: AdapterConfig, s: LoraTraining, res: FitResult
+               ) -> LoraRunRecord:
     """The :class:`LoraRunRecord` of one trained grid point (test fields left for
-    :func:`measure`); ``adapter`` gives the parameter count."""
+    :func:`measure`); ``adapter`` gives the parameter count and the classifier."""
+    clf = adapter.clf
     return LoraRunRecord(
-        lora=lora.to_dict(), train=s.to_dict(), classifier=_classifier_config(clf),
+        lora=lora.to_dict(), train=s.to_dict(),
+        classifier=clf.config_dict() if hasattr(clf, "config_dict") else {},
         status="diverged" if res.diverged_step is not None else "ok", steps=res.steps,
         best_step=res.best_step, diverged_step=res.diverged_step, loss_curve=res.losses,
         evals=[asdict(e) for e in res.evals], num_parameters=adapter.num_parameters(),
@@ -153,10 +152,6 @@ def run_record(adapter: Adapter, lora: AdapterConfig, s: TrainSettings, res: Fit
         fit_s=res.wall_s,
         steps_per_s=res.steps / res.wall_s if res.wall_s > 0 else 0.0,
     )
-
-
-def _classifier_config(clf: torch.nn.Module) -> dict[str, Any]:
-    return clf.config_dict() if hasattr(clf, "config_dict") else {}
 
 
 def _split_metrics(clf: torch.nn.Module, data: PreparedSplit, loss: str,
@@ -179,19 +174,18 @@ def measure(adapter: Adapter, record: LoraRunRecord, prepared: PreparedData, los
         record.test_accuracy, record.test_loss, record.test_metric = _split_metrics(
             clf, prepared.test, loss, metric)
     deltas = adapter.delta_weights()
-    record.delta = all_delta_stats(deltas)
+    record.delta = [delta_stats(path, d) for path, d in deltas.items()]
     params = adapter.parameters()
     record.norms = {
         "delta_fro": math.sqrt(sum(d.fro ** 2 for d in record.delta)),
         "delta_nuclear": sum(d.nuclear for d in record.delta),
-        "A_fro": math.sqrt(sum(float(p.detach().double().pow(2).sum())
-                               for n, p in params.items() if ".lora_A." in n)),
-        "B_fro": math.sqrt(sum(float(p.detach().double().pow(2).sum())
-                               for n, p in params.items() if ".lora_B." in n)),
+        **{f"{f}_fro": math.sqrt(sum(float(p.detach().double().pow(2).sum())
+                                     for n, p in params.items() if f".lora_{f}." in n))
+           for f in "AB"},
     }
-    if gap and prepared.test is not None:
-        record.gap = linearization_gap(adapter, prepared.test)
     if prepared.test is not None:
+        if gap:
+            record.gap = linearization_gap(adapter, prepared.test)
         with adapter.disabled():
             record.zero_shot_test_accuracy, _, record.zero_shot_test_metric = _split_metrics(
                 clf, prepared.test, loss, metric)
@@ -211,16 +205,26 @@ class Selection:
         return self.runs[self.best]
 
 
-def select_and_measure(adapter: Adapter, records: list[LoraRunRecord],
-                       results: Sequence[FitResult], prepared: PreparedData,
-                       train: TrainSettings, gap: bool = True) -> Selection:
-    """Select among the runs of one grid (:func:`select`) and measure the selected one.
+def grid(train: LoraTraining, lrs: Sequence[float] | None = None,
+         batch_sizes: Sequence[int | None] | None = None) -> list[LoraTraining]:
+    """The grid points of :func:`finetune`: ``train`` with each (lr, batch size), learning rates
+    ascending (empty/None: just ``train.lr`` / ``train.batch_size``)."""
+    return [replace(train, lr=lr, batch_size=bs)
+            for lr in sorted(lrs or [train.lr]) for bs in (batch_sizes or [train.batch_size])]
 
-    ``adapter`` is attached with the grid's :class:`AdapterConfig`; ``results[i]`` holds run i's
-    best and final states (adapter-state dicts). The selected record gets the final state's test
-    metric and gap (loaded first), then the selected state's full :func:`measure`; the adapter
-    is left holding the selected state.
+
+def select_and_measure(adapter: Adapter, lora: AdapterConfig, points: Sequence[LoraTraining],
+                       results: Sequence[FitResult], prepared: PreparedData,
+                       train: LoraTraining, gap: bool = True) -> Selection:
+    """Record the runs of one grid (:func:`run_record`), select among them (:func:`select`)
+    and measure the selected one.
+
+    ``adapter`` is attached with the grid's :class:`AdapterConfig` ``lora``; run i trained with
+    ``points[i]`` and produced ``results[i]`` (best and final states as adapter-state dicts).
+    The selected record gets the final state's test metric and gap (loaded first), then the
+    selected state's full :func:`measure`; the adapter is left holding the selected state.
     """
+    records = [run_record(adapter, lora, s, res) for s, res in zip(points, results, strict=True)]
     best = select(records)
     rec, res = records[best], results[best]
     rec.selected = True
@@ -232,14 +236,14 @@ def select_and_measure(adapter: Adapter, records: list[LoraRunRecord],
             rec.final_gap = linearization_gap(adapter, prepared.test)
     adapter.load_state(res.best_state)
     measure(adapter, rec, prepared, train.loss, gap=gap, metric=train.metric)
-    return Selection(list(records), best)
+    return Selection(records, best)
 
 
 def finetune(
     clf: torch.nn.Module,
     data: Any,
     lora: AdapterConfig,
-    train: TrainSettings,
+    train: LoraTraining,
     lrs: Sequence[float] | None = None,
     batch_sizes: Sequence[int | None] | None = None,
     init_seed: int | None = None,
@@ -265,23 +269,16 @@ def finetune(
     Returns:
         :class:`Selection`; its selected record has test metrics, ΔW stats and the gap.
     """
-    grid = [replace(train, lr=lr, batch_size=bs)
-            for lr in sorted(lrs or [train.lr]) for bs in (batch_sizes or [train.batch_size])]
-    own = adapter is None
-    adapter = adapter or attach_lora(clf, lora, seed=train.seed if init_seed is None
-                                     else init_seed)
-    try:
+    points = grid(train, lrs, batch_sizes)
+    seed = train.seed if init_seed is None else init_seed
+    # a given adapter stays attached; an own one is detached on leaving the block
+    own = attach_lora(clf, lora, seed=seed) if adapter is None else contextlib.nullcontext(adapter)
+    with own as adapter:
         start = adapter.start if train.cache_prefix else None
         if prepared is None or prepared.start != start:
             prepared = prepare_data(clf, data, start, max_length)
-        seed = train.seed if init_seed is None else init_seed
-        records, results = [], []
-        for s in grid:
+        results = []
+        for s in points:
             adapter.reset(seed)
-            res = fit(adapter, prepared.train, prepared.dev, s)
-            records.append(run_record(adapter, lora, s, res, clf))
-            results.append(res)
-        return select_and_measure(adapter, records, results, prepared, train, gap)
-    finally:
-        if own:
-            adapter.detach()
+            results.append(fit(adapter, prepared.train, prepared.dev, s))
+        return select_and_measure(adapter, lora, points, results, prepared, train, gap)

@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import vmap
 
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_choice
+from lorank.finetune.adapter import factor_names
 
 #: (A_c, B_c, s_c) of one configuration for one matrix path, as the hooks see them
 Factors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -61,33 +62,38 @@ class LoraStack:
     s: torch.Tensor
     ranks: torch.Tensor
 
-    @property
-    def C(self) -> int:
-        return int(self.s.shape[0])
-
-    @property
-    def R(self) -> int:
-        return int(next(iter(self.A.values())).shape[1])
-
-    def rank_mask(self) -> torch.Tensor:
-        """(C, R) mask: 1 on the first r_c rank slots of configuration c, 0 on the padding."""
-        dtype = self.s.dtype
-        return (torch.arange(self.R)[None, :] < self.ranks[:, None]).to(dtype)
-
     def tensors(self) -> list[torch.Tensor]:
         """[A_ℓ, B_ℓ for ℓ in paths] — the order :class:`StackedOptimizer` uses."""
         return [t for p in self.paths for t in (self.A[p], self.B[p])]
 
     def masks(self) -> list[torch.Tensor]:
-        """Rank masks broadcastable to :meth:`tensors`: (C, R, 1) for A, (C, 1, R) for B."""
-        mask = self.rank_mask()
+        """Rank masks broadcastable to :meth:`tensors`, (C, R, 1) for A and (C, 1, R) for B, of
+        the (C, R) mask: 1 on the first r_c rank slots of configuration c, 0 on the padding."""
+        R = self.A[self.paths[0]].shape[1]
+        mask = (torch.arange(R)[None, :] < self.ranks[:, None]).to(self.s.dtype)
         return [m for _ in self.paths for m in (mask[:, :, None], mask[:, None, :])]
 
-    def unpadded(self, c: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Configuration c's own factors: path -> (A (r_c, n), B (m, r_c)), detached copies."""
+    def select(self, rows: Sequence[int], grad: bool = False
+               ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+        """(A, B, s) of the configurations ``rows`` (copies, leading axis len(rows)), as
+        :func:`stacked_logits` takes them; with ``grad``, A and B are leaves requiring grad."""
+        idx = torch.as_tensor(rows, dtype=torch.long)
+        A = {p: self.A[p].index_select(0, idx) for p in self.paths}
+        B = {p: self.B[p].index_select(0, idx) for p in self.paths}
+        if grad:
+            for t in (*A.values(), *B.values()):
+                t.requires_grad_(True)
+        return A, B, self.s.index_select(0, idx)
+
+    def state(self, c: int, prefix: str) -> dict[str, torch.Tensor]:
+        """Configuration c's own factors A (r_c, n), B (m, r_c) of every path as a peft adapter
+        state (detached copies; names :func:`~lorank.finetune.adapter.factor_names`)."""
         r = int(self.ranks[c])
-        return {p: (self.A[p][c, :r].detach().clone(), self.B[p][c, :, :r].detach().clone())
-                for p in self.paths}
+        out = {}
+        for p in self.paths:
+            a, b = factor_names(prefix, p)
+            out[a], out[b] = self.A[p][c, :r].detach().clone(), self.B[p][c, :, :r].detach().clone()
+        return out
 
 
 def stack_factors(factors: Sequence[Mapping[str, tuple[torch.Tensor, torch.Tensor]]],
@@ -149,11 +155,6 @@ def lora_hooks(base_model: torch.nn.Module, paths: Sequence[str]) -> Iterator[di
         slot.clear()
 
 
-def forward_logits(clf: torch.nn.Module, x: dict, start: int | None) -> torch.Tensor:
-    """The classifier's logits from inputs (``start`` None) or a cached lower state."""
-    return clf.logits_from(x, start)
-
-
 def stacked_logits(clf: torch.nn.Module, x: dict, start: int | None, slot: dict[str, Factors],
                    A: Mapping[str, torch.Tensor], B: Mapping[str, torch.Tensor],
                    s: torch.Tensor) -> torch.Tensor:
@@ -171,7 +172,7 @@ def stacked_logits(clf: torch.nn.Module, x: dict, start: int | None, slot: dict[
     def one(A_c: dict, B_c: dict, s_c: torch.Tensor) -> torch.Tensor:
         slot.update({p: (A_c[p], B_c[p], s_c) for p in paths})
         try:
-            return forward_logits(clf, x, start)
+            return clf.logits_from(x, start)
         finally:
             slot.clear()
 
@@ -197,9 +198,7 @@ class StackedOptimizer:
 
     def __init__(self, kind: str, params: Sequence[torch.Tensor], masks: Sequence[torch.Tensor],
                  lrs: torch.Tensor, weight_decays: torch.Tensor) -> None:
-        if kind not in ("sgd", "gd", "adam", "adamw"):
-            raise LorankError(f"optimizer must be one of adamw, adam, sgd, gd; got {kind!r}")
-        self.kind = kind
+        self.kind = check_choice("optimizer", kind, ("adamw", "adam", "sgd", "gd"))
         self.params = list(params)
         self.lrs = lrs.double()
         self.wd = weight_decays.double()

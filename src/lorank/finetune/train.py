@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from lorank.errors import LorankError
 from lorank.finetune.adapter import Adapter
-from lorank.finetune.config import TrainSettings
+from lorank.finetune.config import LoraTraining
 from lorank.finetune.inputs import PreparedSplit, predict
 
 
@@ -106,19 +106,15 @@ def head_parameters(adapter: Adapter) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in adapter.clf.named_parameters() if not n.startswith(adapter.prefix)}
 
 
-def _optimizer(params: list[torch.nn.Parameter], s: TrainSettings) -> torch.optim.Optimizer:
-    if s.optimizer in ("sgd", "gd"):
-        return torch.optim.SGD(params, lr=s.lr, weight_decay=s.weight_decay)
-    if s.optimizer == "adam":
-        return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
-    return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+#: the torch optimiser of each ``LoraTraining.optimizer`` ("gd" is SGD on the full batch)
+OPTIMIZERS = {"sgd": torch.optim.SGD, "gd": torch.optim.SGD, "adam": torch.optim.Adam,
+              "adamw": torch.optim.AdamW}
 
 
-def _schedule(opt: torch.optim.Optimizer, s: TrainSettings, total: int
-              ) -> torch.optim.lr_scheduler.LambdaLR:
-    if s.schedule == "linear":
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda t: max(0.0, 1.0 - t / total))
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0)
+def lr_factor(s: LoraTraining, t: int, total: int) -> float:
+    """λ(t), the learning-rate multiplier after t of ``total`` updates: 1 (``"constant"``) or
+    max(0, 1 − t/total) (``"linear"``)."""
+    return max(0.0, 1.0 - t / total) if s.schedule == "linear" else 1.0
 
 
 def batch_indices(n: int, batch: int | None, total: int, gen: torch.Generator
@@ -157,33 +153,53 @@ def evaluation(logits: torch.Tensor, y: torch.Tensor, loss: str, step: int,
                       float(loss_fn(logits, y, loss)))
 
 
-def evaluate(adapter: Adapter, data: PreparedSplit, loss: str, step: int,
-             metric: str = "accuracy") -> Evaluation:
-    """:func:`evaluation` of the classifier as it is now on a prepared split."""
-    return evaluation(predict(adapter.clf, data), data.y, loss, step, metric)
-
-
 def dev_key(ev: Evaluation) -> tuple[float, float]:
     """What checkpoint selection maximises: (dev metric, −dev loss); a non-finite loss never
     wins a tie (:mod:`lorank.linearized.selection`)."""
     return (ev.dev_metric, -ev.dev_loss if math.isfinite(ev.dev_loss) else -math.inf)
 
 
-def fit(adapter: Adapter, train: PreparedSplit, dev: PreparedSplit, s: TrainSettings,
-        total_steps: int | None = None) -> FitResult:
+@dataclass
+class Track:
+    """A run's :class:`FitResult` as it grows, and the :func:`dev_key` of its kept state: the
+    evaluation, keep and divergence protocol of :func:`fit`, shared with the batched trainer."""
+
+    result: FitResult = field(default_factory=FitResult)
+    best: tuple[float, float] = (-math.inf, -math.inf)  # (dev metric, −dev loss) of the kept state
+
+    def checkpoint(self, ev: Evaluation, keep: str,
+                   state: Callable[[], dict[str, torch.Tensor]]) -> None:
+        """Record a dev evaluation and keep ``state()`` at its step if its metric is finite and
+        ``keep="last"`` or its :func:`dev_key` beats the kept one (ties: the earlier step)."""
+        self.result.evals.append(ev)
+        if math.isfinite(ev.dev_metric) and (keep == "last" or dev_key(ev) > self.best):
+            self.best = dev_key(ev)
+            self.result.best_step, self.result.best_state = ev.step, state()
+
+    def train_loss(self, step: int, loss: torch.Tensor) -> bool:
+        """Record the training loss of ``step``; a non-finite one is not recorded but marks the
+        run diverged at ``step``. Returns whether it was finite."""
+        if not bool(torch.isfinite(loss)):
+            self.result.diverged_step = step
+            return False
+        self.result.losses.append(float(loss.detach()))
+        return True
+
+
+def fit(adapter: Adapter, train: PreparedSplit, dev: PreparedSplit, s: LoraTraining
+        ) -> FitResult:
     """Train the adapter from its current state; keep the best dev state (loaded on return).
 
     Args:
         adapter: the adapter inside the classifier (reset it first for a fresh run).
         train, dev: prepared splits (same ``start``: both cached or both full-forward).
-        s: training settings.
-        total_steps: override of ``s.total_steps(len(train))``.
+        s: training settings (``s.total_steps(len(train))`` steps).
 
     Returns:
         A :class:`FitResult`; the adapter (and head if trained) hold ``best_state`` afterwards.
     """
     clf = adapter.clf
-    total = total_steps or s.total_steps(len(train))
+    total = s.total_steps(len(train))
     extra = head_parameters(adapter) if s.train_head else {}
     if s.train_head and not extra:
         raise LorankError(f"the {getattr(clf, 'head', '')} head has no trainable parameters "
@@ -193,32 +209,24 @@ def fit(adapter: Adapter, train: PreparedSplit, dev: PreparedSplit, s: TrainSett
     params = [*adapter.parameters().values(), *extra.values()]
     torch.manual_seed(s.seed)
     gen = torch.Generator().manual_seed(s.seed)
-    opt = _optimizer(params, s)
-    sched = _schedule(opt, s, total)
-    result = FitResult()
-    best = (-math.inf, -math.inf)  # (dev metric, −dev loss): the loss breaks metric ties
+    opt = OPTIMIZERS[s.optimizer](params, lr=s.lr, weight_decay=s.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: lr_factor(s, t, total))
+    track = Track()
+    result = track.result
     t0 = time.perf_counter()
 
     def checkpoint(step: int) -> None:
-        nonlocal best
         adapter.set_dropout_training(False)
-        ev = evaluate(adapter, dev, s.loss, step, s.metric)
-        result.evals.append(ev)
-        last = s.keep == "last" and math.isfinite(ev.dev_metric)
-        key = dev_key(ev)
-        if last or (math.isfinite(ev.dev_metric) and key > best):
-            best = key
-            result.best_step, result.best_state = step, adapter.state(extra)
+        track.checkpoint(evaluation(predict(clf, dev), dev.y, s.loss, step, s.metric), s.keep,
+                         lambda: adapter.state(extra))
 
     with deterministic():
         checkpoint(0)
         for step, index in enumerate(batch_indices(len(train), s.batch_size, total, gen), start=1):
             adapter.set_dropout_training(True)
             loss = loss_fn(train.logits(clf, index), train.y[index], s.loss)
-            if not torch.isfinite(loss):
-                result.diverged_step = step
+            if not track.train_loss(step, loss):
                 break
-            result.losses.append(float(loss.detach()))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -19,30 +19,27 @@ from lorank.linearized.nuclear import NuclearFit, nuclear_fit, svt
 from lorank.linearized.selection import Choice, select_checkpoint
 from lorank.linearized.train import (
     Factors,
+    LinearizedTraining,
     RunSpec,
     TrainResult,
-    TrainSettings,
     Trajectory,
     train_linearized,
 )
-from lorank.models.lora_shape import Scaling, scale
 
 __all__ = [
     "Choice",
     "Factors",
     "KernelFit",
+    "LinearizedTraining",
     "NuclearFit",
     "RunSpec",
-    "Scaling",
     "TrainResult",
-    "TrainSettings",
     "Trajectory",
     "factor_spectrum",
     "init_factors",
     "kernel_regression",
     "linearized_logits",
     "nuclear_fit",
-    "scale",
     "select_checkpoint",
     "select_kernel",
     "spectrum",

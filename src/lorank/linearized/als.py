@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_positive_int
 from lorank.linearized.losses import targets as make_targets
-from lorank.linearized.model import init_factors
+from lorank.linearized.model import init_factors, split_flat
 from lorank.ntk.features import Features
 
 
@@ -55,32 +55,26 @@ def _factors64(features: Features) -> list[tuple[Tensor, Tensor, Tensor]]:
             for fac in (features.factors[b.name] for b in features.blocks)]
 
 
-def _design_B(features: Features, A: list[Tensor],
-              fac64: list[tuple[Tensor, Tensor, Tensor]]) -> Tensor:
-    """D_B (NK, Σ_ℓ m_ℓ r) from the token factors (module doc)."""
-    N, K = features.N, features.K
-    cols = []
-    for a, b, (X, Dt, ex) in zip(A, features.blocks, fac64, strict=True):
-        P = X @ a.T  # (T, r)
-        outer = Dt[:, :, :, None] * P[None, :, None, :]  # (K, T, m, r)
-        out = torch.zeros(N, K, b.m, a.shape[0], dtype=torch.float64)
-        out.index_add_(0, ex, outer.permute(1, 0, 2, 3))
-        cols.append(out.reshape(N * K, -1))
-    return torch.cat(cols, dim=1)
+def _per_example(left: Tensor, right: Tensor, ex: Tensor, N: int) -> Tensor:
+    """Design columns Σ_{t∈i} left[k, t] ⊗ right[t] of every example i and logit k:
+    (N·K, a·b) from left (K, T, a), right (T, b) and the tokens' examples ex (T,)."""
+    K = left.shape[0]
+    outer = left[:, :, :, None] * right[None, :, None, :]  # (K, T, a, b)
+    out = torch.zeros(N, K, left.shape[2], right.shape[1], dtype=torch.float64)
+    out.index_add_(0, ex, outer.permute(1, 0, 2, 3))
+    return out.reshape(N * K, -1)
 
 
-def _design_A(features: Features, B: list[Tensor],
-              fac64: list[tuple[Tensor, Tensor, Tensor]]) -> Tensor:
-    """D_A (NK, Σ_ℓ r n_ℓ) from the token factors (module doc)."""
-    N, K = features.N, features.K
-    cols = []
-    for bm, b, (X, Dt, ex) in zip(B, features.blocks, fac64, strict=True):
-        Q = Dt @ bm  # (K, T, r)
-        outer = Q[:, :, :, None] * X[None, :, None, :]  # (K, T, r, n)
-        out = torch.zeros(N, K, bm.shape[1], b.n, dtype=torch.float64)
-        out.index_add_(0, ex, outer.permute(1, 0, 2, 3))
-        cols.append(out.reshape(N * K, -1))
-    return torch.cat(cols, dim=1)
+def _design_B(N: int, A: list[Tensor], fac64: list[tuple[Tensor, Tensor, Tensor]]) -> Tensor:
+    """D_B (NK, Σ_ℓ m_ℓ r) from the token factors: left δ (K, T, m), right P = X Aᵀ (T, r)."""
+    return torch.cat([_per_example(Dt, X @ a.T, ex, N)
+                      for a, (X, Dt, ex) in zip(A, fac64, strict=True)], dim=1)
+
+
+def _design_A(N: int, B: list[Tensor], fac64: list[tuple[Tensor, Tensor, Tensor]]) -> Tensor:
+    """D_A (NK, Σ_ℓ r n_ℓ) from the token factors: left Q = δ B (K, T, r), right X (T, n)."""
+    return torch.cat([_per_example(Dt @ bm, X, ex, N)
+                      for bm, (X, Dt, ex) in zip(B, fac64, strict=True)], dim=1)
 
 
 def _lstsq(D: Tensor, y: Tensor) -> Tensor:
@@ -97,8 +91,7 @@ def als_floor(features: Features, r: int, seed: int = 0, iters: int = 50,
     """
     if features.factors is None:
         raise LorankError("the ALS floor needs per-token factors (outer Jacobian method)")
-    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-        raise LorankError(f"rank must be a positive integer, got {r!r}")
+    r = check_positive_int("rank", r)
     N, K = features.N, features.K
     Y = make_targets(features.labels, K, mse_target, torch.float64)
     resid = (Y - features.f0.to(torch.float64)).reshape(-1)
@@ -106,18 +99,10 @@ def als_floor(features: Features, r: int, seed: int = 0, iters: int = 50,
     losses: list[float] = []
     fac64 = _factors64(features)
     for _ in range(iters):
-        D = _design_B(features, A, fac64)
+        B = split_flat(_lstsq(_design_B(N, A, fac64), resid), [(b.m, r) for b in features.blocks])
+        D = _design_A(N, B, fac64)
         sol = _lstsq(D, resid)
-        B, pos = [], 0
-        for b in features.blocks:
-            B.append(sol[pos:pos + b.m * r].reshape(b.m, r))
-            pos += b.m * r
-        D = _design_A(features, B, fac64)
-        sol = _lstsq(D, resid)
-        A, pos = [], 0
-        for b in features.blocks:
-            A.append(sol[pos:pos + r * b.n].reshape(r, b.n))
-            pos += r * b.n
+        A = split_flat(sol, [(r, b.n) for b in features.blocks])
         loss = 0.5 * float((resid - D @ sol).square().sum()) / N
         done = bool(losses) and losses[-1] - loss <= tol * max(losses[-1], 1e-300)
         losses.append(loss)

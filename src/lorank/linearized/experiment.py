@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -23,16 +23,16 @@ import numpy as np
 import torch
 
 from lorank.data.source import DataSource
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_choice, check_number
 from lorank.linearized.kernel import KERNEL_LAMS, select_kernel
 from lorank.linearized.losses import metrics_dict
 from lorank.linearized.model import factor_spectrum, spectrum
 from lorank.linearized.selection import select_checkpoint
 from lorank.linearized.step_size import full_kernel_step
 from lorank.linearized.train import (
+    LinearizedTraining,
     RunSpec,
     TrainResult,
-    TrainSettings,
     train_linearized,
 )
 from lorank.models.lora_shape import AdapterConfig
@@ -52,21 +52,12 @@ DEFAULT_LRS = (0.1, 0.3, 1.0)
 MOVED_MIN_DROP = 0.01
 
 
-def check_lr_grids(lrs: Sequence[float] | None, lr_mults: Sequence[float]) -> None:
-    """Absolute learning rates (None = auto) and the auto grid's multipliers of η0: non-empty,
-    finite, positive (LorankError otherwise). Shared by the PL and rank-prediction configs."""
-    for name, grid in (("learning rates", lrs), ("lr multipliers", lr_mults)):
-        if grid is not None and (not grid or any(not math.isfinite(v) or v <= 0 for v in grid)):
-            raise LorankError(f"{name} must be positive numbers, got {grid}")
-
-
-def check_positive_ints(**values: object) -> None:
-    """Every keyword is a positive Python int (not a bool): LorankError naming the first that is
-    not. Stricter than :func:`lorank.theory.thresholds.check_positive_int` (which accepts numpy
-    integers): the configs checked here are dumped to JSON as they are."""
-    for name, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise LorankError(f"{name} must be a positive integer, got {v!r}")
+def check_lr_grid(name: str, grid: Sequence[float] | None) -> None:
+    """A learning-rate grid (absolute rates, or the auto grid's multipliers of η0; None = auto):
+    non-empty, finite, positive (LorankError otherwise). Shared by the sweep, PL and
+    rank-prediction configs."""
+    if grid is not None and (not grid or any(not math.isfinite(v) or v <= 0 for v in grid)):
+        raise LorankError(f"{name} must be positive numbers, got {grid}")
 
 
 #: The rank grid of a sweep when none is given.
@@ -101,7 +92,7 @@ class SweepConfig(TaskGrid):
 
     The task, classifier, adapter (rank grid, scaling, targets, layers) and seeds
     (:class:`TaskGrid`), the learning-rate grid and its unit, the data (shots ``k``, test cap,
-    own files), the optimisation — one :class:`~lorank.linearized.train.TrainSettings` (steps,
+    own files), the optimisation — one :class:`~lorank.linearized.train.LinearizedTraining` (steps,
     loss, weight decay, optimiser, evaluation period, engine), passed whole to the trainer with
     the task's selection metric and the adapter — and where the features are computed (dtype,
     device, memory, cache).
@@ -110,7 +101,7 @@ class SweepConfig(TaskGrid):
     lrs: tuple[float, ...] = DEFAULT_LRS
     lr_unit: str = "eta0"
     k: int = 16
-    train: TrainSettings = field(default_factory=TrainSettings)
+    train: LinearizedTraining = field(default_factory=LinearizedTraining)
     test_max: int | None = None
     max_length: int = 128
     dtype: str = "float32"
@@ -125,24 +116,17 @@ class SweepConfig(TaskGrid):
     data: DataSource | None = None  # a user's own files (then ``task`` is their name)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.train, TrainSettings):
-            raise LorankError(f"train must be TrainSettings, got {type(self.train).__name__}")
+        if not isinstance(self.train, LinearizedTraining):
+            raise LorankError(f"train must be LinearizedTraining, got {type(self.train).__name__}")
         JacobianMethod.parse(self.method)
-        if self.dtype not in DTYPES:
-            raise LorankError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        check_choice("dtype", self.dtype, DTYPES)
         super().__post_init__()
-        if not self.lrs or any(not math.isfinite(lr) or lr <= 0 for lr in self.lrs):
-            raise LorankError(f"learning rates must be positive numbers, got {list(self.lrs)}")
-        if self.lr_unit not in LR_UNITS:
-            raise LorankError(f"lr unit must be one of {', '.join(LR_UNITS)}, "
-                              f"got {self.lr_unit!r}")
-        if self.predictor not in PREDICTORS:
-            raise LorankError(f"predictor must be one of {', '.join(PREDICTORS)}, "
-                              f"got {self.predictor!r}")
-        if self.memory_budget_mb <= 0:
-            raise LorankError(f"memory budget must be > 0 MB, got {self.memory_budget_mb}")
+        check_lr_grid("learning rates", list(self.lrs))
+        check_choice("lr unit", self.lr_unit, LR_UNITS)
+        check_choice("predictor", self.predictor, PREDICTORS)
+        check_number("memory budget (MB)", self.memory_budget_mb, low=0)
 
-    def settings(self, metric: str) -> TrainSettings:
+    def settings(self, metric: str) -> LinearizedTraining:
         """The trainer's settings: ``train`` with the task's selection ``metric`` and curves
         logged every min(eval_every, 10) steps."""
         return replace(self.train, metric=metric,
@@ -190,8 +174,16 @@ class RunRecord:
         return asdict(self)
 
 
+class StrictJson:
+    """``to_json()`` for a result with ``to_dict()``: strict JSON (NaN/inf become null, numpy
+    numbers plain Python numbers, :func:`finite_json`, :func:`json_default`), indent 1."""
+
+    def to_json(self) -> str:
+        return json.dumps(finite_json(self.to_dict()), indent=1, default=json_default)
+
+
 @dataclass
-class SweepResult:
+class SweepResult(StrictJson):
     """All records of a sweep, its resolved config, feature provenance and timings."""
 
     config: dict[str, Any]
@@ -230,10 +222,6 @@ class SweepResult:
                 "table": self.table(), "records": [r.to_dict() for r in self.records],
                 "features": self.features, "timings": self.timings,
                 "provenance": provenance()}
-
-    def to_json(self) -> str:
-        """Strict JSON: NaN/inf become null."""
-        return json.dumps(finite_json(self.to_dict()), indent=1, default=json_default)
 
 
 def mean_std(values: Sequence[float | None]) -> tuple[float, float]:
@@ -301,7 +289,6 @@ def load_seeds(cfg: SweepConfig, progress: Progress | None = None,
     out, shared_clf = [], None
     tick = progress("features", len(cfg.seeds)) if progress is not None else None
     ad = cfg.adapter
-    layers = ad.layers if isinstance(ad.layers, str) else list(ad.layers)
     for seed in cfg.seeds:
         if load_data is not None:
             data = load_data(seed)
@@ -319,7 +306,7 @@ def load_seeds(cfg: SweepConfig, progress: Progress | None = None,
         feats, info = [], {"seed": seed, "source": data.source}
         for split in (data.train, data.dev):
             f, path, hit = split_features(
-                clf, split, targets=ad.targets, layers=layers, max_length=cfg.max_length,
+                clf, split, targets=ad.targets, layers=ad.layers, max_length=cfg.max_length,
                 method=cfg.method, memory_budget_mb=cfg.memory_budget_mb, k=cfg.k, seed=seed,
                 use_cache=cfg.use_cache, cache_root=cfg.cache_root)
             feats.append(f)
@@ -353,7 +340,11 @@ def run_linearized_sweep(cfg: SweepConfig, progress: Progress | None = None,
     metric = selection_metric(task)
     names = list(task.metrics)
     t0 = time.perf_counter()
-    eta0 = [kernel_step(s.train, cfg) for s in seeds]
+    # η0 of each seed's train features (None for absolute grids): the inverse top curvature of
+    # full linearized fine-tuning at W0 with the sweep's loss and weight decay, the same for
+    # every rank, so every rank of a seed trains with the same learning rates
+    eta0 = [full_kernel_step(s.train, cfg.train.loss, cfg.train.weight_decay)
+            if cfg.lr_unit == "eta0" else None for s in seeds]
     t_eta = time.perf_counter() - t0
     runs, mults = [], {}
     for g, s in enumerate(seeds):
@@ -373,7 +364,7 @@ def run_linearized_sweep(cfg: SweepConfig, progress: Progress | None = None,
                              cfg.train.mse_target)
                for s in seeds]
     t_kernel = time.perf_counter() - t0
-    choices = _select(result, seeds, cfg)
+    choices = select_runs(result, len(seeds), cfg.adapter.ranks)
     t0 = time.perf_counter()
     records = _evaluate(cfg, seeds, result, choices, kernels, names, progress)
     t_test = time.perf_counter() - t0
@@ -381,22 +372,11 @@ def run_linearized_sweep(cfg: SweepConfig, progress: Progress | None = None,
         g = next(i for i, s in enumerate(seeds) if s.seed == rec.seed)
         rec.eta0 = eta0[g]
         rec.selected_lr_mult = mults.get((g, rec.selected_lr))
-    for rec in records:
         rec.wall_seconds = t_train / max(1, len(records))
     timings = {"features_s": t_feat, "eta0_s": t_eta, "train_s": t_train, "kernel_s": t_kernel,
                "test_s": t_test, "total_s": time.perf_counter() - t_all,
                "configs": len(runs), "engine": result.engine}
     return SweepResult(cfg.to_dict(), metric, records, [s.info for s in seeds], timings)
-
-
-def kernel_step(train: Features, cfg: SweepConfig) -> float | None:
-    """η0 of the train features for ``cfg.lr_unit == "eta0"`` (None for absolute grids):
-    :func:`lorank.linearized.step_size.full_kernel_step` with the sweep's loss and weight
-    decay — the inverse top curvature of full linearized fine-tuning at W0, the same for every
-    rank, so every rank of a seed trains with the same learning rates."""
-    if cfg.lr_unit != "eta0":
-        return None
-    return full_kernel_step(train, cfg.train.loss, cfg.train.weight_decay)
 
 
 def movement(traj: dict[str, Any], step: int | None, delta_fro: float | None
@@ -422,24 +402,29 @@ def movement(traj: dict[str, Any], step: int | None, delta_fro: float | None
             "train_loss_drop": drop, "delta_fro": delta_fro, "moved": moved}
 
 
-def _select(result: TrainResult, seeds: list[_Seed], cfg: SweepConfig
-            ) -> dict[tuple[int, int], int]:
-    """(group, rank) -> index of the selected run; its best checkpoint is the selected step."""
+def select_runs(result: TrainResult, groups: int, ranks: Sequence[int], ties: bool = True
+                ) -> dict[tuple[int, int], int]:
+    """(group, rank) -> index of the run selected on dev over the learning rates (ascending:
+    :func:`select_checkpoint`), or -1 when every lr diverged before its first evaluation.
+
+    ``ties``: the dev loss breaks ties on the metric, as in the engine's best checkpoint, which
+    is then the selected step (checked); without it (the rank predictor) only the metric counts.
+    """
     chosen = {}
-    for g in range(len(seeds)):
-        for r in cfg.adapter.ranks:
+    for g in range(groups):
+        for r in ranks:
             idx = {run.lr: c for c, run in enumerate(result.runs)
                    if run.group == g and run.rank == r}
-            curves = {lr: (result.trajectories[c].dev_steps, result.trajectories[c].dev_metric,
-                           result.trajectories[c].dev_loss)
-                      for lr, c in sorted(idx.items())}
+            trajs = {lr: result.trajectories[c] for lr, c in sorted(idx.items())}
+            curves = {lr: (t.dev_steps, t.dev_metric, t.dev_loss)[:3 if ties else 2]
+                      for lr, t in trajs.items()}
             try:
                 choice = select_checkpoint(curves)
             except LorankError:
                 chosen[(g, r)] = -1
                 continue
             c = idx[choice.key]
-            if result.best[c].step != choice.step:
+            if ties and result.best[c].step != choice.step:
                 raise RuntimeError("stored checkpoint does not match the selected step")
             chosen[(g, r)] = c
     return chosen
@@ -459,7 +444,9 @@ def _evaluate(cfg: SweepConfig, seeds: list[_Seed], result: TrainResult,
     for g, (fit, _) in enumerate(kernels):
         cols[("kernel", g, 0)] = fit.delta
     split_metrics = _split_metrics(seeds, cols, names)
-    test_metrics = _test_metrics(cfg, seeds, blocks, cols, names, progress)
+    w0_test, test_metrics = stream_test_metrics(
+        seeds, cols, lambda key: key[1], names, cfg.max_length, progress,
+        predictor=cfg.predictor, method=cfg.method, memory_budget_mb=cfg.memory_budget_mb)
     records = []
     for g, s in enumerate(seeds):
         fit, kdev = kernels[g]
@@ -470,7 +457,7 @@ def _evaluate(cfg: SweepConfig, seeds: list[_Seed], result: TrainResult,
                   "spectrum": spectrum(fit.delta, blocks)}
         zero = {"train": split_metrics[("w0", g, 0)]["train"],
                 "dev": split_metrics[("w0", g, 0)]["dev"],
-                "test": test_metrics.get(("w0", g, 0), {})}
+                "test": w0_test.get(g, {})}
         for r in cfg.adapter.ranks:
             c = chosen[(g, r)]
             trajs = [result.trajectories[i].to_dict() for i, run in enumerate(result.runs)
@@ -532,35 +519,37 @@ def _split_metrics(seeds: list[_Seed], cols: dict, names: list[str]) -> dict:
     return out
 
 
-def _test_metrics(cfg: SweepConfig, seeds: list[_Seed], blocks: list, cols: dict,
-                  names: list[str], progress: Progress | None) -> dict:
-    """Stream each distinct (classifier, test split) once with every column of its seeds."""
+def stream_test_metrics(seeds: Sequence[_Seed], cols: Mapping[Any, torch.Tensor],
+                        seed_of: Callable[[Any], int], names: Sequence[str], max_length: int,
+                        progress: Progress | None = None, **predict: Any
+                        ) -> tuple[dict[int, dict[str, float]], dict[Any, dict[str, float]]]:
+    """Test metrics of f(W0) per seed index g and of f0 + J·ΔW for every column ΔW (P,) of
+    ``cols`` (key -> ΔW, its seed index ``seed_of(key)``): each distinct (classifier, test split)
+    is streamed once with the columns of every seed sharing it
+    (:func:`lorank.ntk.stream.predict_linearized`, keyword arguments ``predict``); seeds without
+    a test split are skipped. Returns ({g: W0 metrics}, {key: metrics})."""
     from lorank.models.lower_cache import reuse_lower_states
     from lorank.ntk.cache import split_fingerprint
     from lorank.ntk.stream import predict_linearized
 
     groups: dict[tuple[int, str], list[int]] = {}
     for g, s in enumerate(seeds):
-        if s.data.test is None:
-            continue
-        groups.setdefault((id(s.clf), split_fingerprint(s.data.test)), []).append(g)
-    out: dict[tuple[str, int, int], dict[str, float]] = {}
+        if s.data.test is not None:
+            groups.setdefault((id(s.clf), split_fingerprint(s.data.test)), []).append(g)
+    w0: dict[int, dict[str, float]] = {}
+    out: dict[Any, dict[str, float]] = {}
     with reuse_lower_states():  # the frozen bottom of the encoder, once per test split
         for members in groups.values():
             s0 = seeds[members[0]]
-            keys = [k for k in cols if k[1] in members]
-            inputs = s0.clf.encode(s0.data.test, max_length=cfg.max_length)
+            keys = [k for k in cols if seed_of(k) in members]
+            blocks = s0.train.blocks
+            inputs = s0.clf.encode(s0.data.test, max_length=max_length)
             D = torch.stack([cols[k] for k in keys], dim=1) if keys else torch.zeros(
                 sum(b.size for b in blocks), 1)
             cb = progress("test", len(s0.data.test)) if progress else None
-            f0, lin = predict_linearized(s0.clf, inputs, blocks, D, predictor=cfg.predictor,
-                                        method=cfg.method, memory_budget_mb=cfg.memory_budget_mb,
-                                        progress=cb)
+            f0, lin = predict_linearized(s0.clf, inputs, blocks, D, progress=cb, **predict)
             labels = torch.as_tensor(np.array(s0.data.test.labels, dtype=np.int64),
                                      device=f0.device)
-            w0 = metrics_dict(list(names), f0[:, :, None], labels)[0]
-            for g in members:
-                out[("w0", g, 0)] = w0
-            for k, v in zip(keys, metrics_dict(list(names), lin, labels), strict=True):
-                out[k] = v
-    return out
+            w0.update(dict.fromkeys(members, metrics_dict(list(names), f0[:, :, None], labels)[0]))
+            out.update(zip(keys, metrics_dict(list(names), lin, labels), strict=True))
+    return w0, out

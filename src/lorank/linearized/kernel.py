@@ -22,14 +22,13 @@ test predictions f0(x) + J(x)ΔW can be streamed like any LoRA update.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_number
 from lorank.linalg import require_finite, solve_one
 from lorank.linearized.losses import check_loss, loss_and_grad, metric, targets
 from lorank.linearized.selection import select_checkpoint
@@ -120,8 +119,7 @@ def _solve(features: Features, lam: float, loss: str, mse_target: str,
            basis: tuple[Tensor, Tensor, float]) -> tuple[Tensor, float, float, int]:
     """(u (q,), λ_eff, train loss at u, Newton iterations) of one λ in the eigenbasis."""
     check_loss(loss)
-    if not math.isfinite(lam) or lam < 0:
-        raise LorankError(f"kernel regularisation must be >= 0, got {lam!r}")
+    check_number("kernel regularisation", lam, low=0, strict=False)
     if loss == "ce" and lam == 0:
         raise LorankError("kernel logistic regression needs a regularisation lam > 0")
     Z, _, diag = basis

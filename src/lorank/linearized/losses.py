@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lorank.errors import LorankError
+from lorank.errors import check_choice
 
 LOSSES = ("ce", "mse")
 MSE_TARGETS = ("onehot", "pm1")
@@ -24,16 +24,13 @@ MSE_TARGETS = ("onehot", "pm1")
 
 def check_loss(loss: str) -> str:
     """Validate a loss name ("ce" or "mse")."""
-    if loss not in LOSSES:
-        raise LorankError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
-    return loss
+    return check_choice("loss", loss, LOSSES)
 
 
 def targets(labels: Tensor, K: int, kind: str = "onehot", dtype: torch.dtype = torch.float32
             ) -> Tensor:
     """Regression targets Y (N, K): one-hot, or ±1 (``"pm1"``)."""
-    if kind not in MSE_TARGETS:
-        raise LorankError(f"MSE target must be one of {', '.join(MSE_TARGETS)}, got {kind!r}")
+    check_choice("MSE target", kind, MSE_TARGETS)
     Y = torch.nn.functional.one_hot(labels.long(), K).to(dtype)
     return 2 * Y - 1 if kind == "pm1" else Y
 
@@ -48,17 +45,15 @@ def loss_and_grad(out: Tensor, labels: Tensor, loss: str, weights: Tensor | None
     if weights is None:
         weights = out.new_full((C, N), 1.0 / N)
     w = weights.T[:, None, :]  # (N, 1, C)
-    if loss == "ce":
+    if check_loss(loss) == "ce":
         logp = torch.log_softmax(out, dim=1)
         onehot = torch.nn.functional.one_hot(labels.long(), K).to(out.dtype)[:, :, None]
         per = -(logp * onehot).sum(dim=1)  # (N, C)
         grad = w * (logp.exp() - onehot)
-    elif loss == "mse":
+    else:  # mse
         diff = out - targets(labels, K, mse_target, out.dtype)[:, :, None]
         per = 0.5 * (diff**2).sum(dim=1)
         grad = w * diff
-    else:
-        raise LorankError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
     return (weights.T * per).sum(dim=0), grad
 
 
@@ -82,11 +77,9 @@ def f1_binary(out: Tensor, labels: Tensor, positive: int = 1) -> Tensor:
 
 def metric(name: str, out: Tensor, labels: Tensor) -> Tensor:
     """Task metric ``"accuracy"`` or ``"f1"`` per configuration (C,)."""
-    if name == "accuracy":
+    if check_choice("metric", name, ("accuracy", "f1")) == "accuracy":
         return accuracy(out, labels)
-    if name == "f1":
-        return f1_binary(out, labels)
-    raise LorankError(f"unknown metric {name!r}; choose accuracy or f1")
+    return f1_binary(out, labels)
 
 
 def metrics_dict(names: tuple[str, ...] | list[str], out: Tensor, labels: Tensor

@@ -53,12 +53,14 @@ def linearized_logits(features: Features, delta: Tensor) -> Tensor:
     return features.f0 + lin if delta.dim() == 1 else features.f0[:, :, None] + lin
 
 
-def split_delta(delta: Tensor, blocks: Sequence[Block]) -> list[Tensor]:
-    """Cut a flat ΔW (P,) back into the blocks' (m, n) matrices."""
+def split_flat(v: Tensor, shapes: Sequence[tuple[int, int]]) -> list[Tensor]:
+    """Cut a flat vector into consecutive matrices of the given shapes (views): a ΔW (P,) into
+    the blocks' (m, n) matrices with ``[(b.m, b.n) for b in blocks]``, stacked LoRA factors into
+    their A_ℓ (r, n_ℓ) or B_ℓ (m_ℓ, r)."""
     out, pos = [], 0
-    for b in blocks:
-        out.append(delta[pos:pos + b.size].reshape(b.m, b.n))
-        pos += b.size
+    for rows, cols in shapes:
+        out.append(v[pos:pos + rows * cols].reshape(rows, cols))
+        pos += rows * cols
     return out
 
 
@@ -70,7 +72,7 @@ def spectrum(delta: Tensor, blocks: Sequence[Block], rel_tol: float | None = Non
     ``matrix_rank`` rule) unless ``rel_tol`` is given.
     """
     out = []
-    for b, W in zip(blocks, split_delta(delta, blocks), strict=True):
+    for b, W in zip(blocks, split_flat(delta, [(b.m, b.n) for b in blocks]), strict=True):
         W64 = W.detach().to(torch.float64)
         sv = (torch.linalg.svdvals(W64) if torch.isfinite(W64).all()
               else torch.tensor([float("nan")]))

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from lorank.errors import LorankError
+from lorank.errors import check_number
 from lorank.linalg import require_finite
 from lorank.linearized.losses import check_loss, loss_and_grad
-from lorank.linearized.model import split_delta
+from lorank.linearized.model import split_flat
 from lorank.ntk.features import Features
 from lorank.theory import sard_min_rank
 
@@ -71,24 +71,23 @@ def nuclear_fit(features: Features, lam: float, *, loss: str = "ce", steps: int 
         objective curve.
     """
     check_loss(loss)
-    if not math.isfinite(lam) or lam <= 0:
-        raise LorankError(f"nuclear-norm penalty must be > 0, got {lam!r}")
+    check_number("nuclear-norm penalty", lam, low=0)
     Phi = require_finite(features.flat().to(torch.float64), "the NTK features")
     f0 = features.f0.to(torch.float64)
     N, K = features.N, features.K
     beta = (0.5 if loss == "ce" else 1.0) * float(torch.linalg.eigvalsh(Phi @ Phi.T)[-1]) / N
     eta = 1.0 / max(beta, 1e-300)
-    blocks = features.blocks
+    shapes = [(b.m, b.n) for b in features.blocks]
 
     def value(x: Tensor) -> tuple[float, float, Tensor]:
         out = (f0.reshape(-1) + Phi @ x).reshape(N, K, 1)
         L, E = loss_and_grad(out, features.labels, loss, mse_target=mse_target)
-        nuc = sum(float(torch.linalg.svdvals(W).sum()) for W in split_delta(x, blocks))
+        nuc = sum(float(torch.linalg.svdvals(W).sum()) for W in split_flat(x, shapes))
         return float(L[0]) + lam * nuc, float(L[0]), E.reshape(-1)
 
     def prox(x: Tensor) -> tuple[Tensor, list[int]]:
         parts, ranks = [], []
-        for W in split_delta(x, blocks):
+        for W in split_flat(x, shapes):
             Wp, r = svt(W, eta * lam)
             parts.append(Wp.reshape(-1))
             ranks.append(r)
@@ -97,8 +96,8 @@ def nuclear_fit(features: Features, lam: float, *, loss: str = "ce", steps: int 
     x = Phi.new_zeros(features.P)
     y, t_mom = x.clone(), 1.0
     obj, L, _ = value(x)
-    fit = NuclearFit(x, lam, [0] * len(blocks), 0, sard_min_rank(K, N), True, [obj], [L])
-    ranks = [0] * len(blocks)
+    fit = NuclearFit(x, lam, [0] * len(shapes), 0, sard_min_rank(K, N), True, [obj], [L])
+    ranks = [0] * len(shapes)
     for it in range(1, steps + 1):
         _, _, Ey = value(y)
         x_new, ranks_new = prox(y - eta * (Phi.T @ Ey))

@@ -33,7 +33,6 @@ grid reaches the threshold").
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -44,17 +43,18 @@ import numpy as np
 import torch
 
 from lorank.capacity.pl import pl_ratios
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_number, check_positive_ints
 from lorank.linalg import require_finite
 from lorank.linearized.experiment import (
+    StrictJson,
+    SweepConfig,
     TaskGrid,
-    check_lr_grids,
-    check_positive_ints,
-    finite_json,
+    check_lr_grid,
+    load_seeds,
     mean_std,
 )
 from lorank.linearized.losses import check_loss, targets
-from lorank.linearized.train import RunSpec, TrainSettings, Trajectory, train_linearized
+from lorank.linearized.train import LinearizedTraining, RunSpec, Trajectory, train_linearized
 from lorank.models.lora_shape import AdapterConfig
 from lorank.ntk.features import Features
 from lorank.provenance import provenance
@@ -123,17 +123,25 @@ def squared_loss_inf(features: Features, mse_target: str = "onehot") -> LeastSqu
                         float(res.square().sum()) / (2 * N))
 
 
-def ce_separable(features: Features) -> bool:
-    """True when the margin features J_{i,y_i} − J_{i,k} (k ≠ y_i) have full row rank N(K − 1):
-    then any positive margins are reachable, the data are separable and inf CE = 0."""
+def margin_rank(features: Features) -> tuple[int, int]:
+    """(numerical rank, number of rows N(K − 1)) of the margin features D_{i,k} = J_{i,y_i} −
+    J_{i,k} (k ≠ y_i), in float64, the rank from the eigenvalues of DDᵀ
+    (:func:`numerical_rank`, NumPy's tolerance); LorankError if they are not finite."""
     N, K = features.N, features.K
     J = features.J.to(torch.float64)
-    rows = [J[i, int(features.labels[i])] - J[i, k] for i in range(N) for k in range(K)
-            if k != int(features.labels[i])]
+    labels = [int(y) for y in features.labels]
+    rows = [J[i, labels[i]] - J[i, k] for i in range(N) for k in range(K) if k != labels[i]]
     if not rows:
-        return True
+        return 0, 0
     D = require_finite(torch.stack(rows), "the margin features")
-    return numerical_rank(torch.linalg.eigvalsh(D @ D.T)) == D.shape[0]
+    return numerical_rank(torch.linalg.eigvalsh(D @ D.T)), D.shape[0]
+
+
+def ce_separable(features: Features) -> bool:
+    """True when the margin features (:func:`margin_rank`) have full row rank N(K − 1): then any
+    positive margins are reachable, the data are separable and inf CE = 0."""
+    rank, rows = margin_rank(features)
+    return rank == rows
 
 
 def loss_inf(features: Features, loss: str, mse_target: str = "onehot") -> tuple[float, str]:
@@ -220,7 +228,17 @@ class TrainedGrid(TaskGrid):
     def __post_init__(self) -> None:
         check_loss(self.loss)
         super().__post_init__()
-        check_lr_grids(self.lrs, self.lr_mults)
+        check_lr_grid("learning rates", self.lrs)
+        check_lr_grid("lr multipliers", self.lr_mults)
+
+    def load_seeds(self, **sweep: Any) -> list[Any]:
+        """Data, classifier and train/dev features of every seed (feature cache):
+        :func:`lorank.linearized.experiment.load_seeds` of the :class:`SweepConfig` with this
+        grid's task, classifier, adapter, seeds and data, plus the fields ``sweep``."""
+        return load_seeds(SweepConfig(
+            task=self.task, model=self.model, head=self.head, adapter=self.adapter,
+            seeds=self.seeds, k=self.k, max_length=self.max_length, dtype=self.dtype,
+            data_dir=self.data_dir, use_cache=self.use_cache, **sweep))
 
 
 @dataclass(frozen=True)
@@ -235,12 +253,11 @@ class PLConfig(TrainedGrid):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive_ints(steps=self.steps)
-        if not math.isfinite(self.threshold) or self.threshold <= 0:
-            raise LorankError(f"threshold must be > 0, got {self.threshold!r}")
+        check_number("threshold", self.threshold, low=0)
 
 
 @dataclass
-class PLResult:
+class PLResult(StrictJson):
     """Every run of a PL experiment, the reported (best-lr) run per (rank, seed), and L_inf."""
 
     config: dict[str, Any]
@@ -281,10 +298,6 @@ class PLResult:
                 "runs": [asdict(c) for c in self.runs], "seconds": self.seconds,
                 "provenance": provenance()}
 
-    def to_json(self) -> str:
-        """Strict JSON (NaN/inf become null)."""
-        return json.dumps(finite_json(self.to_dict()), indent=1)
-
 
 def _nanmin(values: Sequence[float]) -> float:
     vals = [v for v in values if math.isfinite(v)]
@@ -312,8 +325,8 @@ def pl_on_features(train: Sequence[Features], seeds: Sequence[int], cfg: PLConfi
         lrs = cfg.lrs if cfg.lrs is not None else tuple(m * eta0 for m in cfg.lr_mults)
         runs += [RunSpec(r, seed, float(lr), g) for r in cfg.adapter.ranks for lr in sorted(lrs)]
     t_inf = time.perf_counter() - t0
-    settings = TrainSettings(steps=cfg.steps, loss=cfg.loss, mse_target=cfg.mse_target,
-                             log_every=1, eval_every=cfg.steps)
+    settings = LinearizedTraining(steps=cfg.steps, loss=cfg.loss, mse_target=cfg.mse_target,
+                                  log_every=1, eval_every=cfg.steps)
     res = train_linearized(list(train), runs, settings, None, progress, adapter=cfg.adapter)
     summaries = [summarize_trajectory(tr, infs[run.seed]["L_inf"], cfg.threshold)
                  for run, tr in zip(res.runs, res.trajectories, strict=True)]
@@ -326,14 +339,8 @@ def pl_on_features(train: Sequence[Features], seeds: Sequence[int], cfg: PLConfi
 def run_pl(cfg: PLConfig, progress: Callable[[int], None] | None = None) -> PLResult:
     """Load the task's train features for every seed (feature cache) and run
     :func:`pl_on_features`."""
-    from lorank.linearized.experiment import SweepConfig, load_seeds
-
     t0 = time.perf_counter()
-    sweep = SweepConfig(task=cfg.task, model=cfg.model, head=cfg.head, adapter=cfg.adapter,
-                        seeds=cfg.seeds, k=cfg.k,
-                        max_length=cfg.max_length, dtype=cfg.dtype, data_dir=cfg.data_dir,
-                        use_cache=cfg.use_cache)
-    seeds = load_seeds(sweep)
+    seeds = cfg.load_seeds()
     t_feat = time.perf_counter() - t0
     result = pl_on_features([s.train for s in seeds], [s.seed for s in seeds], cfg, progress)
     result.seconds["features_s"] = t_feat

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_positive_ints
 from lorank.ntk.features import Block, Features
 
 
@@ -61,10 +61,7 @@ class PlantedSpec:
         if isinstance(self.subspace, bool) or not isinstance(self.subspace, int) \
                 or self.subspace < 0:
             raise LorankError(f"subspace must be an integer >= 0, got {self.subspace!r}")
-        for name in ("teacher_rank", "n_train"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise LorankError(f"{name} must be a positive integer, got {v!r}")
+        check_positive_ints(teacher_rank=self.teacher_rank, n_train=self.n_train)
         if not 0 < self.flip < 0.5:
             raise LorankError(f"flip must be in (0, 0.5), got {self.flip!r}")
 

@@ -26,7 +26,6 @@ rank with the best mean test accuracy is reported next to the prediction.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -36,15 +35,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_choice, check_number, check_positive_ints
 from lorank.linearized.experiment import (
-    check_positive_ints,
-    finite_json,
+    StrictJson,
+    select_runs,
+    selection_metric,
+    stream_test_metrics,
 )
-from lorank.linearized.losses import metrics_dict
 from lorank.linearized.pl_real import TrainedGrid, kernel_step
-from lorank.linearized.selection import select_checkpoint
-from lorank.linearized.train import Factors, RunSpec, TrainResult, TrainSettings, train_linearized
+from lorank.linearized.train import (
+    Factors,
+    LinearizedTraining,
+    RunSpec,
+    TrainResult,
+    train_linearized,
+)
 from lorank.ntk.features import Features
 from lorank.provenance import provenance
 from lorank.theory.rademacher import NORMS, margins_from_logits, rademacher_bound
@@ -55,8 +60,7 @@ CHECKPOINTS = ("selected", "final")
 
 def rho_grid(anchor: float, half_width: int = RHO_HALF_WIDTH) -> tuple[float, ...]:
     """ρ_j = anchor·2^j for j = −half_width..half_width."""
-    if not math.isfinite(anchor) or anchor <= 0:
-        raise LorankError(f"rho anchor must be a positive number, got {anchor!r}")
+    check_number("rho anchor", anchor, low=0)
     return tuple(anchor * 2.0 ** j for j in range(-half_width, half_width + 1))
 
 
@@ -106,8 +110,7 @@ def solution_bound(train: Features, delta: torch.Tensor, r: int, rhos: Sequence[
     """
     if not rhos:
         raise LorankError("the rho grid is empty")
-    if norm not in NORMS:
-        raise LorankError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    check_choice("norm", norm, NORMS)
     d = delta.to(torch.float64)
     logits = (train.f0.double() + train.J.double() @ d).cpu().numpy()
     labels = train.labels.cpu().numpy()
@@ -150,19 +153,16 @@ class PredictConfig(TrainedGrid):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive_ints(steps=self.steps, eval_every=self.eval_every)
-        if self.norm not in NORMS:
-            raise LorankError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
-        if self.rho is not None and (not math.isfinite(self.rho) or self.rho <= 0):
-            raise LorankError(f"rho must be > 0, got {self.rho!r}")
+        check_choice("norm", self.norm, NORMS)
+        if self.rho is not None:
+            check_number("rho", self.rho, low=0)
         if not (math.isfinite(self.delta) and 0 < self.delta < 1):
             raise LorankError(f"delta must be in (0, 1), got {self.delta!r}")
-        if self.checkpoint not in CHECKPOINTS:
-            raise LorankError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, "
-                              f"got {self.checkpoint!r}")
+        check_choice("checkpoint", self.checkpoint, CHECKPOINTS)
 
 
 @dataclass
-class PredictResult:
+class PredictResult(StrictJson):
     """Per (rank, seed) bounds (and test metrics when validated), the prediction, and timings."""
 
     config: dict[str, Any]
@@ -222,10 +222,6 @@ class PredictResult:
                 "test": [{"rank": r, "seed": s, **v} for (r, s), v in sorted(self.test.items())],
                 "seconds": self.seconds, "provenance": provenance()}
 
-    def to_json(self) -> str:
-        """Strict JSON (NaN/inf become null)."""
-        return json.dumps(finite_json(self.to_dict()), indent=1)
-
 
 def train_and_select(train: Sequence[Features], dev: Sequence[Features], seeds: Sequence[int],
                      cfg: PredictConfig, metric: str = "accuracy"
@@ -242,24 +238,17 @@ def train_and_select(train: Sequence[Features], dev: Sequence[Features], seeds: 
         lrs = cfg.lrs if cfg.lrs is not None else tuple(m * kernel_step(f)
                                                         for m in cfg.lr_mults)
         runs += [RunSpec(r, seed, float(lr), g) for r in cfg.adapter.ranks for lr in sorted(lrs)]
-    settings = TrainSettings(steps=cfg.steps, loss=cfg.loss, eval_every=cfg.eval_every,
-                             log_every=cfg.eval_every, metric=metric, eval_early=False)
+    settings = LinearizedTraining(steps=cfg.steps, loss=cfg.loss, eval_every=cfg.eval_every,
+                                  log_every=cfg.eval_every, metric=metric, eval_early=False)
     res = train_linearized(list(train), runs, settings, list(dev), adapter=cfg.adapter)
     chosen: dict[tuple[int, int], tuple[Factors, float] | None] = {}
-    for g, seed in enumerate(seeds):
-        for r in cfg.adapter.ranks:
-            idx = {run.lr: c for c, run in enumerate(res.runs) if run.group == g
-                   and run.rank == r}
-            curves = {lr: (res.trajectories[c].dev_steps, res.trajectories[c].dev_metric)
-                      for lr, c in sorted(idx.items())}
-            try:
-                c = idx[select_checkpoint(curves).key]
-            except LorankError:
-                chosen[(r, seed)] = None
-                continue
-            final_ok = res.trajectories[c].diverged_step is None
-            fac = res.final[c] if cfg.checkpoint == "final" and final_ok else res.best[c]
-            chosen[(r, seed)] = (fac, res.runs[c].lr)
+    for (g, r), c in select_runs(res, len(seeds), cfg.adapter.ranks, ties=False).items():
+        if c < 0:
+            chosen[(r, seeds[g])] = None
+            continue
+        final_ok = res.trajectories[c].diverged_step is None
+        fac = res.final[c] if cfg.checkpoint == "final" and final_ok else res.best[c]
+        chosen[(r, seeds[g])] = (fac, res.runs[c].lr)
     return res, chosen
 
 
@@ -291,46 +280,10 @@ def predict_on_features(train: Sequence[Features], dev: Sequence[Features],
                                    - t_train}), solutions)
 
 
-def _test_metrics(seeds: list[Any], solutions: dict[tuple[int, int], Factors],
-                  blocks: list[Any], names: list[str], cfg: PredictConfig
-                  ) -> dict[tuple[int, int], dict[str, float]]:
-    """Stream each distinct (classifier, test split) once with every solution of its seeds."""
-    from lorank.models.lower_cache import reuse_lower_states
-    from lorank.ntk.cache import split_fingerprint
-    from lorank.ntk.stream import predict_linearized
-
-    groups: dict[tuple[int, str], list[Any]] = {}
-    for s in seeds:
-        if s.data.test is None:
-            raise LorankError(f"task {cfg.task} has no test split to validate on")
-        groups.setdefault((id(s.clf), split_fingerprint(s.data.test)), []).append(s)
-    out: dict[tuple[int, int], dict[str, float]] = {}
-    with reuse_lower_states():  # the frozen bottom of the encoder, once per test split
-        for members in groups.values():
-            s0 = members[0]
-            keys = [k for k in solutions if k[1] in {s.seed for s in members}]
-            if not keys:
-                continue
-            D = torch.stack([solutions[k].delta() for k in keys], dim=1)
-            inputs = s0.clf.encode(s0.data.test, max_length=cfg.max_length)
-            _, lin = predict_linearized(s0.clf, inputs, blocks, D)
-            labels = torch.as_tensor(np.array(s0.data.test.labels, dtype=np.int64),
-                                     device=lin.device)
-            for k, v in zip(keys, metrics_dict(names, lin, labels), strict=True):
-                out[k] = v
-    return out
-
-
 def run_predict(cfg: PredictConfig) -> PredictResult:
     """Load features (cache) for every seed, predict, and optionally validate on test."""
-    from lorank.linearized.experiment import SweepConfig, load_seeds, selection_metric
-
     t0 = time.perf_counter()
-    sweep = SweepConfig(task=cfg.task, model=cfg.model, head=cfg.head, adapter=cfg.adapter,
-                        seeds=cfg.seeds, k=cfg.k,
-                        max_length=cfg.max_length, dtype=cfg.dtype, data_dir=cfg.data_dir,
-                        use_cache=cfg.use_cache, test_max=cfg.test_max)
-    seeds = load_seeds(sweep)
+    seeds = cfg.load_seeds(test_max=cfg.test_max)
     t_feat = time.perf_counter() - t0
     task = seeds[0].data.task
     metric = selection_metric(task)
@@ -339,7 +292,11 @@ def run_predict(cfg: PredictConfig) -> PredictResult:
     result.seconds["features_s"] = t_feat
     if cfg.validate:
         t0 = time.perf_counter()
-        names = sorted(set(task.metrics) | {"accuracy"})
-        result.test = _test_metrics(seeds, solutions, list(seeds[0].train.blocks), names, cfg)
+        if any(s.data.test is None for s in seeds):
+            raise LorankError(f"task {cfg.task} has no test split to validate on")
+        index = {s.seed: g for g, s in enumerate(seeds)}
+        result.test = stream_test_metrics(
+            seeds, {k: fac.delta() for k, fac in solutions.items()}, lambda k: index[k[1]],
+            sorted(set(task.metrics) | {"accuracy"}), cfg.max_length)[1]
         result.seconds["test_s"] = time.perf_counter() - t0
     return result

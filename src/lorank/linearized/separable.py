@@ -19,23 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
-
-from lorank.linearized.pl_real import ce_separable, numerical_rank
+from lorank.linearized.pl_real import margin_rank
 from lorank.ntk.features import Features
-
-
-def margin_rank(features: Features) -> tuple[int, int]:
-    """(numerical rank, number of rows N(K − 1)) of the margin features D (float64, rank from
-    the eigenvalues of DDᵀ with NumPy's tolerance)."""
-    N, K = features.N, features.K
-    J = features.J.to(torch.float64)
-    labels = [int(y) for y in features.labels]
-    rows = [J[i, labels[i]] - J[i, k] for i in range(N) for k in range(K) if k != labels[i]]
-    if not rows:
-        return 0, 0
-    D = torch.stack(rows)
-    return numerical_rank(torch.linalg.eigvalsh(D @ D.T)), D.shape[0]
 
 
 @dataclass(frozen=True)
@@ -72,10 +57,9 @@ class Separability:
 
 def features_separability(features: Features, seed: int | None = None,
                           source: str = "") -> Separability:
-    """:class:`Separability` of given train features (agrees with ``ce_separable``)."""
+    """:class:`Separability` of given train features (``separable`` as ``ce_separable``)."""
     rank, rows = margin_rank(features)
-    separable = ce_separable(features)
-    return Separability(separable, rank, rows, features.N, features.K, features.P, seed, source)
+    return Separability(rank == rows, rank, rows, features.N, features.K, features.P, seed, source)
 
 
 def check_separable(data, model: str, head: str, targets: Sequence[str] | None = None,

@@ -38,9 +38,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_positive_int
 from lorank.linearized.losses import check_loss
-from lorank.linearized.model import init_factors
+from lorank.linearized.model import init_factors, split_flat
 from lorank.models.lora_shape import scale
 from lorank.ntk.features import Features
 
@@ -134,27 +134,25 @@ def lora_hessian_operator(features: Features, r: int, seed: int, loss: str = "ce
     """
     from scipy.sparse.linalg import LinearOperator
 
-    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-        raise LorankError(f"rank must be a positive integer, got {r!r}")
+    r = check_positive_int("rank", r)
     s = scale(scaling, alpha, r)
     E, H = logit_curvature(features.f0, features.labels, loss)
     N, K = features.N, features.K
     H = H / N
     A, _ = init_factors(features.blocks, r, seed, torch.float64)
-    Ghat, M, sizes = [], [], []
-    for a, (name, G) in zip(A, features.G.items(), strict=True):
+    Ghat, M = [], []
+    for a, G in zip(A, features.G.values(), strict=True):
         G64 = G.to(torch.float64)  # (N, K, m, n)
         Ghat.append(torch.einsum("ikmn,rn->ikmr", G64, a).reshape(N * K, -1))  # (NK, m·r)
         M.append(torch.einsum("ik,ikmn->mn", E / N, G64))
-        sizes.append((a.shape[0], a.shape[1], G.shape[2]))  # (r, n, m)
-        del name
     Gh = torch.cat(Ghat, dim=1)  # (NK, Σ m r)
-    nA = sum(r_ * n for r_, n, _ in sizes)
+    shapes_A, shapes_B = [(r, b.n) for b in features.blocks], [(b.m, r) for b in features.blocks]
+    nA = sum(r * b.n for b in features.blocks)
     dim = nA + Gh.shape[1]
 
     def matvec(v: np.ndarray) -> np.ndarray:
         v = torch.from_numpy(np.asarray(v, dtype=np.float64).reshape(-1))
-        dA, dB = _split(v[:nA], sizes, "A"), _split(v[nA:], sizes, "B")
+        dA, dB = split_flat(v[:nA], shapes_A), split_flat(v[nA:], shapes_B)
         df = s * (Gh @ torch.cat([b.reshape(-1) for b in dB])).reshape(N, K)
         e = torch.einsum("ikl,il->ik", H, df).reshape(-1)
         gB_gn = s * (Gh.T @ e)
@@ -166,15 +164,6 @@ def lora_hessian_operator(features: Features, r: int, seed: int, loss: str = "ce
         return torch.cat([torch.cat([g.reshape(-1) for g in gA]), out_B]).numpy()
 
     return LinearOperator((dim, dim), matvec=matvec, rmatvec=matvec, dtype=np.float64)
-
-
-def _split(v: Tensor, sizes: Sequence[tuple[int, int, int]], which: str) -> list[Tensor]:
-    out, pos = [], 0
-    for r, n, m in sizes:
-        shape = (r, n) if which == "A" else (m, r)
-        out.append(v[pos:pos + shape[0] * shape[1]].reshape(shape))
-        pos += shape[0] * shape[1]
-    return out
 
 
 def lora_kernel_step(features: Features, r: int, seed: int, loss: str = "ce",

@@ -37,7 +37,7 @@ feature set (see docs/benchmarks.md).
 Factored engine. When the features carry per-token factors (the OUTER Jacobian method: G_i =
 Σ_t δ_t x_tᵀ), the same step runs on the factors instead of J
 (:mod:`lorank.linearized.factored`: four GEMMs per matrix and feature group, cost ∝ Σ r · tokens
-instead of N·K·P per configuration; J is never read). ``TrainSettings.engine`` = ``auto``
+instead of N·K·P per configuration; J is never read). ``LinearizedTraining.engine`` = ``auto``
 (default: factored when the factors exist and the multiply-add model says it is cheaper, and
 always for features that hold only their factors),
 ``dense`` or ``factored``; both give the same numbers (tested).
@@ -58,7 +58,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor
 
-from lorank.errors import LorankError
+from lorank import training
+from lorank.errors import LorankError, check_choice, check_positive_ints
 from lorank.linearized.factored import (
     DENSE_WEIGHT,
     GroupLayout,
@@ -67,12 +68,11 @@ from lorank.linearized.factored import (
     prepare,
     step_costs,
 )
-from lorank.linearized.losses import check_loss, loss_and_grad, metric
+from lorank.linearized.losses import loss_and_grad, metric
 from lorank.linearized.model import init_factors
 from lorank.models.lora_shape import AdapterConfig
 from lorank.ntk.features import Block, Features
 
-OPTIMIZERS = ("gd", "sgd", "adam")
 #: The default adapter of :func:`train_linearized`: s = 1 at every rank (Jang et al.'s setting).
 UNIT_SCALE = AdapterConfig()
 ENGINES = ("auto", "dense", "factored")
@@ -89,24 +89,16 @@ class RunSpec:
 
 
 @dataclass(frozen=True)
-class TrainSettings:
-    """Shared settings of a batched linearized-LoRA run.
+class LinearizedTraining(training.TrainSettings):
+    """Settings of a batched linearized-LoRA run: the shared optimisation
+    (:class:`lorank.training.TrainSettings`: steps, loss, optimizer ``gd``/``sgd``/``adam``,
+    weight decay, batch size for sgd/adam, dev checkpoints, metric) and what only this engine has.
 
     Attributes:
-        steps: number of optimiser steps T (checkpoints at 0, eval_every, …, T).
-        loss: ``"ce"`` (cross-entropy over the K logits) or ``"mse"``.
+        steps: number of optimiser steps T (default 1000; checkpoints at 0, eval_every, …, T).
         mse_target: ``"onehot"`` or ``"pm1"`` targets for MSE.
-        weight_decay: λ of the penalty λ/2(‖A‖²+‖B‖²).
-        optimizer: ``"gd"``, ``"sgd"`` or ``"adam"``.
-        batch_size: mini-batch size for sgd/adam (None: full batch).
         betas, eps: Adam constants.
-        eval_every: dev evaluation interval (steps).
-        eval_early: also evaluate dev at the geometric steps 1, 2, 3, 4, 6, 8, 12, 16, 24, …
-            below ``eval_every`` (:meth:`eval_steps`): with a learning rate near the kernel step
-            a few-shot model can fit its 32 examples within ten steps, and a checkpoint grid
-            that starts at ``eval_every`` would leave selection only W0 or an over-fitted state.
         log_every: interval of the recorded loss / ‖∇Φ‖² / PL-ratio curves.
-        metric: dev selection metric (``"accuracy"`` or ``"f1"``).
         loss_inf: L_inf in the PL ratio ‖∇Φ‖²/(Φ − L_inf) (0: separable CE / interpolating MSE).
         engine: ``"auto"``, ``"dense"`` (J) or ``"factored"`` (per-token factors; module doc);
             features that hold only their factors (J too big) take ``factored`` under ``auto``
@@ -114,67 +106,18 @@ class TrainSettings:
     """
 
     steps: int = 1000
-    loss: str = "ce"
     mse_target: str = "onehot"
-    weight_decay: float = 0.0
-    optimizer: str = "gd"
-    batch_size: int | None = None
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-    eval_every: int = 50
     log_every: int = 10
-    metric: str = "accuracy"
     loss_inf: float = 0.0
     engine: str = "auto"
-    eval_early: bool = True
 
     def __post_init__(self) -> None:
-        check_loss(self.loss)
-        if self.engine not in ENGINES:
-            raise LorankError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        for name in ("steps", "eval_every", "log_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise LorankError(f"{name} must be a positive integer, got {value!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise LorankError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, "
-                              f"got {self.optimizer!r}")
-        if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
-            raise LorankError(f"weight decay must be >= 0, got {self.weight_decay!r}")
-        if self.batch_size is not None and (not isinstance(self.batch_size, int)
-                                            or self.batch_size < 1):
-            raise LorankError(f"batch size must be a positive integer, got {self.batch_size!r}")
+        super().__post_init__()
+        check_positive_ints(steps=self.steps, log_every=self.log_every)
+        check_choice("engine", self.engine, ENGINES)
 
-    def eval_steps(self) -> frozenset[int]:
-        """Steps at which dev is evaluated: 0, every ``eval_every``, the last step, and (with
-        ``eval_early``) the geometric steps 1, 2, 3, 4, 6, 8, 12, 16, … (2^i and 3·2^(i−1)) below
-        ``eval_every``. The train loss is logged at every one of them."""
-        out = set(range(0, self.steps + 1, self.eval_every)) | {self.steps}
-        if self.eval_early:
-            j = 0
-            while (t := early_step(j)) < min(self.eval_every, self.steps):
-                out.add(t)
-                j += 1
-        return frozenset(out)
-
-
-def is_early_step(step: int) -> bool:
-    """Whether ``step`` is one of the early checkpoints 1, 2, 3, 4, 6, 8, 12, … (2^i or
-    3·2^(i−1))."""
-    if step < 1:
-        return False
-    odd = step
-    while odd % 2 == 0:
-        odd //= 2
-    return odd in (1, 3)
-
-
-def early_step(j: int) -> int:
-    """The j-th early checkpoint: 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, … (≈ 2^(j/2), integers)."""
-    if j == 0:
-        return 1
-    i = (j + 1) // 2
-    return 2 ** i if j % 2 else 3 * 2 ** (i - 1)
 
 
 @dataclass
@@ -238,7 +181,7 @@ class _Bucket:
     """
 
     def __init__(self, idx: list[int], runs: Sequence[RunSpec], blocks: Sequence[Block],
-                 settings: TrainSettings, adapter: AdapterConfig, dtype: torch.dtype,
+                 settings: LinearizedTraining, adapter: AdapterConfig, dtype: torch.dtype,
                  device: torch.device) -> None:
         self.idx = idx
         self.r = runs[idx[0]].rank
@@ -257,11 +200,6 @@ class _Bucket:
         if settings.optimizer == "adam":
             zeros = [torch.zeros_like(p) for p in (*self.A, *self.B)]
             self.adam = (zeros, [z.clone() for z in zeros])
-
-    def delta(self) -> Tensor:
-        """D rows of this bucket: (C_b, P) (a new tensor; the training loop uses delta_into)."""
-        return torch.cat([(self.s * torch.bmm(b, a)).flatten(1)
-                          for a, b in zip(self.A, self.B, strict=True)], dim=1)
 
     def delta_into(self, out: Tensor, offsets: list[tuple[int, int]]) -> None:
         """Write vec(s·B_ℓ A_ℓ) of every row into ``out`` (C_b, P) in place (no temporaries)."""
@@ -285,7 +223,7 @@ class _Bucket:
             gB.append(self.s * torch.bmm(Ml, a.transpose(1, 2)) + wd * b)
         return gA + gB
 
-    def step(self, grads: list[Tensor], alive: Tensor, settings: TrainSettings, t: int,
+    def step(self, grads: list[Tensor], alive: Tensor, settings: LinearizedTraining, t: int,
              all_alive: bool = False) -> None:
         """One optimiser step of the live rows (``all_alive`` skips the masking)."""
         live = alive[:, None, None]
@@ -354,7 +292,7 @@ def _minibatch_weights(gens: list[torch.Generator], N: int, b: int, like: Tensor
 def train_linearized(
     train: Sequence[Features],
     runs: Sequence[RunSpec],
-    settings: TrainSettings = TrainSettings(),
+    settings: LinearizedTraining = LinearizedTraining(),
     dev: Sequence[Features] | None = None,
     progress: Callable[[int], None] | None = None,
     *,
@@ -365,7 +303,7 @@ def train_linearized(
     Args:
         train: one Features per group (data split); run.group indexes this list.
         runs: the configurations (rank, init seed, lr, group).
-        settings: shared :class:`TrainSettings`.
+        settings: shared :class:`LinearizedTraining`.
         dev: dev Features per group for checkpoint selection (None: the best checkpoint is the
             final one).
         progress: called with the number of finished steps.
@@ -405,8 +343,8 @@ def train_linearized(
 
 
 def _choose_engine(train: Sequence[Features], runs: Sequence[RunSpec],
-                   settings: TrainSettings, dev: Sequence[Features] | None = None) -> bool:
-    """True for the factored engine (see ``TrainSettings.engine`` and the module doc). Features
+                   settings: LinearizedTraining, dev: Sequence[Features] | None = None) -> bool:
+    """True for the factored engine (see ``LinearizedTraining.engine`` and the module doc). Features
     that hold only their token factors (J above ``DENSE_J_MAX_MB``, train or dev) take the
     factored engine under ``auto`` and refuse ``dense``, which would build J."""
     have = all(f.factors is not None for f in train)
@@ -431,7 +369,7 @@ def _choose_engine(train: Sequence[Features], runs: Sequence[RunSpec],
     return factored < DENSE_WEIGHT * dense
 
 
-def _buckets(runs: Sequence[RunSpec], blocks: list[Block], settings: TrainSettings,
+def _buckets(runs: Sequence[RunSpec], blocks: list[Block], settings: LinearizedTraining,
              adapter: AdapterConfig, dtype: torch.dtype, device: torch.device
              ) -> list[_Bucket]:
     """One bucket per (group, rank), in (group, rank) order; rows in run order within one."""
@@ -473,7 +411,7 @@ class _State:
         self.prepared: dict[tuple[int, int], list] = {}  # (id(features), group) -> Prepared
         self.contrast = contrast  # CE is shift-invariant: K - 1 contrasts (factored.py)
         self.alive = torch.ones(C, dtype=torch.bool, device=device)
-        self.evals: frozenset[int] = frozenset()  # dev evaluation steps (TrainSettings)
+        self.evals: frozenset[int] = frozenset()  # dev evaluation steps (LinearizedTraining)
         # best (dev metric, −dev loss) so far: the loss breaks ties on the metric (selection.py)
         self.best_dev: list[tuple[float, float]] = [(-math.inf, -math.inf)] * C
         self.gens = [torch.Generator().manual_seed(runs[c].seed * 1_000_003 + runs[c].rank)
@@ -506,8 +444,8 @@ def _forward(feats: Sequence[Features], D: Tensor, state: _State) -> dict[int, T
         feats[g].N, feats[g].K, -1) for g, (lo, hi) in state.ranges.items()}
 
 
-def _outputs(feats: Sequence[Features], state: _State, blocks: list[Block],
-             save: bool = False) -> dict[int, Tensor]:
+def _outputs(feats: Sequence[Features], state: _State, save: bool = False
+             ) -> dict[int, Tensor]:
     """f_lin of every configuration per group, by the state's engine (``save`` keeps the
     factored engine's intermediates for this step's gradients)."""
     if not state.factored:  # dev evaluation reuses the D of this step's training forward
@@ -526,11 +464,11 @@ def _outputs(feats: Sequence[Features], state: _State, blocks: list[Block],
 
 
 def _step(t: int, train: Sequence[Features], dev: Sequence[Features] | None, state: _State,
-          blocks: list[Block], settings: TrainSettings, trajs: list[Trajectory]) -> None:
+          blocks: list[Block], settings: LinearizedTraining, trajs: list[Trajectory]) -> None:
     """Evaluate every configuration at θ_t (loss, dev, logs), then update unless t = T."""
     buckets, order = state.buckets, state.order
     C = len(order)
-    outs = _outputs(train, state, blocks, save=True)
+    outs = _outputs(train, state, save=True)
     L = buckets[0].A[0].new_empty(C)
     E = {}
     for g, (lo, hi) in state.ranges.items():
@@ -549,7 +487,7 @@ def _step(t: int, train: Sequence[Features], dev: Sequence[Features] | None, sta
     live = state.alive
     eval_now = t in state.evals
     if dev is not None and eval_now:
-        _evaluate_dev(t, dev, state, blocks, trajs, settings)
+        _evaluate_dev(t, dev, state, trajs, settings)
     elif dev is None and t == settings.steps:
         for b, rows in zip(buckets, state.split(live), strict=True):
             b.keep_best(rows)
@@ -605,7 +543,7 @@ def _grads(train: Sequence[Features], E: dict[int, Tensor], state: _State,
 
 
 def _log(t: int, order: list[int], L: Tensor, obj: Tensor, grads: list[list[Tensor]],
-         live: Tensor, settings: TrainSettings, trajs: list[Trajectory]) -> None:
+         live: Tensor, settings: LinearizedTraining, trajs: list[Trajectory]) -> None:
     g2 = torch.cat([sum(g.square().flatten(1).sum(1) for g in gs) for gs in grads]).tolist()
     Ls, objs, lives = L.tolist(), obj.tolist(), live.tolist()
     for i, c in enumerate(order):
@@ -618,12 +556,12 @@ def _log(t: int, order: list[int], L: Tensor, obj: Tensor, grads: list[list[Tens
         tr.pl_ratio.append(g2[i] / gap if ok and gap > 0 else float("nan"))
 
 
-def _evaluate_dev(t: int, dev: Sequence[Features], state: _State, blocks: list[Block],
-                  trajs: list[Trajectory], settings: TrainSettings) -> None:
+def _evaluate_dev(t: int, dev: Sequence[Features], state: _State, trajs: list[Trajectory],
+                  settings: LinearizedTraining) -> None:
     order, live = state.order, state.alive.tolist()
     value = [float("nan")] * len(order)
     dloss = [float("nan")] * len(order)
-    for g, out in _outputs(dev, state, blocks).items():
+    for g, out in _outputs(dev, state).items():
         v = metric(settings.metric, out, dev[g].labels).tolist()
         dl, _ = loss_and_grad(out, dev[g].labels, settings.loss, mse_target=settings.mse_target)
         dl = dl.tolist()

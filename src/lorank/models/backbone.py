@@ -60,17 +60,15 @@ class Backbone:
               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Token embeddings h_0: (B, T) ids -> (B, T, H)."""
         emb = self.model.embeddings
-        if self.model_type in BERT_LIKE:
-            if token_type_ids is None:
-                token_type_ids = torch.zeros_like(input_ids)
-            h = emb(input_ids=input_ids, token_type_ids=token_type_ids)
-            if hasattr(self.model, "embeddings_project"):
-                h = self.model.embeddings_project(h)
-            return h
         if self.model_type == "mpnet":
             return emb(input_ids=input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
+        if self.model_type in BERT_LIKE:
+            h = emb(input_ids=input_ids, token_type_ids=token_type_ids)
+            if hasattr(self.model, "embeddings_project"):
+                h = self.model.embeddings_project(h)
+            return h
         return emb(input_ids=input_ids, token_type_ids=token_type_ids, mask=attention_mask)
 
     def context(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
@@ -97,12 +95,10 @@ class Backbone:
         else:
             out = layer(hidden, ctx["mask"], relative_pos=ctx["relative_pos"],
                         rel_embeddings=ctx["rel_embeddings"])
-            out = out[0] if isinstance(out, tuple) else out
-            conv = self.model.encoder.conv
-            if i == 0 and conv is not None:
-                out = conv(hidden, out, ctx["input_mask"])
-            return out
-        return out[0] if isinstance(out, tuple) else out
+        out = out[0] if isinstance(out, tuple) else out
+        if i == 0 and self.model_type == "deberta-v2" and self.model.encoder.conv is not None:
+            out = self.model.encoder.conv(hidden, out, ctx["input_mask"])  # after block 0
+        return out
 
     def run(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int,
             stop: int) -> torch.Tensor:

@@ -52,7 +52,7 @@ def split_texts(data: Any) -> tuple[list[str], list[str] | None]:
 
 class Classifier(nn.Module):
     """Base class: encoder towers + a frozen head producing K logits. Subclasses set ``head``,
-    ``towers`` and implement :meth:`tower_texts` and :meth:`head_logits`."""
+    ``towers`` and implement :meth:`head_logits`."""
 
     head: str = ""
     towers: tuple[str, ...] = ("",)
@@ -83,8 +83,11 @@ class Classifier(nn.Module):
     # ----- inputs -------------------------------------------------------------------------
     def tower_texts(self, text_a: list[str], text_b: list[str] | None
                     ) -> dict[str, tuple[list[str], list[str] | None]]:
-        """Texts each tower tokenizes: prefix -> (first texts, second texts or None)."""
-        raise NotImplementedError
+        """Texts each tower tokenizes: prefix -> (first texts, second texts or None). One tower
+        encodes a pair jointly (the tokenizer's pair encoding), two towers one text each."""
+        if self.towers == ("",):
+            return {"": (text_a, text_b)}
+        return {"a_": (text_a, None), "b_": (text_b, None)}
 
     def tokenize(self, first: list[str], second: list[str] | None, max_length: int,
                  prefix: str = "") -> dict[str, torch.Tensor]:
@@ -97,16 +100,22 @@ class Classifier(nn.Module):
             out[f"{prefix}token_type_ids"] = enc["token_type_ids"]
         return out
 
-    def encode(self, data: Any, max_length: int = 128) -> dict[str, torch.Tensor]:
-        """Tokenize a Split / list of texts / list of pairs into the input dict (batch first)."""
-        if not isinstance(max_length, int) or max_length < 8:
-            raise LorankError(f"max_length must be an integer >= 8, got {max_length!r}")
+    def _split(self, data: Any) -> tuple[list[str], list[str] | None]:
+        """(text_a, text_b | None) of ``data`` (:func:`split_texts`): LorankError when it has no
+        rows or not the one or two texts per row the task has."""
         text_a, text_b = split_texts(data)
         if not text_a:
             raise LorankError("nothing to encode: the input has no rows")
         if bool(getattr(self.task, "is_pair", False)) != (text_b is not None):
             kind = "two texts per row" if self.task.is_pair else "one text per row"
             raise LorankError(f"task {self.task.name} expects {kind}")
+        return text_a, text_b
+
+    def encode(self, data: Any, max_length: int = 128) -> dict[str, torch.Tensor]:
+        """Tokenize a Split / list of texts / list of pairs into the input dict (batch first)."""
+        if not isinstance(max_length, int) or max_length < 8:
+            raise LorankError(f"max_length must be an integer >= 8, got {max_length!r}")
+        text_a, text_b = self._split(data)
         out: dict[str, torch.Tensor] = {}
         for prefix, (first, second) in self.tower_texts(text_a, text_b).items():
             out.update(self.tokenize(first, second, max_length, prefix))

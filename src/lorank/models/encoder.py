@@ -47,11 +47,6 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _offline() -> bool:
-    """Offline mode, or no network to the hub (:func:`lorank.models.bundled.hub_unreachable`)."""
-    return hub_unreachable() is not None
-
-
 def _from_pretrained(loader: Any, path: str, name: str, what: str, **kwargs: Any) -> Any:
     """``loader.from_pretrained`` offline first, then from the hub (unless offline / local)."""
     try:
@@ -59,7 +54,7 @@ def _from_pretrained(loader: Any, path: str, name: str, what: str, **kwargs: Any
                                       **kwargs)
     except (OSError, ValueError) as exc:
         local_exc = exc
-    if Path(path).exists() or name in BUNDLED or _offline():
+    if Path(path).exists() or name in BUNDLED or hub_unreachable() is not None:
         raise LorankError(
             f"{what} of {name!r} could not be loaded offline ({_first_line(local_exc)}); pass a "
             "local folder holding config.json, safetensors weights and tokenizer files, a bundled "
@@ -70,14 +65,6 @@ def _from_pretrained(loader: Any, path: str, name: str, what: str, **kwargs: Any
         raise LorankError(
             f"{what} of {name!r} could not be loaded ({_first_line(exc)}); pass a local folder "
             "or a bundled name (minilm, mpnet)") from None
-
-
-def load_tokenizer(name_or_path: str) -> Any:
-    """The (fast) tokenizer of a model, offline-first."""
-    from transformers import AutoTokenizer
-
-    path = resolve_model_path(name_or_path)
-    return _from_pretrained(AutoTokenizer, path, name_or_path, "tokenizer")
 
 
 def load_encoder(name_or_path: str, dtype: torch.dtype = torch.float32,
@@ -92,7 +79,7 @@ def load_encoder(name_or_path: str, dtype: torch.dtype = torch.float32,
     Raises LorankError (one line) for unknown models (offline: saying how to provide one) and
     unsupported architectures.
     """
-    from transformers import AutoModel
+    from transformers import AutoModel, AutoTokenizer
 
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise LorankError(f"dtype must be a floating torch dtype, got {dtype!r}")
@@ -102,6 +89,6 @@ def load_encoder(name_or_path: str, dtype: torch.dtype = torch.float32,
     model = _from_pretrained(AutoModel, path, name_or_path, "weights", config=config,
                              use_safetensors=True, attn_implementation="eager", dtype=dtype)
     model = model.to(device=device, dtype=dtype).eval()
-    tokenizer = load_tokenizer(name_or_path)
+    tokenizer = _from_pretrained(AutoTokenizer, path, name_or_path, "tokenizer")  # a fast one
     return Encoder(model=model, tokenizer=tokenizer, config=config, spec=spec,
                    name=name_or_path, path=path)

@@ -27,14 +27,6 @@ HEADS = ("verbalizer", "prompt", "probe", "pair")
 FITTED_HEADS = ("probe", "pair")
 
 
-def _task(task: Any) -> Any:
-    if isinstance(task, str):
-        from lorank.data.tasks import get_task
-
-        return get_task(task)
-    return task
-
-
 def build_classifier(enc: Encoder, task: Any, head: str = "verbalizer", train: Any = None,
                      dev: Any = None, **head_kw: Any) -> Classifier:
     """Build a classifier with K = task.K logits.
@@ -51,13 +43,13 @@ def build_classifier(enc: Encoder, task: Any, head: str = "verbalizer", train: A
     from lorank.models.heads import PairClassifier, ProbeClassifier, VerbalizerClassifier
     from lorank.models.prompt import PromptClassifier
 
-    task = _task(task)
+    if isinstance(task, str):
+        from lorank.data.tasks import get_task
+
+        task = get_task(task)
     if head not in HEADS:
         raise LorankError(f"unknown head {head!r}; choose from: {', '.join(HEADS)}")
     fit_kw = {k: head_kw.pop(k) for k in ("C_grid",) if k in head_kw}
-    if head in FITTED_HEADS and train is None:
-        raise LorankError(f"the {head} head is fitted on the k-shot train split: pass train "
-                          "(and dev to choose its regularisation)")
     cls = {"verbalizer": VerbalizerClassifier, "prompt": PromptClassifier,
            "probe": ProbeClassifier, "pair": PairClassifier}[head]
     allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_number
 from lorank.models.backbone import normalize
 from lorank.models.classifier import Classifier
 from lorank.models.encoder import Encoder
@@ -79,9 +79,7 @@ class VerbalizerClassifier(LinearFeatureClassifier):
     def __init__(self, enc: Encoder, task: Any, tau: float = 0.05,
                  descriptions: tuple[str, ...] | None = None) -> None:
         super().__init__(enc, task)
-        if not (isinstance(tau, int | float) and tau > 0):
-            raise LorankError(f"tau must be a positive number, got {tau!r}")
-        self.tau = float(tau)
+        self.tau = check_number("tau", tau, low=0)
         self.descriptions = tuple(descriptions or task.label_descriptions)
         if len(self.descriptions) != self.K:
             raise LorankError(f"need one label description per class ({self.K})")
@@ -91,10 +89,6 @@ class VerbalizerClassifier(LinearFeatureClassifier):
             E = self.pooled(self.run_layers(state, 0, self.num_layers))
         self.register_buffer("label_embeddings", E.clone())
         self.set_linear(E / self.tau, torch.zeros(self.K))
-
-    def tower_texts(self, text_a: list[str], text_b: list[str] | None
-                    ) -> dict[str, tuple[list[str], list[str] | None]]:
-        return {"": (text_a, text_b)}
 
     def features(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.pooled(state)
@@ -145,12 +139,6 @@ class ProbeClassifier(FittedClassifier):
         super().__init__(enc, task)
         self.towers = ("a_", "b_") if task.is_pair else ("",)
 
-    def tower_texts(self, text_a: list[str], text_b: list[str] | None
-                    ) -> dict[str, tuple[list[str], list[str] | None]]:
-        if text_b is None:
-            return {"": (text_a, None)}
-        return {"a_": (text_a, None), "b_": (text_b, None)}
-
     def features(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.towers == ("",):
             return self.pooled(state)
@@ -200,10 +188,6 @@ class PairClassifier(FittedClassifier):
             raise LorankError(f"pair features must be among {', '.join(PAIR_FEATURES)}, "
                               f"got {list(features)}")
         self.pair_features = features
-
-    def tower_texts(self, text_a: list[str], text_b: list[str] | None
-                    ) -> dict[str, tuple[list[str], list[str] | None]]:
-        return {"a_": (text_a, None), "b_": (text_b, None)}
 
     def features(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
         cols = []

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from lorank.errors import LorankError, parse_choice
+from lorank.errors import LorankError, check_choice, check_number, parse_choice
 
 #: How A is initialised (B = 0 always, so f(W0 + ΔW) = f(W0) at init): ``fan_in`` A ~ N(0, 1/n)
 #: (the linearized engine's and Jang et al.'s), ``gaussian`` A ~ N(0, 1/r²) (peft),
@@ -57,8 +57,7 @@ def scale(scaling: str | Scaling, alpha: float | None, r: int) -> float:
     kind = Scaling.parse(scaling)
     if kind is Scaling.NONE or alpha is None:
         return 1.0
-    if not math.isfinite(alpha) or alpha <= 0:
-        raise LorankError(f"alpha must be a positive number, got {alpha!r}")
+    check_number("alpha", alpha, low=0)
     return alpha / r if kind is Scaling.LORA else alpha / math.sqrt(r)
 
 
@@ -120,14 +119,11 @@ class AdapterConfig:
         if len(set(ranks)) != len(ranks):
             raise LorankError(f"ranks must be distinct, got {list(ranks)}")
         object.__setattr__(self, "ranks", ranks)
-        if self.alpha is not None and (isinstance(self.alpha, bool) or not isinstance(
-                self.alpha, int | float) or not math.isfinite(self.alpha) or self.alpha <= 0):
-            raise LorankError(f"alpha must be a positive number, got {self.alpha!r}")
+        if self.alpha is not None:
+            check_number("alpha", self.alpha, low=0)
         object.__setattr__(self, "scaling", Scaling.parse(self.scaling).value)
-        if self.init not in INITS:
-            raise LorankError(f"init must be one of {', '.join(INITS)}; got {self.init!r}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float) or not (
-                0.0 <= self.dropout < 1.0):
+        check_choice("init", self.init, INITS)
+        if not check_number("dropout", self.dropout, low=0, strict=False) < 1.0:
             raise LorankError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.targets is not None:
             targets = tuple(str(t).strip() for t in self.targets if str(t).strip())

@@ -73,10 +73,6 @@ class PromptClassifier(Classifier):
         ids = label_word_ids(self.tokenizer, self.label_words)
         self.register_buffer("label_ids", torch.tensor(ids, dtype=torch.long, device=self.device))
 
-    def tower_texts(self, text_a: list[str], text_b: list[str] | None
-                    ) -> dict[str, tuple[list[str], list[str] | None]]:
-        raise NotImplementedError  # encode() is overridden
-
     def _render(self, a: str, b: str | None, max_length: int) -> str:
         """Template text; the longer text loses words until the tokenized prompt fits."""
         mask = self.tokenizer.mask_token
@@ -96,14 +92,7 @@ class PromptClassifier(Classifier):
                 b = " ".join(wb[:cut])
 
     def encode(self, data: Any, max_length: int = 128) -> dict[str, torch.Tensor]:
-        from lorank.models.classifier import split_texts
-
-        text_a, text_b = split_texts(data)
-        if not text_a:
-            raise LorankError("nothing to encode: the input has no rows")
-        if self.task.is_pair != (text_b is not None):
-            raise LorankError(f"task {self.task.name} expects "
-                              f"{'two texts' if self.task.is_pair else 'one text'} per row")
+        text_a, text_b = self._split(data)
         rows = [self._render(a, None if text_b is None else text_b[i], max_length)
                 for i, a in enumerate(text_a)]
         out = self.tokenize(rows, None, max_length)

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lorank.atomic import atomic_dir
-from lorank.errors import LorankError
-from lorank.models.arch import ARCHITECTURES
+from lorank.errors import check_choice
 
 TINY_ARCHS = ("bert", "roberta", "deberta-v2", "electra", "mpnet")
 
@@ -52,8 +51,7 @@ def tiny_config(model_type: str, vocab_size: int, **overrides: Any) -> Any:
     """A 2-layer, hidden-32 config of ``model_type`` (one of :data:`TINY_ARCHS`)."""
     from transformers import AutoConfig
 
-    if model_type not in TINY_ARCHS:
-        raise LorankError(f"no tiny config for {model_type!r}; choose from {', '.join(TINY_ARCHS)}")
+    check_choice("model_type", model_type, TINY_ARCHS)
     kwargs: dict[str, Any] = dict(
         vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=37, max_position_embeddings=130, pad_token_id=0,
@@ -77,7 +75,6 @@ def build_tiny_model(model_type: str, folder: str | os.PathLike, seed: int = 0) 
     import torch
     from transformers import AutoModelForMaskedLM
 
-    assert model_type in ARCHITECTURES
     tokenizer = tiny_tokenizer()
     config = tiny_config(model_type, vocab_size=len(tokenizer))
     torch.manual_seed(seed)

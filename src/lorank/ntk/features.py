@@ -304,7 +304,7 @@ def compute_features(
     parts: dict[str, list[TokenFactors]] | None = {b.name: [] for b in blocks}
     for part in jacobian_chunks(clf, inputs, params, start_layer=start, method=method,
                                 chunk_size=chunk):
-        rows = part.rows
+        rows = part.index
         if part.factors is None:
             parts = None
         if parts is None or dense:  # with factors, J only when it is not too big
@@ -319,9 +319,8 @@ def compute_features(
         if parts is not None:
             for b in blocks:
                 fac = part.factors[b.name]
-                ex = (fac.ex + part.start if part.index is None
-                      else part.index.to(fac.ex.device)[fac.ex])
-                parts[b.name].append(TokenFactors(ex, fac.X, fac.Delta))
+                parts[b.name].append(TokenFactors(rows.to(fac.ex.device)[fac.ex], fac.X,
+                                                  fac.Delta))
     if J is None and parts is None:  # no examples at all
         J = torch.empty(N, K, P, dtype=ref.dtype, device=ref.device)
     factors = None if parts is None else {k: _by_example(concat_factors(v))

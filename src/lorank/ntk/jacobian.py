@@ -43,8 +43,7 @@ intermediates of b·K cotangents; :func:`chunk_size_for_budget` chooses b from a
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -53,7 +52,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
-from lorank.errors import LorankError, parse_choice
+from lorank.errors import LorankError, check_number, check_positive_int, parse_choice
 
 #: Default multiplier on K·P·itemsize per example for reverse-pass intermediates (measured on
 #: MiniLM: peak/Jacobian bytes ≈ 2-3 for one layer, higher when many layers are differentiated).
@@ -129,21 +128,17 @@ def concat_factors(parts: Sequence[TokenFactors]) -> TokenFactors:
 
 @dataclass(frozen=True)
 class JacobianChunk:
-    """Jacobians of the examples ``index`` (b,) (rows of the caller's inputs): ``G[name]``
-    (b, K, m, n) and ``f0`` (b, K); ``factors[name]`` (example indices relative to the chunk)
-    when the method yields them. ``stop`` counts the examples done so far (progress)."""
+    """Jacobians of the examples ``index`` (b,) (rows of the caller's inputs, where the chunk's
+    examples go in arrays over them): ``G[name]`` (b, K, m, n) and ``f0`` (b, K);
+    ``factors[name]`` (example indices relative to the chunk) when the method yields them.
+    ``start`` and ``stop`` count the examples done before and after this chunk (progress)."""
 
     start: int
     stop: int
+    index: Tensor
     G: dict[str, Tensor]
     f0: Tensor
     factors: dict[str, TokenFactors] | None = None
-    index: Tensor | None = None
-
-    @property
-    def rows(self) -> Tensor | slice:
-        """Where the chunk's examples go in arrays over the caller's inputs."""
-        return slice(self.start, self.stop) if self.index is None else self.index
 
 
 class OuterNotApplicable(LorankError):
@@ -158,9 +153,10 @@ def batch_size_of(inputs: Mapping[str, Any]) -> int:
     return sizes.pop()
 
 
-def slice_inputs(inputs: Mapping[str, Any], start: int, stop: int) -> dict[str, Any]:
-    """Rows [start, stop) of every tensor in an ``encode``/``lower`` dict (others unchanged)."""
-    return {k: (v[start:stop] if isinstance(v, Tensor) else v) for k, v in inputs.items()}
+def map_tensors(inputs: Mapping[str, Any], fn: Callable[[Tensor], Tensor]) -> dict[str, Any]:
+    """``fn`` applied to every tensor of an ``encode``/``lower`` dict (e.g. rows of a chunk, a
+    move to a device); other entries unchanged."""
+    return {k: (fn(v) if isinstance(v, Tensor) else v) for k, v in inputs.items()}
 
 
 def length_chunks(clf: nn.Module, inputs: Mapping[str, Any], chunk_size: int
@@ -177,12 +173,7 @@ def length_chunks(clf: nn.Module, inputs: Mapping[str, Any], chunk_size: int
         order, trim = torch.arange(N), (lambda batch: batch)
     for lo in range(0, N, chunk_size):
         index = order[lo:lo + chunk_size]
-        yield index, trim({k: (v[index] if isinstance(v, Tensor) else v)
-                           for k, v in inputs.items()})
-
-
-def _to_device(inputs: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in inputs.items()}
+        yield index, trim(map_tensors(inputs, lambda v, index=index: v[index]))
 
 
 def chunk_size_for_budget(K: int, P: int, itemsize: int, memory_budget_mb: float,
@@ -193,15 +184,15 @@ def chunk_size_for_budget(K: int, P: int, itemsize: int, memory_budget_mb: float
     ``overhead`` for reverse-pass intermediates and the copy made when a chunk is stored).
     Returns max(1, floor(budget / bytes per example)).
     """
-    if not memory_budget_mb or memory_budget_mb <= 0 or not math.isfinite(memory_budget_mb):
-        raise LorankError(
-            f"memory budget must be a positive number of MB, got {memory_budget_mb!r}")
+    check_number("memory budget (MB)", memory_budget_mb, low=0)
     per_example = K * P * itemsize * overhead
     return max(1, int(memory_budget_mb * 2**20 // per_example))
 
 
-class _UpperCall(nn.Module):
-    """``forward(state) = clf.upper(state, start)`` so that ``functional_call`` can drive it."""
+class UpperCall(nn.Module):
+    """``forward(state) = clf.upper(state, start)``: the differentiated part of the classifier
+    above the frozen layers [0, start) as a module, so that ``functional_call`` can swap its
+    weights (named ``clf.<parameter>``)."""
 
     def __init__(self, clf: nn.Module, start: int) -> None:
         super().__init__()
@@ -212,16 +203,11 @@ class _UpperCall(nn.Module):
         return self.clf.upper(state, self.start)
 
 
-def _split_tensors(batch: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    tensors = {k: v for k, v in batch.items() if isinstance(v, Tensor)}
-    others = {k: v for k, v in batch.items() if not isinstance(v, Tensor)}
-    return tensors, others
-
-
 def _vmap_jacobian(module: nn.Module, prefix: str, params: dict[str, Tensor],
                    batch: Mapping[str, Any]) -> tuple[dict[str, Tensor], Tensor]:
     """vmap over examples of jacrev over params of ``module(batch_of_one)[0]`` -> (K,)."""
-    tensors, others = _split_tensors(batch)
+    tensors = {k: v for k, v in batch.items() if isinstance(v, Tensor)}
+    others = {k: v for k, v in batch.items() if not isinstance(v, Tensor)}
     full = {prefix + k: v for k, v in params.items()}
 
     def single(p: dict[str, Tensor], example: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -242,7 +228,7 @@ def _loop_jacobian(clf: nn.Module, params: dict[str, Tensor],
     outs = []
     for i in range(b):
         with torch.enable_grad():
-            out = functional_call(clf, leaves, (slice_inputs(batch, i, i + 1),))[0]
+            out = functional_call(clf, leaves, (map_tensors(batch, lambda v, i=i: v[i:i + 1]),))[0]
             grads = [torch.autograd.grad(out[k], list(leaves.values()), retain_graph=True)
                      for k in range(out.shape[0])]
         rows.append({name: torch.stack([g[j] for g in grads])
@@ -329,7 +315,7 @@ def _one_chunk(clf: nn.Module, W0: dict[str, Tensor], batch: dict[str, Any],
         return (*_vmap_jacobian(clf, "", W0, batch), None)
     with torch.no_grad():
         state = clf.lower(batch, start)
-    return (*_vmap_jacobian(_UpperCall(clf, start), "clf.", W0, state), None)
+    return (*_vmap_jacobian(UpperCall(clf, start), "clf.", W0, state), None)
 
 
 def jacobian_chunks(
@@ -354,18 +340,17 @@ def jacobian_chunks(
     Yields:
         :class:`JacobianChunk` with ``G[name]`` of shape (b, K, m, n) and ``f0`` of shape (b, K),
         detached, in the dtype and on the device of the classifier, for the examples
-        ``chunk.rows``: chunks follow the examples' lengths (:func:`length_chunks`), not their
+        ``chunk.index``: chunks follow the examples' lengths (:func:`length_chunks`), not their
         order.
     """
     method = JacobianMethod.parse(method)
-    if chunk_size < 1:
-        raise LorankError(f"chunk size must be >= 1, got {chunk_size}")
+    check_positive_int("chunk size", chunk_size)
     device = next(clf.parameters()).device
     W0 = {k: v.detach() for k, v in params.items()}
     lo = 0
     for index, rows in length_chunks(clf, inputs, chunk_size):
         hi = lo + len(index)
-        batch = _to_device(rows, device)
+        batch = map_tensors(rows, lambda v: v.to(device))
         if method is JacobianMethod.AUTO:
             try:
                 G, f0, factors = _outer_jacobian(clf, W0, batch, start_layer)
@@ -375,6 +360,6 @@ def jacobian_chunks(
                 G, f0, factors = _one_chunk(clf, W0, batch, method, start_layer)
         else:
             G, f0, factors = _one_chunk(clf, W0, batch, method, start_layer)
-        yield JacobianChunk(lo, hi, {k: v.detach() for k, v in G.items()}, f0.detach(), factors,
-                            index.to(device))
+        yield JacobianChunk(lo, hi, index.to(device), {k: v.detach() for k, v in G.items()},
+                            f0.detach(), factors)
         lo = hi

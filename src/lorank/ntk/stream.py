@@ -32,17 +32,35 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_choice
 from lorank.ntk.features import Block, block_offsets
 from lorank.ntk.jacobian import (
     DEFAULT_OVERHEAD,
     JacobianMethod,
+    UpperCall,
     batch_size_of,
     chunk_size_for_budget,
     jacobian_chunks,
     length_chunks,
     lowest_layer,
 )
+
+
+def adapted_weights(clf: nn.Module, blocks: Sequence[Block], deltas: Tensor
+                    ) -> tuple[list[Tensor], Tensor]:
+    """The weights W0 of ``blocks`` in ``clf`` (block order) and the updates ``deltas`` (P,) or
+    (P, C) as (P, C) in their dtype and on their device; LorankError for a missing parameter or
+    a row count other than P = Σ m n."""
+    params = dict(clf.named_parameters())
+    missing = [b.name for b in blocks if b.name not in params]
+    if missing:
+        raise LorankError(f"classifier has no adapted parameter named {missing[0]!r}")
+    D = deltas[:, None] if deltas.dim() == 1 else deltas
+    P = sum(b.size for b in blocks)
+    if D.shape[0] != P:
+        raise LorankError(f"updates have {D.shape[0]} rows, the adapted matrices P = {P}")
+    weights = [params[b.name] for b in blocks]
+    return weights, D.to(device=weights[0].device, dtype=weights[0].dtype)
 
 
 def stream_linearized_logits(
@@ -66,17 +84,9 @@ def stream_linearized_logits(
         memory_budget_mb: bound on one chunk's Jacobian work.
         progress: called with the number of examples done after each chunk.
     """
-    params_all = dict(clf.named_parameters())
-    missing = [b.name for b in blocks if b.name not in params_all]
-    if missing:
-        raise LorankError(f"classifier has no adapted parameter named {missing[0]!r}")
-    params = {b.name: params_all[b.name] for b in blocks}
-    P = sum(b.size for b in blocks)
-    D = deltas[:, None] if deltas.dim() == 1 else deltas
-    if D.shape[0] != P:
-        raise LorankError(f"updates have {D.shape[0]} rows, the adapted matrices P = {P}")
-    ref = next(iter(params.values()))
-    D = D.to(device=ref.device, dtype=ref.dtype)
+    weights, D = adapted_weights(clf, blocks, deltas)
+    params = {b.name: w for b, w in zip(blocks, weights, strict=True)}
+    ref, P = weights[0], D.shape[0]
     N, K = batch_size_of(inputs), int(clf.K)
     chunk = chunk_size_for_budget(K, P, ref.element_size(), memory_budget_mb, overhead)
     f0 = torch.empty(N, K, dtype=ref.dtype, device=ref.device)
@@ -85,8 +95,8 @@ def stream_linearized_logits(
     for part in jacobian_chunks(clf, inputs, params, start_layer=start, method=method,
                                 chunk_size=chunk):
         Jc = torch.cat([part.G[b.name].flatten(2) for b in blocks], dim=-1)  # (b, K, P)
-        f0[part.rows] = part.f0
-        out[part.rows] = part.f0[:, :, None] + Jc @ D
+        f0[part.index] = part.f0
+        out[part.index] = part.f0[:, :, None] + Jc @ D
         done = part.stop
         del Jc, part
         if progress is not None:
@@ -113,22 +123,14 @@ def jvp_linearized_logits(
     """
     from torch.func import functional_call, jvp
 
-    wrapper = _Upper(clf, lowest_layer([b.layer for b in blocks]))
-    params_all = dict(clf.named_parameters())
-    missing = [b.name for b in blocks if b.name not in params_all]
-    if missing:
-        raise LorankError(f"classifier has no adapted parameter named {missing[0]!r}")
-    primals = tuple(params_all[b.name].detach() for b in blocks)
-    D = deltas[:, None] if deltas.dim() == 1 else deltas
-    P = sum(b.size for b in blocks)
-    if D.shape[0] != P:
-        raise LorankError(f"updates have {D.shape[0]} rows, the adapted matrices P = {P}")
-    D = D.to(device=primals[0].device, dtype=primals[0].dtype)
+    start = lowest_layer([b.layer for b in blocks])
+    wrapper = UpperCall(clf, start)
+    weights, D = adapted_weights(clf, blocks, deltas)
+    primals = tuple(w.detach() for w in weights)
     tangents = [tuple(D[lo:hi, c].reshape(b.m, b.n)
                       for b, (lo, hi) in zip(blocks, block_offsets(blocks), strict=True))
                 for c in range(D.shape[1])]
     names = [b.name for b in blocks]
-    start = lowest_layer([b.layer for b in blocks])
     N, K = batch_size_of(inputs), int(clf.K)
     f0 = torch.empty(N, K, dtype=D.dtype, device=D.device)
     out = torch.empty(N, K, D.shape[1], dtype=D.dtype, device=D.device)
@@ -152,18 +154,6 @@ def jvp_linearized_logits(
     return f0, (out[:, :, 0] if deltas.dim() == 1 else out)
 
 
-class _Upper(nn.Module):
-    """``clf.upper(state, start)`` as a module, so ``functional_call`` can swap its weights."""
-
-    def __init__(self, clf: nn.Module, start: int) -> None:
-        super().__init__()
-        self.clf = clf
-        self.start = start
-
-    def forward(self, state: dict) -> Tensor:
-        return self.clf.upper(state, self.start)
-
-
 def prefers_jvp(C: int, K: int, method: JacobianMethod | str = JacobianMethod.AUTO) -> bool:
     """The ``auto`` predictor's choice for C columns and K logits (module doc): jvp only when
     the Jacobians come from a vmap method (not ``outer``/``auto``) and C ≤ 2K."""
@@ -184,9 +174,7 @@ def predict_linearized(
 ) -> tuple[Tensor, Tensor]:
     """f0 and f_lin for the columns of ``deltas`` with the predictor ``auto|stream|jvp``
     (see the module docstring); both give the same numbers (tested)."""
-    if predictor not in PREDICTORS:
-        raise LorankError(f"predictor must be one of {', '.join(PREDICTORS)}, "
-                          f"got {predictor!r}")
+    check_choice("predictor", predictor, PREDICTORS)
     C = 1 if deltas.dim() == 1 else int(deltas.shape[1])
     if predictor == "jvp" or (predictor == "auto" and prefers_jvp(C, int(clf.K), method)):
         return jvp_linearized_logits(clf, inputs, blocks, deltas, progress=progress)

@@ -69,10 +69,7 @@ def runs_frame(store_path: str | Path, sweep: str | None = None,
         raise LorankError(f"results store {str(path)!r} not found; run `lorank sweep` or "
                           "`lorank reproduce` first")
     with ResultStore(path, readonly=True) as store:
-        records = store.query(sweep=sweep, status="done")
-    if run_ids is not None:
-        wanted = set(run_ids)
-        records = [r for r in records if r.run_id in wanted]
+        records = store.query(sweep=sweep, status="done", run_ids=run_ids)
     rows = []
     for rec in records:
         row = flatten_record(rec)

@@ -23,8 +23,8 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from lorank.report.stats import t_interval
 from lorank.report.tables import Table, fmt, mean_std
 
 #: A planted rank effect counts as shown when rank s beats rank 1 by more than this (accuracy).
@@ -74,15 +74,10 @@ def _paired(df: pd.DataFrame, metric: str, a: int, b: int) -> np.ndarray:
 
 
 def _ci(d: np.ndarray, level: float) -> tuple[float, float, float]:
-    """Mean and Student-t interval of paired differences (NaN bounds for fewer than 2)."""
+    """Mean and Student-t interval (:func:`~lorank.report.stats.t_interval`) of the finite
+    paired differences (NaN bounds for fewer than 2)."""
     d = d[np.isfinite(d)]
-    if d.size == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(d.mean())
-    if d.size < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
-    return mean, mean - half, mean + half
+    return (float(d.mean()), *t_interval(d, level)) if d.size else (math.nan,) * 3
 
 
 def capacity_section(df: pd.DataFrame) -> tuple[Table, list[str]]:

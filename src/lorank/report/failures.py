@@ -9,6 +9,7 @@ explained, and says how to rerun them.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -24,10 +25,7 @@ def unfinished_runs(store_path: str | Path, sweep: str | None = None,
     """Runs of the store (of ``sweep``; only ``run_ids`` when given) whose status is not
     ``done``, in a stable order (method, task, model, rank, seed). Reads the store read-only."""
     with ResultStore(store_path, readonly=True) as store:
-        records = [r for r in store.query(sweep=sweep) if r.status != "done"]
-    if run_ids is not None:
-        wanted = set(run_ids)
-        records = [r for r in records if r.run_id in wanted]
+        records = [r for r in store.query(sweep=sweep, run_ids=run_ids) if r.status != "done"]
     return sorted(records, key=lambda r: (r.method, str(r.config.get("task")),
                                           str(r.config.get("model")), r.config.get("rank") or 0,
                                           r.config.get("seed") or 0, r.run_id))
@@ -47,9 +45,7 @@ def failures_table(records: Sequence[RunRecord], store: str | Path | None = None
     rows = [[r.method, str(r.config.get("task", "")), str(r.config.get("model", "")),
              str(r.config.get("rank", "")), str(r.config.get("seed", "")), r.status,
              _short(r.error) or "-"] for r in records]
-    counts: dict[str, int] = {}
-    for r in records:
-        counts[r.status] = counts.get(r.status, 0) + 1
+    counts = Counter(r.status for r in records)
     what = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     where = f" --store {store}" if store is not None else ""
     note = (f"{len(records)} runs did not finish ({what}); their cells are missing from the "

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lorank.report.metrics import GROUP
+from lorank.report.metrics import GROUP, LABELS, prepared
 from lorank.report.tables import mean_std
 
 
@@ -54,14 +54,9 @@ def accuracy_vs_rank(df: pd.DataFrame, stem: Path, metric: str = "value") -> lis
     training split). ``df`` carries the columns of :func:`lorank.report.metrics.prepare`."""
     if df.empty:
         return []
-    if "value" not in df:
-        from lorank.report.metrics import prepare
-
-        df = prepare(df)
+    df = prepared(df)
     if metric not in df or df[metric].isna().all():
         return []
-    from lorank.report.metrics import LABELS
-
     tasks = sorted(df["task"].unique())
     fig, axes = _grid(len(tasks))
     for ax, task in zip(axes, tasks, strict=True):

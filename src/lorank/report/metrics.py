@@ -77,10 +77,9 @@ def task_info(task: str, runs: pd.DataFrame | None = None) -> TaskInfo:
 
 def _num(value) -> float:
     try:
-        out = float(value)
+        return float(value)
     except (TypeError, ValueError):
         return math.nan
-    return out
 
 
 def _first(row: pd.Series, *names: str) -> float:
@@ -142,14 +141,18 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
         sel, fin, w0, w0_old, ker = COLUMNS[metric]
         sub["K"] = info.K
         sub["metric"] = metric
-        sub["value"] = [_first(r, sel) for _, r in sub.iterrows()]
-        sub["value_final"] = [_first(r, fin) for _, r in sub.iterrows()]
-        sub["w0"] = [_first(r, w0, w0_old) for _, r in sub.iterrows()]
-        sub["kernel"] = [_first(r, ker) for _, r in sub.iterrows()]
-        sub["acc"] = [_first(r, "test_acc") for _, r in sub.iterrows()]
-        sub["w0_acc"] = [_first(r, "w0_test_acc", "zero_shot_test_acc") for _, r in sub.iterrows()]
-        sub["kernel_acc"] = [_first(r, "kernel_test_acc") for _, r in sub.iterrows()]
-        sub["moved"] = [_moved(r) for _, r in sub.iterrows()]
-        sub["head_fitted"] = [_head_fitted(r) for _, r in sub.iterrows()]
+        rows = [r for _, r in sub.iterrows()]
+        for col, names in {"value": (sel,), "value_final": (fin,), "w0": (w0, w0_old),
+                           "kernel": (ker,), "acc": ("test_acc",),
+                           "w0_acc": ("w0_test_acc", "zero_shot_test_acc"),
+                           "kernel_acc": ("kernel_test_acc",)}.items():
+            sub[col] = [_first(r, *names) for r in rows]
+        sub["moved"] = [_moved(r) for r in rows]
+        sub["head_fitted"] = [_head_fitted(r) for r in rows]
         parts.append(sub)
     return pd.concat(parts).sort_index()
+
+
+def prepared(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs with the report columns of :func:`prepare` (``df`` itself if it has them)."""
+    return df if "value" in df.columns else prepare(df)

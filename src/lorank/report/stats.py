@@ -37,7 +37,7 @@ import numpy as np
 from scipy import stats
 
 from lorank.errors import LorankError
-from lorank.experiments.spec import DEFAULT_MARGIN
+from lorank.experiments.spec import DEFAULT_MARGIN, check_margin
 
 ALPHA = 0.05
 POWER = 0.80
@@ -49,15 +49,6 @@ WORSE = "r = 1 worse"
 INCONCLUSIVE = "inconclusive"
 DID_NOT_TRAIN = "did not train"
 VERDICTS = (EQUIVALENT, BETTER, WORSE, INCONCLUSIVE, DID_NOT_TRAIN)
-
-
-def check_margin(margin: float, what: str = "margin") -> float:
-    """δ as a fraction of the metric: finite and in (0, 1); LorankError otherwise."""
-    if isinstance(margin, bool) or not isinstance(margin, int | float) \
-            or not math.isfinite(margin) or not 0 < margin < 1:
-        raise LorankError(f"{what} must be in (0, 1) (a fraction of the metric: 0.01 = 1 point), "
-                          f"got {margin!r}")
-    return float(margin)
 
 
 def _diffs(d: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from lorank.report.metrics import GROUP, LABELS, prepare
+from lorank.report.metrics import GROUP, LABELS, prepared
 from lorank.report.stats import (
     DEFAULT_MARGIN,
     DID_NOT_TRAIN,
@@ -63,11 +63,6 @@ def fmt(mean: float, std: float | None = None, scale: float = 100.0) -> str:
     return f"{mean * scale:.1f} ± {std * scale:.1f}"
 
 
-def _ensure(df: pd.DataFrame) -> pd.DataFrame:
-    """The runs with the report columns of :func:`lorank.report.metrics.prepare`."""
-    return df if "value" in df.columns else prepare(df)
-
-
 def _pts(x: float) -> str:
     return "-" if not math.isfinite(x) else f"{x * 100:+.1f}"
 
@@ -78,10 +73,6 @@ def _ci(ci: tuple[float, float] | None) -> str:
     if ci is None or not all(math.isfinite(v) for v in ci):
         return "-"
     return f"[{ci[0] * 100:+.2f}, {ci[1] * 100:+.2f}]"
-
-
-def _size(x: float) -> str:
-    return "-" if not math.isfinite(x) else f"{x * 100:.1f}"
 
 
 def paired(sub: pd.DataFrame, rank_a: int, rank_b: int, column: str = "value",
@@ -159,7 +150,7 @@ class RankEffect:
 def rank_effect(sub: pd.DataFrame, margin: float = DEFAULT_MARGIN, column: str = "value",
                 use_moved: bool = True) -> RankEffect:
     """The :class:`RankEffect` of one group (rows of one task × model × method)."""
-    sub = _ensure(sub)
+    sub = prepared(sub)
     first = sub.iloc[0]
     ranks = sorted(int(r) for r in sub["rank"].dropna().unique())
     means, stds = {}, {}
@@ -187,12 +178,9 @@ def rank_effect(sub: pd.DataFrame, margin: float = DEFAULT_MARGIN, column: str =
                       int(moved.sum()), sd, mde(sd, n) if sds else math.inf, margin)
 
 
-def rank_effects(df: pd.DataFrame, margin: float = DEFAULT_MARGIN, column: str = "value",
-                 use_moved: bool = True) -> list[RankEffect]:
+def rank_effects(df: pd.DataFrame, margin: float = DEFAULT_MARGIN) -> list[RankEffect]:
     """:func:`rank_effect` of every task × model × method (sorted)."""
-    df = _ensure(df)
-    return [rank_effect(sub, margin, column, use_moved)
-            for _, sub in df.groupby(GROUP, sort=True)]
+    return [rank_effect(sub, margin) for _, sub in prepared(df).groupby(GROUP, sort=True)]
 
 
 def _w0_header(df: pd.DataFrame) -> tuple[str, str]:
@@ -231,7 +219,7 @@ def by_rank(df: pd.DataFrame, margin: float = DEFAULT_MARGIN, column: str = "val
     it are bold (:class:`RankEffect`); "cells trained" counts the (rank, seed) cells that moved
     off W0. ``full_note`` states the tie and power rules (else a pointer to them).
     """
-    df = _ensure(df)
+    df = prepared(df)
     ranks = sorted(int(r) for r in df["rank"].dropna().unique())
     w0_col, kernel_col = BASELINES.get(column, ("w0", "kernel"))
     baselines = [c for c in (w0_col, kernel_col) if df[c].notna().any()]
@@ -255,7 +243,7 @@ def by_rank(df: pd.DataFrame, margin: float = DEFAULT_MARGIN, column: str = "val
                 bold.add((i, offset + j))
         row += [eff.text(), str(eff.n),
                 *([f"{eff.cells_moved}/{eff.cells}"] if use_moved else []),
-                _size(eff.paired_sd), _size(eff.mde)]
+                fmt(eff.paired_sd), fmt(eff.mde)]
         rows.append(row)
     note = (RULES_NOTE.format(margin=f"{margin * 100:g}") if full_note else
             "Bold (tied with the best rank), paired SD and MDE: as in the first table.")
@@ -303,7 +291,7 @@ class Headline:
                 "ranks were equal" if c.seeds_needed and c.seeds_needed > c.n else "")
         return (f"inconclusive: the 90% CI {_ci(c.ci90)} is not inside ±{d} pts (no "
                 f"equivalence) and the 95% CI {_ci(c.ci95)} includes 0 (no difference shown); "
-                f"{_seeds(c.n)} detect differences of about {_size(c.mde)} pts at 80% "
+                f"{_seeds(c.n)} detect differences of about {fmt(c.mde)} pts at 80% "
                 f"power{need}")
 
 
@@ -315,7 +303,7 @@ def headline(df: pd.DataFrame, r_ref: int = 12, margin: float = DEFAULT_MARGIN,
              best: bool = True) -> list[Headline]:
     """r = 1 against r = r_ref per task, encoder and method, paired over the seeds both ranks
     ran; with ``best``, also against the rank with the best mean when it is neither 1 nor r_ref."""
-    df = _ensure(df)
+    df = prepared(df)
     out = []
     for _, sub in df.groupby(GROUP, sort=True):
         eff = rank_effect(sub, margin)
@@ -342,7 +330,7 @@ def headline_table(items: list[Headline], margin: float = DEFAULT_MARGIN) -> Tab
         verdict = c.verdict + (f" (±{margin * 100:g})" if c.verdict == EQUIVALENT else "")
         rows.append([h.task, h.model, h.method, LABELS[h.metric], h.against, seeds,
                      fmt(c.mean_a), fmt(c.mean_b), _pts(c.diff), _ci(c.ci90), _ci(c.boot90),
-                     _size(c.mde), verdict])
+                     fmt(c.mde), verdict])
     d = f"{margin * 100:g}"
     note = (f"Paired over seeds; margin δ = {d} pts of the task's metric (accuracy; F1 for "
             f"MRPC). equivalent: the 90% CI d̄ ± t(0.95; n−1)·SE lies inside (−{d}, +{d}) "
@@ -366,7 +354,7 @@ def headline_table(items: list[Headline], margin: float = DEFAULT_MARGIN) -> Tab
 
 def multiclass_table(df: pd.DataFrame, margin: float = DEFAULT_MARGIN) -> Table:
     """:func:`by_rank` for the tasks with K > 2 classes."""
-    df = _ensure(df)
+    df = prepared(df)
     table = by_rank(df[df["K"] > 2], margin)
     table.title = ("Tasks with K > 2 classes: test metric (%) by rank, the best rank and the "
                    "ranks tied with it in bold")

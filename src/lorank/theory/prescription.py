@@ -15,13 +15,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from lorank.errors import LorankError
+from lorank.errors import check_choice, check_number, check_positive_int
 from lorank.theory.thresholds import (
     C_STAR_PAPER,
     Shape,
     ce_min_rank,
-    check_c_star,
-    check_positive_int,
     check_shapes,
     lora_param_count,
     manifold_dim,
@@ -92,9 +90,8 @@ class Prescription:
     def __post_init__(self) -> None:
         K, N = check_positive_int("K", self.K), check_positive_int("N", self.N)
         shapes = tuple(check_shapes(self.shapes))
-        c = check_c_star(self.c_star)
-        if self.loss not in ("ce", "mse"):
-            raise LorankError(f"loss must be 'ce' or 'mse', got {self.loss!r}")
+        c = check_number("c_star", self.c_star, low=0)
+        check_choice("loss", self.loss, ("ce", "mse"))
         values = {
             "K": K, "N": N, "shapes": shapes, "c_star": c,
             "sard_exact": sard_min_rank(K, N),

@@ -39,13 +39,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Real
 from typing import Literal
 
 import numpy as np
 
-from lorank.errors import LorankError
-from lorank.theory.thresholds import check_positive_int
+from lorank.errors import LorankError, check_choice, check_number, check_positive_int
 
 Norm = Literal["nuclear", "frobenius"]
 NORMS: tuple[str, ...] = ("nuclear", "frobenius")
@@ -73,14 +71,6 @@ class RademacherBound:
     def vacuous(self) -> bool:
         """True when the bound exceeds 1 (says nothing about a 0-1 risk)."""
         return self.bound > 1
-
-
-def _positive(name: str, value: object, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-        raise LorankError(f"{name} must be a finite number, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise LorankError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-    return float(value)
 
 
 def margins_from_logits(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -120,7 +110,7 @@ def margins_from_logits(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def margin_loss(margins: np.ndarray, rho: float) -> float:
     """Empirical ρ-margin (ramp) loss (1/N) Σ min(1, max(0, 1 − μ_i/ρ))."""
-    rho = _positive("rho", rho)
+    rho = check_number("rho", rho, low=0)
     mu = np.asarray(margins, dtype=np.float64)
     if mu.ndim != 1 or mu.size == 0:
         raise LorankError("margins must be a non-empty 1-D array")
@@ -190,14 +180,13 @@ def rademacher_bound(
         raise LorankError("K (number of classes) is required with margins")
     K = check_positive_int("K", K)
     r = check_positive_int("r", r)
-    rho = _positive("rho", rho)
-    R_F = _positive("frob_norm", frob_norm, allow_zero=True)
-    gamma = _positive("feature_norm", feature_norm)
-    delta = _positive("delta", delta)
+    rho = check_number("rho", rho, low=0)
+    R_F = check_number("frob_norm", frob_norm, low=0, strict=False)
+    gamma = check_number("feature_norm", feature_norm, low=0)
+    delta = check_number("delta", delta, low=0)
     if delta >= 1:
         raise LorankError(f"delta must be in (0, 1), got {delta!r}")
-    if norm not in NORMS:
-        raise LorankError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    check_choice("norm", norm, NORMS)
     bias = margin_loss(margins, rho)
     N = int(np.asarray(margins).shape[0])
     W = math.sqrt(r) * R_F if norm == "nuclear" else R_F

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from numbers import Integral, Real
 from typing import Literal
 
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_choice, check_number, check_positive_int
 
 Shape = tuple[int, int]
 Reading = Literal["per_matrix", "total"]
@@ -25,22 +24,6 @@ Reading = Literal["per_matrix", "total"]
 #: C* reported by "Rethinking the Rank Threshold for LoRA Fine-Tuning" (arXiv 2605.03724) for
 #: Gaussian-iid features. It is budget-dependent (see :mod:`lorank.capacity`).
 C_STAR_PAPER = 1.35
-
-
-def check_positive_int(name: str, value: object) -> int:
-    """Return ``value`` as int if it is a positive integer (not a bool), else raise LorankError."""
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise LorankError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def check_c_star(c_star: object) -> float:
-    """Return ``c_star`` as float if it is a finite number > 0, else raise LorankError."""
-    if isinstance(c_star, bool) or not isinstance(c_star, Real) or not math.isfinite(c_star):
-        raise LorankError(f"c_star must be a finite number > 0, got {c_star!r}")
-    if c_star <= 0:
-        raise LorankError(f"c_star must be > 0, got {c_star!r}")
-    return float(c_star)
 
 
 def check_shapes(shapes: Iterable[Sequence[int]]) -> list[Shape]:
@@ -100,10 +83,17 @@ def manifold_dim(r: int, m: int, n: int) -> int:
     Valid for 1 ≤ r ≤ min(m, n) (the count of free parameters in B·A, m·r + r·n, minus the r²
     of the GL(r) gauge B·A = (B·G)(G⁻¹·A)).
     """
+    r, m, n = check_problem(r, m, n)
+    return r * (m + n) - r * r
+
+
+def check_problem(r: int, m: int, n: int) -> tuple[int, int, int]:
+    """Validate 1 ≤ r ≤ min(m, n) with positive integers (a rank-r factorisation of an m×n
+    matrix); returns (r, m, n) as ints."""
     r, m, n = (check_positive_int(k, v) for k, v in (("r", r), ("m", m), ("n", n)))
     if r > min(m, n):
         raise LorankError(f"rank r={r} exceeds min(m, n)={min(m, n)} for a {m}x{n} matrix")
-    return r * (m + n) - r * r
+    return r, m, n
 
 
 def _smallest_rank(count, r_max: int, bound: float) -> int | None:
@@ -153,18 +143,15 @@ def manifold_min_rank(
     """
     K = check_positive_int("K", K)
     N = check_positive_int("N", N)
-    c = check_c_star(c_star)
+    c = check_number("c_star", c_star, low=0)
     dims = check_shapes(shapes)
     bound = c * K * N
-    if reading == "per_matrix":
+    if check_choice("reading", reading, ("per_matrix", "total")) == "per_matrix":
         ranks = [_smallest_rank(lambda r, m=m, n=n: _saturated_dim(r, m, n), min(m, n), bound)
                  for m, n in dims]
         return None if any(r is None for r in ranks) else max(ranks)
-    if reading == "total":
-        r_max = max(min(m, n) for m, n in dims)
-        return _smallest_rank(lambda r: sum(_saturated_dim(r, m, n) for m, n in dims), r_max,
-                              bound)
-    raise LorankError(f"reading must be 'per_matrix' or 'total', got {reading!r}")
+    r_max = max(min(m, n) for m, n in dims)
+    return _smallest_rank(lambda r: sum(_saturated_dim(r, m, n) for m, n in dims), r_max, bound)
 
 
 def _saturated_dim(r: int, m: int, n: int) -> int:

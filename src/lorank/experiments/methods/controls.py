@@ -44,7 +44,7 @@ from typing import Any
 
 import torch
 
-from lorank.errors import LorankError
+from lorank.errors import LorankError, check_positive_ints
 from lorank.experiments.config import RunConfig
 from lorank.experiments.registry import RunContext, batch_ranks, register_method
 from lorank.linearized.als import als_floor
@@ -52,7 +52,7 @@ from lorank.linearized.experiment import DTYPES, movement
 from lorank.linearized.planted import PlantedData, PlantedSpec, planted_splits
 from lorank.linearized.selection import select_checkpoint
 from lorank.linearized.step_size import full_kernel_step
-from lorank.linearized.train import RunSpec, TrainSettings, train_linearized
+from lorank.linearized.train import LinearizedTraining, RunSpec, train_linearized
 from lorank.ntk.features import Features
 
 SAMPLE = {"n_pool": 1024, "n_dev": 256, "n_test": 500, "sample_seed": 0}
@@ -62,28 +62,18 @@ CAPACITY = {**SAMPLE, "n_train": 1024, "als_iters": 15, "control": "capacity"}
 _SAMPLES: OrderedDict[str, Features] = OrderedDict()  # one sample's features per process
 
 
-def _positive_ints(opts: dict[str, Any], names: tuple[str, ...]) -> None:
-    for name in names:
-        v = opts[name]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise LorankError(f"options.{name} must be a positive integer, got {v!r}")
-
-
-def _options(config: RunConfig, defaults: dict[str, Any]) -> dict[str, Any]:
-    given = config.options.to_json()
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise LorankError(f"unknown {config.method} option {unknown[0]!r}; known: "
-                          + ", ".join(defaults))
-    out = {**defaults, **given}
-    _positive_ints(out, ("n_pool", "n_dev", "n_test", "n_train"))
+def _options(config: RunConfig, defaults: dict[str, Any], *ints: str) -> dict[str, Any]:
+    """The run's options over ``defaults``; LorankError on an unknown one, or unless
+    n_pool, n_dev, n_test, n_train and ``ints`` are positive integers."""
+    out = {**defaults, **config.known_options(tuple(defaults))}
+    check_positive_ints(**{f"options.{name}": out[name]
+                           for name in ("n_pool", "n_dev", "n_test", "n_train", *ints)})
     return out
 
 
 def options(config: RunConfig) -> dict[str, Any]:
     """A ``planted`` run's options with defaults filled in (LorankError on a bad one)."""
-    out = _options(config, PLANTED)
-    _positive_ints(out, ("teacher_rank",))
+    out = _options(config, PLANTED, "teacher_rank")
     if out["n_train"] > out["n_pool"]:
         raise LorankError(f"options.n_train ({out['n_train']}) exceeds options.n_pool "
                           f"({out['n_pool']})")
@@ -94,8 +84,7 @@ def options(config: RunConfig) -> dict[str, Any]:
 
 def capacity_options(config: RunConfig) -> dict[str, Any]:
     """A ``capacity`` run's options with defaults filled in (LorankError on a bad one)."""
-    out = _options(config, CAPACITY)
-    _positive_ints(out, ("als_iters",))
+    out = _options(config, CAPACITY, "als_iters")
     if out["n_train"] > out["n_pool"] + out["n_dev"]:
         raise LorankError(f"options.n_train ({out['n_train']}) exceeds options.n_pool + n_dev "
                           f"({out['n_pool'] + out['n_dev']})")
@@ -154,8 +143,8 @@ def train_students(data: PlantedData, ranks: tuple[int, ...], config: RunConfig
     dev, and measure train/dev/test accuracy of the selected checkpoint per rank."""
     eta0, grid, lrs = _lrs(data.train, config)
     runs = [RunSpec(r, config.seed, float(lr), 0) for r in ranks for lr in lrs]
-    settings = TrainSettings(steps=config.steps, loss="ce", eval_every=config.eval_interval,
-                             log_every=max(1, min(config.eval_interval, 10)))
+    settings = LinearizedTraining(steps=config.steps, loss="ce", eval_every=config.eval_interval,
+                                  log_every=max(1, min(config.eval_interval, 10)))
     res = train_linearized([data.train], runs, settings, [data.dev])
     out = {}
     for r in ranks:
@@ -216,8 +205,8 @@ def capacity_cell(train: Features, test: Features, ranks: tuple[int, ...], confi
     eta0, grid, lrs = _lrs(train, config)
     runs = [RunSpec(r, config.seed, float(lr), 0) for r in ranks for lr in lrs]
     als = _als_by_rank(train, ranks, config.seed, als_iters) if config.loss == "mse" else {}
-    settings = TrainSettings(steps=config.steps, loss=config.loss, eval_every=config.steps,
-                             log_every=max(1, config.steps // 10), eval_early=False)
+    settings = LinearizedTraining(steps=config.steps, loss=config.loss, eval_every=config.steps,
+                                  log_every=max(1, config.steps // 10), eval_early=False)
     res = train_linearized([train], runs, settings, None)
     out = {}
     for r in ranks:
@@ -263,11 +252,7 @@ def _als_by_rank(train: Features, ranks: tuple[int, ...], seed: int, iters: int
     return out
 
 
-def _validate_capacity(config: RunConfig) -> None:
-    capacity_options(config)
-
-
-@register_method("capacity", validate=_validate_capacity, grouped=True)
+@register_method("capacity", validate=capacity_options, grouped=True)
 def run_capacity(runs: Sequence[RunConfig], ctx: RunContext) -> dict[str, dict[str, Any]]:
     """The ranks of one (loss, seed) capacity setting, fitted together (module doc)."""
     from lorank.theory import manifold_dim

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lorank.errors import LorankError
 from lorank.experiments.config import RunConfig
 from lorank.experiments.registry import RunContext, register_method
 
@@ -31,10 +30,7 @@ def estimator_config(config: RunConfig) -> CStarConfig:
     bad)."""
     from lorank.capacity.estimator import CStarConfig
 
-    options = config.options.to_json()
-    unknown = sorted(set(options) - set(_OPTIONS))
-    if unknown:
-        raise LorankError(f"unknown cstar option {unknown[0]!r}; known: {', '.join(_OPTIONS)}")
+    options = config.known_options(_OPTIONS)
     kwargs = {k: options[k] for k in _OPTIONS if k in options}
     if "ratios" in kwargs:
         kwargs["ratios"] = tuple(float(x) for x in kwargs["ratios"])

@@ -52,7 +52,7 @@ from lorank.errors import LorankError
 from lorank.experiments.config import RunConfig
 from lorank.experiments.registry import RunContext, batch_ranks, per_run, register_method
 from lorank.linearized.experiment import SweepConfig, load_seeds, run_linearized_sweep
-from lorank.linearized.train import TrainSettings
+from lorank.linearized.train import LinearizedTraining
 
 _OPTIONS = ("scaling", "alpha", "weight_decay", "optimizer", "batch_size", "memory_budget_mb",
             "mse_target", "engine")
@@ -66,14 +66,11 @@ _LABELS = ("control",)
 
 def sweep_config(config: RunConfig, ctx: RunContext | None = None) -> SweepConfig:
     """The one-cell :class:`SweepConfig` of a stored run (LorankError on a bad option)."""
-    options = config.options.to_json()
-    unknown = sorted(set(options) - set(_OPTIONS) - set(_LABELS))
-    if unknown:
-        raise LorankError(f"unknown linearized option {unknown[0]!r}; known: "
-                          + ", ".join(_OPTIONS + _LABELS))
+    options = config.known_options(_OPTIONS + _LABELS)
     seed = config.seed
-    train = TrainSettings(steps=config.steps, eval_every=config.eval_interval, loss=config.loss,
-                          **{k: options[k] for k in _TRAIN_OPTIONS if k in options})
+    train = LinearizedTraining(steps=config.steps, eval_every=config.eval_interval,
+                               loss=config.loss,
+                               **{k: options[k] for k in _TRAIN_OPTIONS if k in options})
     return SweepConfig(
         task=config.task, model=config.model, head=config.head, adapter=config.adapter(),
         seeds=(seed,), lrs=tuple(config.lrs),

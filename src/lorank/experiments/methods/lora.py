@@ -50,7 +50,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from lorank.errors import LorankError
+from lorank.errors import check_choice
 from lorank.experiments.config import RunConfig
 from lorank.experiments.registry import RunContext, batch_ranks, per_run, register_method
 from lorank.linearized.experiment import movement
@@ -60,31 +60,24 @@ ENGINES = ("batched", "sequential")
 
 
 def settings(config: RunConfig, metric: str = "accuracy") -> tuple[Any, Any]:
-    """(AdapterConfig, TrainSettings) of a stored run; LorankError on a bad option."""
-    from lorank.finetune.config import TrainSettings
+    """(AdapterConfig, LoraTraining) of a stored run; LorankError on a bad option."""
+    from lorank.finetune.config import LoraTraining
 
-    options = config.options.to_json()
-    unknown = sorted(set(options) - set(_OPTIONS))
-    if unknown:
-        raise LorankError(f"unknown lora option {unknown[0]!r}; known: {', '.join(_OPTIONS)}")
+    options = config.known_options(_OPTIONS)
     engine(config)
     lora = config.adapter()
     optimizer = options.get("optimizer", "gd")
-    train = TrainSettings(lr=float(config.lrs[0]), steps=config.steps,
-                          batch_size=None if optimizer == "gd" else options.get("batch_size"),
-                          optimizer=optimizer, weight_decay=options.get("weight_decay", 0.0),
-                          loss=config.loss, eval_every=config.eval_interval, metric=metric,
-                          seed=config.init_seed or config.seed)
+    train = LoraTraining(lr=float(config.lrs[0]), steps=config.steps,
+                         batch_size=None if optimizer == "gd" else options.get("batch_size"),
+                         optimizer=optimizer, weight_decay=options.get("weight_decay", 0.0),
+                         loss=config.loss, eval_every=config.eval_interval, metric=metric,
+                         seed=config.init_seed or config.seed)
     return lora, train
 
 
 def engine(config: RunConfig) -> str:
     """The run's training engine (option ``engine``; default ``batched``)."""
-    value = config.options.to_json().get("engine", "batched")
-    if value not in ENGINES:
-        raise LorankError(f"lora option engine must be one of {', '.join(ENGINES)}; "
-                          f"got {value!r}")
-    return str(value)
+    return check_choice("lora option engine", config.option("engine", "batched"), ENGINES)
 
 
 def _validate(config: RunConfig) -> None:
@@ -117,9 +110,10 @@ def _group(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
                              data_dir=str(ctx.data_dir) if ctx.data_dir else None,
                              test_max=config.test_cap)
         fitted = config.head in FITTED_HEADS
-        memo.update(data=data, metric=selection_metric(data.task), clf=build_classifier(
-            enc, data.task, config.head, train=data.train if fitted else None,
-            dev=data.dev if fitted else None))
+        memo.update(data=data, metric=selection_metric(data.task), fitted=fitted,
+                    clf=build_classifier(enc, data.task, config.head,
+                                         train=data.train if fitted else None,
+                                         dev=data.dev if fitted else None))
     return memo
 
 
@@ -137,12 +131,6 @@ def kernel_step(config: RunConfig, ctx: RunContext, memo: dict[str, Any]) -> flo
             weight_decay=float(config.option("weight_decay", 0.0)), k=config.k,
             seed=config.seed, cache_root=str(ctx.cache_dir) if ctx.cache_dir else None)
     return memo["eta0"]
-
-
-def _fitted(config: RunConfig) -> bool:
-    from lorank.models.factory import FITTED_HEADS
-
-    return config.head in FITTED_HEADS
 
 
 def _num(value: Any) -> float:
@@ -247,7 +235,7 @@ def _cell(config: RunConfig, memo: dict[str, Any], sel: Any, timing: dict[str, A
     metrics = {
         "metric": memo["metric"],
         "test_acc": _num(rec.test_accuracy), "test_acc_final": _num(rec.final_test_accuracy),
-        "w0_test_acc": _num(rec.zero_shot_test_accuracy), "head_fitted": _fitted(config),
+        "w0_test_acc": _num(rec.zero_shot_test_accuracy), "head_fitted": memo["fitted"],
         "test_metric": _num(rec.test_metric), "dev_acc": _num(rec.dev_accuracy),
         "train_acc": _num(rec.train_accuracy), "train_loss": _num(rec.train_loss),
         "selected_lr": rec.lr, "selected_step": rec.best_step, "eta0": eta0,

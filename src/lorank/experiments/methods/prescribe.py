@@ -17,29 +17,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from lorank.errors import LorankError
+from lorank.errors import check_number, check_positive_int
 from lorank.experiments.config import FeaturesKey, RunConfig
 from lorank.experiments.registry import RunContext, register_method
 from lorank.theory import C_STAR_PAPER, lora_param_count, manifold_dim, prescribe
 
 
-def task_classes(task: str) -> int:
-    """Number of classes of a registered task (:mod:`lorank.data.tasks`; LorankError if
-    unknown)."""
-    from lorank.data.tasks import get_task
-
-    return get_task(task).K
-
-
 def logits_and_examples(config: RunConfig) -> tuple[int, int]:
     """(K, N): K = ``options.K`` or the task's classes; N = k · classes (LM-BFF sample), or,
     for a user's explicit training file (``data`` with a dev file), its rows."""
+    from lorank.data.tasks import get_task
+
     data = config.data
-    classes = (task_classes(config.task) if data is None
+    classes = (get_task(config.task).K if data is None
                else len(data.labels) if data.labels else data.task_spec().K)
-    K = config.option("K", classes)
-    if isinstance(K, bool) or not isinstance(K, int) or K < 1:
-        raise LorankError(f"options.K must be a positive integer, got {K!r}")
+    K = check_positive_int("options.K", config.option("K", classes))
     if data is not None and not data.sampled:
         from lorank.data.source import training_file
 
@@ -59,9 +51,7 @@ def adapted_shapes(key: FeaturesKey, ctx: RunContext) -> list[tuple[int, int]]:
 
 def _validate(config: RunConfig) -> None:
     logits_and_examples(config)
-    c_star = config.option("c_star", C_STAR_PAPER)
-    if isinstance(c_star, bool) or not isinstance(c_star, int | float) or c_star <= 0:
-        raise LorankError(f"options.c_star must be a number > 0, got {c_star!r}")
+    check_number("options.c_star", config.option("c_star", C_STAR_PAPER), low=0)
 
 
 @register_method("prescribe", prepare=adapted_shapes, validate=_validate)
