@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lorank.errors import LorankError
-from lorank.models.lora_shape import AdapterConfig, scale
+from lorank.models.lora_shape import AdapterConfig, layers_json, parse_layers, scale
 
 
 @given(ranks=st.lists(st.integers(1, 64), min_size=1, max_size=5, unique=True),
@@ -42,3 +42,13 @@ def test_defaults_are_the_rank_threshold_setting():
     cfg = AdapterConfig()
     assert (cfg.ranks, cfg.s, cfg.init, cfg.targets, cfg.layers) == (
         (1,), 1.0, "fan_in", ("query", "value"), "last")
+
+
+@given(st.one_of(st.sampled_from(["all", "last"]),
+                 st.lists(st.integers(-12, 11), min_size=1, max_size=6)))
+def test_layers_json_round_trips_through_parse_layers(layers):
+    """The JSON form of a layer selection parses back to the same selection, and survives JSON."""
+    sel = parse_layers(layers)
+    as_json = layers_json(sel)
+    assert parse_layers(json.loads(json.dumps(as_json))) == sel
+    assert as_json == (layers if isinstance(layers, str) else list(layers))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -151,3 +152,14 @@ def test_working_folder_of_reproduce(tmp_path):
     with pytest.raises(LorankError, match="lorank did not create it"):
         ensure_owned_dir(user, "reproduce")
     assert not (user / MARKER).exists()
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_atomic_file_mode_follows_the_umask(tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        with atomic_file(tmp_path / "out.txt") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o666 & ~mask

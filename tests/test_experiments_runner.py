@@ -303,3 +303,17 @@ def test_per_run_isolates_a_failing_run():
     assert out[runs[0].run_id] == {"metrics": {"r": 1}}
     assert isinstance(out[runs[1].run_id], ValueError)
     assert out[runs[2].run_id] == {"metrics": {"r": 3}}
+
+
+def test_execute_batch_runs_a_per_run_method_one_config_at_a_time():
+    """A per-run method's batch is one run; handing it several fails them all (no run may get
+    another run's features), and a single run still gets its result."""
+    from lorank.experiments.registry import RunContext
+    from lorank.experiments.runners import execute_batch
+
+    runs = sweep("test_runner_solve", ranks=(8, 9), tasks=("sst2",))
+    [one] = execute_batch(runs[:1], RunContext())
+    assert one.ok and one.result.metrics["x0"] == 1.0 and "batch_runs" not in one.timings
+    both = execute_batch(runs, RunContext())
+    assert [o.ok for o in both] == [False, False]
+    assert all("one config per batch" in o.error for o in both)

@@ -147,3 +147,23 @@ def test_sweep_on_factor_only_features_matches_the_dense_sweep(sweep_env, monkey
             got, want = getattr(b, part), getattr(a, part)
             for split in ("train", "dev", "test"):
                 assert got[split] == pytest.approx(want[split])
+
+
+def test_stream_test_metrics_with_no_column_for_a_test_split(sweep_env, monkeypatch):
+    """A test split none of whose seeds has a surviving solution (every run diverged) gives its
+    W0 metrics and no column metrics — not a zip error (the predictor's --validate path)."""
+    from lorank.linearized.experiment import SweepConfig, load_seeds, stream_test_metrics
+
+    folder, loader, cache = sweep_env
+    monkeypatch.setenv("LORANK_CACHE_DIR", str(cache))
+    cfg = SweepConfig(task="sst2", model=folder, adapter=AdapterConfig(ranks=(1,)),
+                      seeds=(13, 21), lrs=(0.5,), k=4, max_length=16, dtype="float64")
+    seeds = load_seeds(cfg, load_data=loader(False))
+    P = seeds[0].train.P
+    w0, out = stream_test_metrics(seeds, {}, lambda k: k, ["accuracy"], 16)
+    assert out == {} and set(w0) == {0, 1}
+    gen = torch.Generator().manual_seed(0)
+    cols = {0: 1e-3 * torch.randn(P, generator=gen, dtype=torch.float64)}
+    w0_one, one = stream_test_metrics(seeds, cols, lambda k: k, ["accuracy"], 16)
+    assert set(one) == {0} and w0_one == w0
+    assert 0.0 <= one[0]["accuracy"] <= 1.0

@@ -69,8 +69,11 @@ def test_gradients_match_autograd():
     bucket = _Bucket([0], [RunSpec(2, 1, 0.1)], BLOCKS, LinearizedTraining(), AdapterConfig(),
                      torch.float64, "cpu")
     bucket.A, bucket.B = [a[None].clone() for a in A], [b[None].clone() for b in B]
-    bucket.s = torch.full((1, 1, 1), s, dtype=torch.float64)
-    o = (feats.f0 + feats.J @ delta.detach())[:, :, None]
+    bucket.s, bucket.scale = torch.full((1, 1, 1), s, dtype=torch.float64), s
+    D = torch.empty(1, feats.P, dtype=torch.float64)
+    bucket.delta_into(D, feats.offsets())  # the engine's s·B·A layout against the reference
+    torch.testing.assert_close(D[0], delta.detach())
+    o = feats.f0[:, :, None] + (feats.flat() @ D.T).reshape(10, 2, 1)
     _, E = loss_and_grad(o, feats.labels, "ce")
     grads = bucket.grads(E.reshape(20, 1).T @ feats.flat(), feats.offsets(), BLOCKS, wd)
     for g, leaf in zip(grads, leaves, strict=True):

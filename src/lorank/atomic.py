@@ -252,7 +252,8 @@ def ensure_owned_dir(target: str | os.PathLike, kind: str) -> Path:
 
 @contextmanager
 def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary file path beside ``target``; on success it replaces ``target``."""
+    """Yield a temporary file path beside ``target``; on success it replaces ``target`` with the
+    mode a plain ``open(target, "w")`` would give (0o666 less the umask; mkstemp makes 0o600)."""
     target = Path(target)
     check_out_file(target)
     try:
@@ -264,7 +265,9 @@ def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
-        os.chmod(tmp, 0o644)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

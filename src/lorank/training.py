@@ -20,10 +20,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
-from lorank.errors import check_choice, check_number, check_positive_int
+from lorank.data.tasks import METRICS
+from lorank.errors import LorankError, check_choice, check_number, check_positive_int
 
+#: the losses of both engines: cross-entropy over the K logits, ½‖f(x) − e_y‖²
 LOSSES = ("ce", "mse")
-METRICS = ("accuracy", "f1")
 
 
 def is_early_step(step: int) -> bool:
@@ -45,7 +46,7 @@ def early_step(j: int) -> int:
     return 2 ** i if j % 2 else 3 * 2 ** (i - 1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainSettings:
     """The optimisation both engines share (module doc); validated on construction.
 
@@ -73,15 +74,21 @@ class TrainSettings:
     metric: str = "accuracy"
 
     def __post_init__(self) -> None:
-        if self.steps is not None:
-            check_positive_int("steps", self.steps)
+        self._ints("eval_every")
+        self._ints("steps", "batch_size", optional=True)
         check_choice("loss", self.loss, LOSSES)
         check_choice("optimizer", self.optimizer, self.OPTIMIZERS)
         check_number("weight_decay", self.weight_decay, low=0.0, strict=False)
-        if self.batch_size is not None:
-            check_positive_int("batch_size", self.batch_size)
-        check_positive_int("eval_every", self.eval_every)
         check_choice("metric", self.metric, METRICS)
+
+    def _ints(self, *names: str, optional: bool = False) -> None:
+        """Each named field is a positive integer (None allowed when ``optional``), stored as a
+        Python int: numpy integers are accepted and converted, as the settings are dumped to
+        JSON as they are."""
+        for name in names:
+            value = getattr(self, name)
+            if value is not None or not optional:
+                object.__setattr__(self, name, check_positive_int(name, value))
 
     def is_eval_step(self, step: int, total: int) -> bool:
         """Whether dev is evaluated after ``step`` of ``total`` steps: step 0, every
@@ -94,6 +101,8 @@ class TrainSettings:
         """Every step of a ``total``-step run (default ``steps``) at which dev is evaluated
         (:meth:`is_eval_step`); the linearized engine logs the train loss at each of them."""
         total = self.steps if total is None else total
+        if total is None:
+            raise LorankError("eval_steps needs the number of steps (steps is None)")
         return frozenset(t for t in range(total + 1) if self.is_eval_step(t, total))
 
     def to_dict(self) -> dict[str, Any]:

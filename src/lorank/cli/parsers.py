@@ -29,10 +29,10 @@ def parse_ints(text: str, what: str) -> list[int]:
 def parse_layers(text: str) -> str | list[int]:
     """``all`` | ``last`` | comma-separated integers
     (:func:`lorank.models.lora_shape.parse_layers`, as a list for the CLI's JSON records)."""
+    from lorank.models.lora_shape import layers_json
     from lorank.models.lora_shape import parse_layers as normalise
 
-    layers = normalise(str(text))
-    return layers if isinstance(layers, str) else list(layers)
+    return layers_json(normalise(str(text)))
 
 
 def parse_floats(text: str, what: str) -> list[float]:

@@ -36,13 +36,14 @@ def prescriptions(spec) -> list[dict]:
     from lorank.data import get_task
     from lorank.models.arch import adapted_matrices
     from lorank.models.bundled import load_config
+    from lorank.models.lora_shape import layers_json
     from lorank.theory import prescribe
 
     seen, rows = set(), []
     for c in spec.runs:
         if c.method not in ("linearized", "lora"):
             continue
-        layers = c.layers if isinstance(c.layers, str) else list(c.layers)
+        layers = layers_json(c.layers)
         key = (c.task, c.model, tuple(c.targets), str(layers), c.k)
         if key in seen:
             continue
@@ -118,6 +119,7 @@ def command(out_dir, data_dir, full, spec_path, backend, workers, ray_address, d
     from lorank.cli.sweep import run_until_stopped
     from lorank.experiments import load_spec
     from lorank.experiments.runners import validate_configs
+    from lorank.experiments.sweep import run_sweep
     from lorank.report.build import build_report
     from lorank.report.failures import unfinished_runs
 
@@ -139,9 +141,11 @@ def command(out_dir, data_dir, full, spec_path, backend, workers, ray_address, d
     _write_json(out / "prescriptions.json", rows)
     click.echo(f"sweep {spec.name!r}: {len(spec.runs)} runs -> {store} (re-run to resume)")
     summary = run_until_stopped(
-        spec, no_progress=no_progress, resume="finished runs are stored; run the same command "
-        "to resume", backend=backend, workers=workers, store=store, data_dir=data_dir,
-        address=ray_address, retry_failed=retry_failed, device=device)
+        lambda: run_sweep(spec, progress=not no_progress, backend=backend, workers=workers,
+                          store=store, data_dir=data_dir, address=ray_address,
+                          retry_failed=retry_failed, device=device),
+        no_progress=no_progress,
+        resume="finished runs are stored; run the same command to resume")
     click.echo(summary.line())
     run_ids = [c.run_id for c in spec.runs]
     try:

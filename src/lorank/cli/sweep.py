@@ -10,25 +10,29 @@ process inherited SIGINT as ignored, as background jobs of a non-interactive she
 from __future__ import annotations
 
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
 from lorank.errors import LorankError, check_choice, check_positive_int
 
+if TYPE_CHECKING:
+    from lorank.experiments.runners import SweepSummary
 
-def run_until_stopped(spec: Any, *, no_progress: bool, resume: str, **kw: Any) -> Any:
-    """:func:`~lorank.experiments.sweep.run_sweep` of ``spec`` (``kw``: its options) with
-    progress bars unless ``no_progress``, stopped cleanly by Ctrl-C/SIGINT or SIGTERM: then one
-    line on stderr (what was done, then ``resume``) and exit with the signal's status."""
+
+def run_until_stopped(run: Callable[[], SweepSummary], *, no_progress: bool,
+                      resume: str) -> SweepSummary:
+    """``run()`` (a :func:`~lorank.experiments.sweep.run_sweep` call) with progress bars unless
+    ``no_progress``, stopped cleanly by Ctrl-C/SIGINT or SIGTERM: then one line on stderr (what
+    was done, then ``resume``) and exit with the signal's status."""
     from lorank.experiments.runners import SweepInterrupted
     from lorank.experiments.signals import stop_on_signals
-    from lorank.experiments.sweep import run_sweep
     from lorank.progress import library_progress
 
     with stop_on_signals() as stop, library_progress(not no_progress):
         try:
-            return run_sweep(spec, progress=not no_progress, **kw)
+            return run()
         except KeyboardInterrupt as exc:  # SweepInterrupted, or before any run was claimed
             done = (f": {exc.summary.line()}" if isinstance(exc, SweepInterrupted)
                     else " before any run started")
@@ -87,10 +91,13 @@ def command(spec: str, backend: str, workers: int, retry_failed: bool, store: st
             raise LorankError(f"{len(blocked)} method(s) of {sweep.name!r} cannot run "
                               f"({blocked[0]}); fix the spec before running it")
         return 0
-    summary = run_until_stopped(sweep, no_progress=no_progress,
-                                resume="rerun the same command to resume", backend=backend,
-                                workers=workers, store=store, data_dir=data_dir,
-                                address=ray_address, retry_failed=retry_failed, device=device)
+    from lorank.experiments.sweep import run_sweep
+
+    summary = run_until_stopped(
+        lambda: run_sweep(sweep, progress=not no_progress, backend=backend, workers=workers,
+                          store=store, data_dir=data_dir, address=ray_address,
+                          retry_failed=retry_failed, device=device),
+        no_progress=no_progress, resume="rerun the same command to resume")
     for run_id, error in summary.failures[:10]:
         click.echo(f"failed {run_id[:12]}: {error}", err=True)
     click.echo(summary.line())

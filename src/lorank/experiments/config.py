@@ -25,7 +25,7 @@ from typing import Any
 
 from lorank.data.source import DataSource
 from lorank.errors import LorankError
-from lorank.models.lora_shape import AdapterConfig
+from lorank.models.lora_shape import AdapterConfig, layers_json
 
 #: Fields of :class:`RunConfig` that are resource hints, not part of the run's identity.
 RESOURCE_FIELDS = ("num_cpus", "num_gpus")
@@ -190,7 +190,7 @@ class RunConfig:
         """Every field as JSON-ready values (tuples → lists, options → dict)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["targets"] = list(self.targets)
-        out["layers"] = self.layers if isinstance(self.layers, str) else list(self.layers)
+        out["layers"] = layers_json(self.layers)
         out["lrs"] = list(self.lrs)
         out["options"] = self.options.to_json()
         if self.data is None:
@@ -250,7 +250,7 @@ class FeaturesKey:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["targets"] = list(self.targets)
-        out["layers"] = self.layers if isinstance(self.layers, str) else list(self.layers)
+        out["layers"] = layers_json(self.layers)
         if self.data is None:
             out.pop("data")
         else:

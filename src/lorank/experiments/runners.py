@@ -143,11 +143,13 @@ def execute_batch(configs: Sequence[RunConfig], ctx: RunContext) -> list[RunOutc
         method = get_method(configs[0].method)
         if method.grouped:
             timings["batch_runs"] = float(len(configs))
+        elif len(configs) != 1:
+            raise ValueError(f"a per-run method runs one config per batch, got {len(configs)}")
         _prepare(method, configs[0], ctx)
         timings["prepare_s"] = time.perf_counter() - start
         began = time.perf_counter()
         raw = (method.run(list(configs), ctx) if method.grouped else
-               {config.run_id: normalize_result(method.run(config, ctx)) for config in configs})
+               {configs[0].run_id: normalize_result(method.run(configs[0], ctx))})
         timings["run_s"] = time.perf_counter() - began
         if not isinstance(raw, Mapping):
             raise TypeError(f"a grouped method must return run id -> result, got "
@@ -165,7 +167,7 @@ def execute_batch(configs: Sequence[RunConfig], ctx: RunContext) -> list[RunOutc
             value = raw.get(config.run_id)
             try:
                 if value is None:
-                    raise LorankError("the grouped method returned no result for this run")
+                    raise LorankError(f"method {config.method!r} returned no result for this run")
                 if isinstance(value, BaseException):
                     raise value
                 result = normalize_result(value)

@@ -32,7 +32,7 @@ import torch
 
 from lorank.errors import LorankError
 from lorank.models.arch import AdaptedMatrix, ArchSpec, resolve_targets
-from lorank.models.lora_shape import AdapterConfig
+from lorank.models.lora_shape import AdapterConfig, layers_json
 
 ADAPTER = "default"
 #: lorank init name -> peft ``init_lora_weights`` ("fan_in" re-draws A after peft's init).
@@ -250,7 +250,7 @@ def attach_lora(clf: torch.nn.Module, settings: AdapterConfig, seed: int = 0) ->
     """
     from peft import get_peft_model
 
-    layers = settings.layers if isinstance(settings.layers, str) else list(settings.layers)
+    layers = layers_json(settings.layers)
     matrices = clf.adapted_matrices(settings.targets, layers)
     if not matrices:
         raise LorankError("no matrix selected for LoRA (check targets and layers)")

@@ -516,10 +516,11 @@ def train_batched(problems: Mapping[Hashable, Problem], configurations: Sequence
 
 
 @dataclass(frozen=True)
-class Cell(Configuration):
+class Cell:
     """One (rank, seed) cell: an adapter trained from one seeded init at every point of an
     (lr × batch size) grid, the grid point and step then selected on dev, as
-    :func:`lorank.finetune.run.finetune` does for one cell.
+    :func:`lorank.finetune.run.finetune` does for one cell. Not itself a
+    :class:`Configuration`: :meth:`configurations` are what :func:`train_batched` trains.
 
     Attributes:
         problem, lora, train, init_seed: as in :class:`Configuration`.
@@ -527,8 +528,22 @@ class Cell(Configuration):
             (:func:`lorank.finetune.run.grid`; empty: just those).
     """
 
+    problem: Hashable
+    lora: AdapterConfig
+    train: LoraTraining
+    init_seed: int | None = None
     lrs: tuple[float, ...] = ()
     batch_sizes: tuple[int | None, ...] = ()
+
+    def configurations(self) -> list[Configuration]:
+        """One :class:`Configuration` per grid point, in grid order."""
+        return [Configuration(self.problem, self.lora, s, self.init_seed)
+                for s in grid(self.train, self.lrs, self.batch_sizes)]
+
+    @property
+    def adapter_seed(self) -> int:
+        """The seed peft draws the cell's init from (:attr:`Configuration.adapter_seed`)."""
+        return Configuration(self.problem, self.lora, self.train, self.init_seed).adapter_seed
 
 
 @dataclass
@@ -547,8 +562,7 @@ def train_cells(problems: Mapping[Hashable, Problem], cells: Sequence[Cell],
     configs, spans = [], []
     for cell in cells:
         lo = len(configs)
-        configs += [Configuration(cell.problem, cell.lora, s, cell.init_seed)
-                    for s in grid(cell.train, cell.lrs, cell.batch_sizes)]
+        configs += cell.configurations()
         spans.append(range(lo, len(configs)))
     return CellsTraining(list(cells), train_batched(problems, configs, settings), spans)
 

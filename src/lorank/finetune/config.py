@@ -20,13 +20,13 @@ from numbers import Integral
 from typing import ClassVar, Literal
 
 from lorank import training
-from lorank.errors import LorankError, check_choice, check_number, check_positive_int
+from lorank.errors import LorankError, check_choice, check_number
 
 Schedule = Literal["constant", "linear"]
 Keep = Literal["best", "last"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LoraTraining(training.TrainSettings):
     """How the adapter is trained and selected: the optimisation both engines share
     (:class:`lorank.training.TrainSettings`) with this engine's defaults and fields.
@@ -74,8 +74,7 @@ class LoraTraining(training.TrainSettings):
         check_number("lr (learning rate)", self.lr, low=0.0)
         if self.steps is not None and self.epochs is not None:
             raise LorankError("give steps or epochs, not both")
-        if self.epochs is not None:
-            check_positive_int("epochs", self.epochs)
+        self._ints("epochs", optional=True)
         if self.optimizer == "gd" and self.batch_size is not None:
             raise LorankError("optimizer gd is full-batch: leave batch_size unset (or use sgd)")
         check_choice("schedule", self.schedule, ("constant", "linear"))

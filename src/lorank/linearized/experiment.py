@@ -319,8 +319,6 @@ def load_seeds(cfg: SweepConfig, progress: Progress | None = None,
     return out
 
 
-
-
 def run_linearized_sweep(cfg: SweepConfig, progress: Progress | None = None,
                          load_data: Callable[[int], Any] | None = None,
                          seeds: list[_Seed] | None = None) -> SweepResult:
@@ -416,8 +414,8 @@ def select_runs(result: TrainResult, groups: int, ranks: Sequence[int], ties: bo
             idx = {run.lr: c for c, run in enumerate(result.runs)
                    if run.group == g and run.rank == r}
             trajs = {lr: result.trajectories[c] for lr, c in sorted(idx.items())}
-            curves = {lr: (t.dev_steps, t.dev_metric, t.dev_loss)[:3 if ties else 2]
-                      for lr, t in trajs.items()}
+            curves = {lr: (t.dev_steps, t.dev_metric, t.dev_loss) if ties
+                      else (t.dev_steps, t.dev_metric) for lr, t in trajs.items()}
             try:
                 choice = select_checkpoint(curves)
             except LorankError:
@@ -551,5 +549,6 @@ def stream_test_metrics(seeds: Sequence[_Seed], cols: Mapping[Any, torch.Tensor]
             labels = torch.as_tensor(np.array(s0.data.test.labels, dtype=np.int64),
                                      device=f0.device)
             w0.update(dict.fromkeys(members, metrics_dict(list(names), f0[:, :, None], labels)[0]))
-            out.update(zip(keys, metrics_dict(list(names), lin, labels), strict=True))
+            if keys:  # else only W0 was wanted (D is one zero column)
+                out.update(zip(keys, metrics_dict(list(names), lin, labels), strict=True))
     return w0, out

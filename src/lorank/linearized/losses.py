@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from lorank.errors import check_choice
+from lorank.training import LOSSES
 
-LOSSES = ("ce", "mse")
 MSE_TARGETS = ("onehot", "pm1")
 
 

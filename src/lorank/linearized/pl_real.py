@@ -231,14 +231,14 @@ class TrainedGrid(TaskGrid):
         check_lr_grid("learning rates", self.lrs)
         check_lr_grid("lr multipliers", self.lr_mults)
 
-    def load_seeds(self, **sweep: Any) -> list[Any]:
+    def load_seeds(self, test_max: int | None = None) -> list[Any]:
         """Data, classifier and train/dev features of every seed (feature cache):
         :func:`lorank.linearized.experiment.load_seeds` of the :class:`SweepConfig` with this
-        grid's task, classifier, adapter, seeds and data, plus the fields ``sweep``."""
+        grid's task, classifier, adapter, seeds and data (test split capped at ``test_max``)."""
         return load_seeds(SweepConfig(
             task=self.task, model=self.model, head=self.head, adapter=self.adapter,
             seeds=self.seeds, k=self.k, max_length=self.max_length, dtype=self.dtype,
-            data_dir=self.data_dir, use_cache=self.use_cache, **sweep))
+            data_dir=self.data_dir, use_cache=self.use_cache, test_max=test_max))
 
 
 @dataclass(frozen=True)

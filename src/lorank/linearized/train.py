@@ -59,7 +59,7 @@ import torch
 from torch import Tensor
 
 from lorank import training
-from lorank.errors import LorankError, check_choice, check_positive_ints
+from lorank.errors import LorankError, check_choice
 from lorank.linearized.factored import (
     DENSE_WEIGHT,
     GroupLayout,
@@ -88,7 +88,7 @@ class RunSpec:
     group: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LinearizedTraining(training.TrainSettings):
     """Settings of a batched linearized-LoRA run: the shared optimisation
     (:class:`lorank.training.TrainSettings`: steps, loss, optimizer ``gd``/``sgd``/``adam``,
@@ -115,9 +115,8 @@ class LinearizedTraining(training.TrainSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_positive_ints(steps=self.steps, log_every=self.log_every)
+        self._ints("steps", "log_every")
         check_choice("engine", self.engine, ENGINES)
-
 
 
 @dataclass

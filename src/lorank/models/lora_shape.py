@@ -84,6 +84,12 @@ def parse_layers(layers: str | Sequence[int] | None) -> str | tuple[int, ...]:
     return parsed
 
 
+def layers_json(layers: str | Sequence[int]) -> str | list[int]:
+    """A layer selection as a JSON value: ``"all"``/``"last"`` as they are, indices as a list
+    (what stored configs, cache keys and peft's ``layers_to_transform`` take)."""
+    return layers if isinstance(layers, str) else list(layers)
+
+
 @dataclass(frozen=True)
 class AdapterConfig:
     r"""The LoRA adapter of either engine, validated on construction and serialisable.
@@ -164,7 +170,7 @@ class AdapterConfig:
         out = asdict(self)
         out["ranks"] = list(self.ranks)
         out["targets"] = list(self.targets) if self.targets else None
-        out["layers"] = self.layers if isinstance(self.layers, str) else list(self.layers)
+        out["layers"] = layers_json(self.layers)
         if len(self.ranks) == 1:
             out.update(r=self.r, lora_alpha=self.lora_alpha, s=self.s)
         return out

@@ -53,6 +53,7 @@ from lorank.linearized.planted import PlantedData, PlantedSpec, planted_splits
 from lorank.linearized.selection import select_checkpoint
 from lorank.linearized.step_size import full_kernel_step
 from lorank.linearized.train import LinearizedTraining, RunSpec, train_linearized
+from lorank.models.lora_shape import layers_json
 from lorank.ntk.features import Features
 
 SAMPLE = {"n_pool": 1024, "n_dev": 256, "n_test": 500, "sample_seed": 0}
@@ -105,7 +106,7 @@ def _sample_features(config: RunConfig, opts: dict[str, Any], ctx: RunContext) -
     from lorank.ntk.pipeline import split_features
 
     key = json.dumps([config.model, config.head, config.task, list(config.targets),
-                      config.layers if isinstance(config.layers, str) else list(config.layers),
+                      layers_json(config.layers),
                       config.max_length, config.dtype, *(opts[k] for k in SAMPLE)])
     if key in _SAMPLES:
         _SAMPLES.move_to_end(key)
@@ -117,7 +118,7 @@ def _sample_features(config: RunConfig, opts: dict[str, Any], ctx: RunContext) -
     sample = pool_sample(config.task, n, opts["sample_seed"], ctx.data_dir)
     enc = load_encoder(config.model, dtype=DTYPES[config.dtype], device=ctx.device)
     clf = build_classifier(enc, get_task(config.task), config.head)
-    layers = config.layers if isinstance(config.layers, str) else list(config.layers)
+    layers = layers_json(config.layers)
     feats, _, _ = split_features(clf, sample, targets=config.targets, layers=layers,
                                  max_length=config.max_length, seed=opts["sample_seed"],
                                  cache_root=str(ctx.cache_dir) if ctx.cache_dir else None)

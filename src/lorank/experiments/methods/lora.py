@@ -54,6 +54,7 @@ from lorank.errors import check_choice
 from lorank.experiments.config import RunConfig
 from lorank.experiments.registry import RunContext, batch_ranks, per_run, register_method
 from lorank.linearized.experiment import movement
+from lorank.models.lora_shape import layers_json
 
 _OPTIONS = ("scaling", "alpha", "weight_decay", "optimizer", "batch_size", "engine")
 ENGINES = ("batched", "sequential")
@@ -124,7 +125,7 @@ def kernel_step(config: RunConfig, ctx: RunContext, memo: dict[str, Any]) -> flo
     if "eta0" not in memo:
         from lorank.linearized.step_size import split_kernel_step
 
-        layers = config.layers if isinstance(config.layers, str) else list(config.layers)
+        layers = layers_json(config.layers)
         memo["eta0"] = split_kernel_step(
             memo["clf"], memo["data"].train, targets=config.targets, layers=layers,
             max_length=config.max_length, loss=config.loss,

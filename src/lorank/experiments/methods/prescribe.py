@@ -43,8 +43,9 @@ def adapted_shapes(key: FeaturesKey, ctx: RunContext) -> list[tuple[int, int]]:
     """Shapes (m, n) of the matrices LoRA adapts for the key's model, targets and layers."""
     from lorank.models.arch import adapted_matrices
     from lorank.models.bundled import load_config
+    from lorank.models.lora_shape import layers_json
 
-    layers = key.layers if isinstance(key.layers, str) else list(key.layers)
+    layers = layers_json(key.layers)
     matrices = adapted_matrices(load_config(key.model), list(key.targets), layers)
     return [mat.shape for mat in matrices]
 
