@@ -14,8 +14,9 @@ from typing import Any
 import click
 
 from lorank.cli.options_data import own_data_options
-from lorank.cli.parsers import parse_layers, parse_list
+from lorank.cli.parsers import parse_list
 from lorank.errors import LorankError, check_number
+from lorank.models.lora_shape import parse_layers
 
 SPLITS = ("train", "dev", "test")
 

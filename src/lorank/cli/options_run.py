@@ -84,14 +84,14 @@ def grid_kwargs(task: str, ranks: str, seeds: str, targets: str, layers: str, lr
                 lr_mults: str) -> dict[str, Any]:
     """Parsed task/grid/learning-rate options as config keyword arguments (``lrs="auto"`` → None).
     An unknown task is a one-line error here, before any model is loaded."""
-    from lorank.cli.parsers import parse_floats, parse_ints, parse_layers, parse_list, parse_seeds
+    from lorank.cli.parsers import parse_floats, parse_ints, parse_list, parse_seeds
     from lorank.data.tasks import get_task
     from lorank.models.lora_shape import AdapterConfig
 
     get_task(task)
     adapter = AdapterConfig(ranks=tuple(parse_ints(ranks, "ranks")),
                             targets=tuple(parse_list(targets, "targets")),
-                            layers=parse_layers(layers))
+                            layers=layers)
     return dict(task=task, adapter=adapter,
                 seeds=tuple(parse_seeds(seeds)),
                 lrs=None if str(lrs).strip() == "auto" else tuple(

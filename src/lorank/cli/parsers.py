@@ -26,15 +26,6 @@ def parse_ints(text: str, what: str) -> list[int]:
         raise LorankError(f"{what} must be comma-separated integers, got {text!r}") from None
 
 
-def parse_layers(text: str) -> str | list[int]:
-    """``all`` | ``last`` | comma-separated integers
-    (:func:`lorank.models.lora_shape.parse_layers`, as a list for the CLI's JSON records)."""
-    from lorank.models.lora_shape import layers_json
-    from lorank.models.lora_shape import parse_layers as normalise
-
-    return layers_json(normalise(str(text)))
-
-
 def parse_floats(text: str, what: str) -> list[float]:
     """``"0.01,0.1"`` -> [0.01, 0.1]; LorankError if malformed or not a positive finite number."""
     try:

@@ -16,10 +16,10 @@ import click
 
 from lorank.cli.checks import INT_LIKE
 from lorank.cli.options_data import own_data_options, source_from_options
-from lorank.cli.parsers import parse_layers
 from lorank.data.source import DataSource
 from lorank.data.tasks import get_task
 from lorank.errors import LorankError, check_positive_int
+from lorank.models.lora_shape import parse_layers
 from lorank.theory import C_STAR_PAPER, prescribe
 from lorank.theory.prescription import Prescription
 

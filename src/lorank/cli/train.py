@@ -28,7 +28,7 @@ from lorank.cli.options_data import (
     source_from_options,
 )
 from lorank.cli.options_run import experiment_options, pm, wide_console
-from lorank.cli.parsers import parse_floats, parse_ints, parse_layers, parse_list, parse_seeds
+from lorank.cli.parsers import parse_floats, parse_ints, parse_list, parse_seeds
 from lorank.errors import check_choice, check_number, check_positive_ints
 
 if TYPE_CHECKING:
@@ -228,7 +228,7 @@ def sweep_config(opts: Mapping[str, Any], *, ranks: list[int], seeds: list[int],
     adapter = AdapterConfig(ranks=tuple(ranks), alpha=opts.get("alpha"),
                             scaling=opts.get("scaling"), init="fan_in",
                             targets=tuple(parse_list(targets, "targets")),
-                            layers=parse_layers(layers))
+                            layers=layers)
     return SweepConfig(
         **{name: opts.get(name) for name in fields},
         train=LinearizedTraining(**{name: opts.get(name) for name in train}),
