@@ -38,14 +38,6 @@ def is_early_step(step: int) -> bool:
     return odd in (1, 3)
 
 
-def early_step(j: int) -> int:
-    """The j-th early checkpoint: 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, … (≈ 2^(j/2), integers)."""
-    if j == 0:
-        return 1
-    i = (j + 1) // 2
-    return 2 ** i if j % 2 else 3 * 2 ** (i - 1)
-
-
 @dataclass(frozen=True, kw_only=True)
 class TrainSettings:
     """The optimisation both engines share (module doc); validated on construction.

@@ -59,7 +59,7 @@ import torch
 from torch import Tensor
 
 from lorank import training
-from lorank.errors import LorankError, check_choice
+from lorank.errors import LorankError, check_choice, check_positive_ints
 from lorank.linearized.factored import (
     DENSE_WEIGHT,
     GroupLayout,
@@ -275,8 +275,7 @@ def _check_groups(train: Sequence[Features], dev: Sequence[Features] | None,
     for run in runs:
         if not 0 <= run.group < len(train):
             raise LorankError(f"run group {run.group} has no feature set")
-        if isinstance(run.rank, bool) or not isinstance(run.rank, int) or run.rank < 1:
-            raise LorankError(f"rank must be a positive integer, got {run.rank!r}")
+        check_positive_ints(rank=run.rank)
         if not math.isfinite(run.lr) or run.lr <= 0:
             raise LorankError(f"learning rate must be a positive number, got {run.lr!r}")
 
